@@ -1,0 +1,49 @@
+# ptif: `make demo` shows it working, `make test` checks everything. Both start from a fresh clone.
+VENV   ?= .venv
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+BIN    := $(VENV)/bin
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+.PHONY: setup system-deps demo test lint format bench clean
+
+## setup: create .venv with ptif and its locked dependencies (uv.lock)
+setup: $(VENV)/.ready
+
+$(VENV)/.ready: pyproject.toml uv.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv sync --quiet --frozen --inexact --all-extras
+	touch $@
+
+## system-deps: Debian packages for EPS, the second TIFF reader and the IIIF server tests
+system-deps:
+	@bash scripts/system-deps.sh || { \
+	  if [ -n "$$CI" ]; then exit 1; fi; \
+	  echo "make: some system packages are missing; the tests that need them will be skipped" >&2; }
+
+## demo: convert a handful of awkward sample images into pyramids under ptif-data/
+demo: setup
+	$(BIN)/python examples/demo.py
+
+## test: lint, type-check and run every test
+test: setup system-deps lint
+	$(BIN)/pytest -n 2 --dist loadfile
+
+## lint: ruff (lint and format check) and mypy
+lint: setup
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+## format: apply ruff's formatting and safe fixes
+format: setup
+	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples
+
+## bench: ptif against the plain libvips call on generated images; prints a table
+bench: setup
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) ptif-data bench/out .pytest_cache .mypy_cache .ruff_cache

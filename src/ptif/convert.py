@@ -1,0 +1,266 @@
+"""The conversion engine: one source file to one verified, tiled pyramid TIFF.
+
+No CLI, no store: callers pass paths and a :class:`~ptif.profiles.Recipe` and get a
+:class:`ConversionResult` back, or a :class:`~ptif.errors.PtifError` that says whether retrying
+could help. The pyramid is written to a hidden temporary file beside the destination, reopened
+and verified, and only then renamed into place, so a destination either holds a complete,
+verified pyramid or nothing new.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pyvips
+
+from ptif import __version__
+from ptif.colour import to_display
+from ptif.errors import OutputWriteError, PtifError, UndecodableError
+from ptif.formats import Format, sniff
+from ptif.loaders import DEFAULT_MAX_PIXELS, Opened, OpenRequest, open_page
+from ptif.profiles import DEFAULT_RECIPE, Recipe
+from ptif.pyramid import expected_levels, needs_bigtiff, tiffsave_options
+from ptif.verify import verify_pyramid
+
+log = logging.getLogger(__name__)
+
+#: libvips loaders ptif may use; every other loader stays blocked.
+ALLOWED_LOADERS = (
+    "jpegload", "pngload", "tiffload", "gifload", "webpload", "heifload", "pdfload", "jp2kload",
+)  # fmt: skip
+_DISK_FULL = re.compile(r"no space left|enospc|disk quota|file too large", re.I)
+_IO_PROBLEM = re.compile(r"permission denied|read-only file system|input/output error", re.I)
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What was written: enough for callers to store as metadata and for people to read."""
+
+    path: Path
+    width: int
+    height: int
+    levels: tuple[tuple[int, int], ...]
+    tile_size: int
+    bands: int
+    bytes: int
+    bigtiff: bool
+    recipe: Recipe
+    source_format: str
+    decoder: str
+    page: int
+    pages: int
+    seconds: float
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def recipe_hash(self) -> str:
+        return self.recipe.hash
+
+    @property
+    def libvips_version(self) -> str:
+        return libvips_version()
+
+    def metadata(self) -> dict[str, str]:
+        """User metadata for the output (serverless-iiif reads ``width`` and ``height``)."""
+        return {
+            "width": str(self.width),
+            "height": str(self.height),
+            "ptif-recipe": self.recipe_hash,
+            "ptif-version": __version__,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "width": self.width,
+            "height": self.height,
+            "levels": [list(level) for level in self.levels],
+            "tile_size": self.tile_size,
+            "bands": self.bands,
+            "bytes": self.bytes,
+            "bigtiff": self.bigtiff,
+            "recipe": self.recipe.describe(),
+            "recipe_hash": self.recipe_hash,
+            "source_format": self.source_format,
+            "decoder": self.decoder,
+            "page": self.page,
+            "pages": self.pages,
+            "seconds": round(self.seconds, 3),
+            "libvips_version": self.libvips_version,
+            "ptif_version": __version__,
+            "warnings": list(self.warnings),
+        }
+
+
+def libvips_version() -> str:
+    return ".".join(str(pyvips.version(i)) for i in range(3))
+
+
+@cache
+def init_vips() -> None:
+    """Block every libvips loader but the ones ptif needs (and all that are not fuzzed)."""
+    pyvips.cache_set_max(0)
+    pyvips.block_untrusted_set(True)
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    for nickname in ALLOWED_LOADERS:
+        gtype = pyvips.type_find("VipsOperation", nickname)
+        if gtype:
+            pyvips.operation_block_set(pyvips.type_name(gtype), False)
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    recipe: Recipe = DEFAULT_RECIPE,
+    *,
+    page: int = 1,
+    max_pixels: int | None = None,
+) -> ConversionResult:
+    """Convert page ``page`` (1-based) of ``src`` into a verified pyramid TIFF at ``dst``."""
+    src, dst = Path(src), Path(dst)
+    init_vips()
+    started = time.perf_counter()
+    fmt = sniff(src)
+    with tempfile.TemporaryDirectory(prefix="ptif-") as work:
+        request = OpenRequest(src, fmt, page, max_pixels or DEFAULT_MAX_PIXELS, Path(work))
+        opened = open_page(request)
+        return _write(src, dst, fmt, opened, recipe, page, started)
+
+
+def page_count(src: str | os.PathLike[str], *, max_pixels: int | None = None) -> int:
+    """How many pages (or frames) the source holds."""
+    init_vips()
+    path = Path(src)
+    fmt = sniff(path)
+    with tempfile.TemporaryDirectory(prefix="ptif-") as work:
+        request = OpenRequest(path, fmt, 1, max_pixels or DEFAULT_MAX_PIXELS, Path(work))
+        return open_page(request).pages
+
+
+def page_path(dst: Path, page: int) -> Path:
+    """Where page ``page`` goes when every page gets its own pyramid: ``name-p2.tif``."""
+    return dst.with_name(f"{dst.stem}-p{page}{dst.suffix}")
+
+
+def convert_pages(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    recipe: Recipe = DEFAULT_RECIPE,
+    *,
+    max_pixels: int | None = None,
+) -> list[ConversionResult]:
+    """One pyramid per page, at ``page_path(dst, n)``; all of them, or none."""
+    dst = Path(dst)
+    results: list[ConversionResult] = []
+    try:
+        for number in range(1, page_count(src, max_pixels=max_pixels) + 1):
+            target = page_path(dst, number)
+            results.append(convert(src, target, recipe, page=number, max_pixels=max_pixels))
+    except BaseException:
+        for done in results:
+            done.path.unlink(missing_ok=True)
+        raise
+    return results
+
+
+def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
+    """Shrink (never enlarge) to fit the recipe's box, keeping the aspect ratio."""
+    if recipe.max_width is None and recipe.max_height is None:
+        return image
+    box_w = recipe.max_width or 10_000_000
+    box_h = recipe.max_height or 10_000_000
+    if image.width <= box_w and image.height <= box_h:
+        return image
+    return image.thumbnail_image(box_w, height=box_h, size="down", no_rotate=True)
+
+
+def _write(
+    src: Path,
+    dst: Path,
+    fmt: Format,
+    opened: Opened,
+    recipe: Recipe,
+    page: int,
+    started: float,
+) -> ConversionResult:
+    warnings: list[str] = []
+    image = fit_within(to_display(opened.image, warnings), recipe)
+    levels = expected_levels(image.width, image.height, recipe.tile_size)
+    bigtiff = needs_bigtiff(image.width, image.height, image.bands)
+    options = tiffsave_options(recipe, bigtiff=bigtiff)
+    _make_parent(dst)
+    temp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:12]}.ptif-partial")
+    try:
+        _save(src, image, temp, options)
+        verify_pyramid(temp, levels, recipe.tile_size, image.bands)
+        _publish(temp, dst)
+    finally:
+        temp.unlink(missing_ok=True)
+    for warning in warnings:
+        log.warning("%s: %s", src, warning)
+    return ConversionResult(
+        path=dst,
+        width=image.width,
+        height=image.height,
+        levels=levels,
+        tile_size=recipe.tile_size,
+        bands=image.bands,
+        bytes=dst.stat().st_size,
+        bigtiff=bigtiff,
+        recipe=recipe,
+        source_format=fmt.name,
+        decoder=opened.decoder,
+        page=page,
+        pages=opened.pages,
+        seconds=time.perf_counter() - started,
+        warnings=tuple(warnings),
+    )
+
+
+def _make_parent(dst: Path) -> None:
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputWriteError(f"{dst}: cannot create its folder ({error.strerror})") from error
+
+
+def _save(src: Path, image: pyvips.Image, temp: Path, options: dict[str, Any]) -> None:
+    try:
+        image.tiffsave(str(temp), **options)
+    except pyvips.Error as error:
+        raise _classify_save_error(src, temp, error) from error
+
+
+def _classify_save_error(src: Path, temp: Path, error: pyvips.Error) -> PtifError:
+    text = " ".join(str(error.detail or error.message).split())
+    if _DISK_FULL.search(text):
+        return OutputWriteError(f"{temp.parent}: disk full while writing the pyramid of {src}",
+                                code="disk-full")  # fmt: skip
+    if _IO_PROBLEM.search(text):
+        return OutputWriteError(f"{temp.parent}: cannot write the pyramid of {src} ({text[:200]})")
+    return UndecodableError(
+        f"{src}: the image data is corrupt or truncated ({text[:300]}); "
+        "check the file opens in an image viewer, then upload it again"
+    )
+
+
+def _publish(temp: Path, dst: Path) -> None:
+    """Make the verified file durable, then visible under its name in one atomic step."""
+    try:
+        descriptor = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temp, dst)
+    except OSError as error:
+        raise OutputWriteError(f"{dst}: cannot move the pyramid into place ({error})") from error

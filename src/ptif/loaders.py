@@ -1,0 +1,296 @@
+"""Open one page of a source as a lazy libvips image, checking the pixel budget first.
+
+libvips loaders read only the header here; pixels are decoded later, as the pyramid is written.
+Formats this libvips build lacks go through one well-kept library each (Pillow for BMP and JPEG
+2000, PDFium for PDF, Ghostscript with -dSAFER for EPS, pillow-heif for HEIC), always after a
+header-only size check, so a small file that declares billions of pixels fails before decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyvips
+
+from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, UnsupportedFormatError
+from ptif.formats import Format, decoder_for
+
+log = logging.getLogger(__name__)
+
+#: Default pixel budget: three gigapixels, room for a 60,000 x 50,000 map scan.
+DEFAULT_MAX_PIXELS = 3_000_000_000
+#: Resolution at which PDF and EPS pages are rendered.
+RENDER_DPI = 300.0
+GHOSTSCRIPT_TIMEOUT_S = 600
+
+#: Orientations a streaming pipeline can apply; the others need random access.
+_STREAMABLE_ORIENTATIONS = (None, 1, 2)
+
+
+@dataclass
+class Opened:
+    """One page of a source, ready for the pixel pipeline."""
+
+    image: pyvips.Image
+    pages: int
+    decoder: str
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    path: Path
+    fmt: Format
+    page: int
+    max_pixels: int
+    workdir: Path
+
+
+def open_page(request: OpenRequest) -> Opened:
+    """Open page ``request.page`` (1-based) of the source, header only."""
+    decoder = decoder_for(request.fmt)
+    if decoder is None:
+        raise UnsupportedFormatError(
+            f"{request.path}: {request.fmt.title} files need a codec this installation lacks; "
+            "see 'ptif formats' for what it can read"
+        )
+    if decoder.startswith("vips:"):
+        return _open_vips(request, decoder.removeprefix("vips:"))
+    return _FALLBACKS[decoder](request)
+
+
+def check_budget(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise UndecodableError(f"{path}: the header declares an empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise PixelBudgetError(
+            f"{path}: declares {width}x{height} = {width * height / 1e6:,.0f} megapixels, over "
+            f"the budget of {max_pixels / 1e6:,.0f}; if the image is genuine, raise the budget "
+            "with --max-pixels or PTIF_MAX_PIXELS"
+        )
+
+
+def _check_page(request: OpenRequest, pages: int) -> None:
+    if not 1 <= request.page <= pages:
+        raise ConfigError(
+            f"{request.path}: has {pages} page(s); page {request.page} does not exist"
+        )
+
+
+def _field(image: pyvips.Image, name: str) -> Any:
+    return image.get(name) if image.get_typeof(name) else None
+
+
+# libvips ---------------------------------------------------------------------------------------
+
+
+def _vips_load(request: OpenRequest, loader: str, access: str) -> pyvips.Image:
+    options: dict[str, Any] = {"access": access, "fail_on": "error"}
+    if request.fmt.multipage:
+        options["page"] = request.page - 1
+    if loader == "pdfload":
+        options["dpi"] = RENDER_DPI
+    try:
+        return pyvips.Operation.call(loader, str(request.path), **options)
+    except pyvips.Error as error:
+        raise UndecodableError(
+            f"{request.path}: not a readable {request.fmt.title} file ({_vips_reason(error)})"
+        ) from error
+
+
+def _open_vips(request: OpenRequest, loader: str) -> Opened:
+    image = _vips_load(request, loader, "sequential")
+    pages = int(_field(image, "n-pages") or 1)
+    if request.page != 1:
+        _check_page(request, pages)
+    check_budget(request.path, image.width, image.height, request.max_pixels)
+    if _field(image, "orientation") not in _STREAMABLE_ORIENTATIONS:
+        image = _vips_load(request, loader, "random")
+    return Opened(image, pages, f"libvips {loader}")
+
+
+def _vips_reason(error: pyvips.Error) -> str:
+    detail = " ".join(str(error.detail or error.message).split())
+    return detail[:300] or "libvips gave no reason"
+
+
+# Pillow: BMP, JPEG 2000, HEIC -------------------------------------------------------------------
+
+_PIL_INTERPRETATION = {"L": "b-w", "LA": "b-w", "RGB": "srgb", "RGBA": "srgb", "CMYK": "cmyk"}
+
+
+def pil_to_vips(im: Any) -> pyvips.Image:
+    """A decoded Pillow image as a libvips image, keeping its ICC profile and orientation."""
+    icc = im.info.get("icc_profile")
+    orientation = im.getexif().get(0x0112) if hasattr(im, "getexif") else None
+    im = _pil_normalise_mode(im)
+    if im.mode in ("I", "I;16"):
+        data = im.convert("I").tobytes()
+        image = pyvips.Image.new_from_memory(data, im.width, im.height, 1, "int")
+        image = image.cast("ushort").copy(interpretation="grey16")
+    else:
+        bands = len(im.getbands())
+        image = pyvips.Image.new_from_memory(im.tobytes(), im.width, im.height, bands, "uchar")
+        image = image.copy(interpretation=_PIL_INTERPRETATION[im.mode])
+    if icc:
+        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
+    if isinstance(orientation, int) and 1 <= orientation <= 8:
+        image.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+    return image
+
+
+def _pil_normalise_mode(im: Any) -> Any:
+    if im.mode in _PIL_INTERPRETATION or im.mode in ("I", "I;16"):
+        return im
+    if im.mode.startswith("I;16"):
+        return im.convert("I")
+    if im.mode == "1":
+        return im.convert("L")
+    if im.mode in ("P", "PA"):
+        transparent = im.mode == "PA" or "transparency" in im.info
+        return im.convert("RGBA" if transparent else "RGB")
+    if im.mode == "F":
+        return im.convert("L")
+    return im.convert("RGB")
+
+
+def _open_pillow(request: OpenRequest, pil_formats: list[str]) -> Opened:
+    from PIL import Image
+
+    try:
+        with Image.open(request.path, formats=pil_formats) as im:
+            check_budget(request.path, im.width, im.height, request.max_pixels)
+            pages = int(getattr(im, "n_frames", 1))
+            _check_page(request, pages)
+            if request.page > 1:
+                im.seek(request.page - 1)
+            Image.MAX_IMAGE_PIXELS = request.max_pixels
+            im.load()
+            image = pil_to_vips(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise UndecodableError(
+            f"{request.path}: not a readable {request.fmt.title} file ({error})"
+        ) from error
+    return Opened(image, pages, f"Pillow {'/'.join(pil_formats)}")
+
+
+def _open_bmp(request: OpenRequest) -> Opened:
+    return _open_pillow(request, ["BMP", "DIB"])
+
+
+def _open_jp2(request: OpenRequest) -> Opened:
+    return _open_pillow(request, ["JPEG2000"])
+
+
+def _open_heic(request: OpenRequest) -> Opened:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    opened = _open_pillow(request, ["HEIF"])
+    opened.image.remove("orientation")
+    return opened
+
+
+# PDFium: PDF -----------------------------------------------------------------------------------
+
+
+def _open_pdf(request: OpenRequest) -> Opened:
+    import pypdfium2 as pdfium
+
+    try:
+        document = pdfium.PdfDocument(str(request.path))
+    except pdfium.PdfiumError as error:
+        raise UndecodableError(f"{request.path}: not a readable PDF file ({error})") from error
+    try:
+        pages = len(document)
+        _check_page(request, pages)
+        image = _render_pdf_page(request, document[request.page - 1])
+    finally:
+        document.close()
+    return Opened(image, pages, "PDFium")
+
+
+def _render_pdf_page(request: OpenRequest, page: Any) -> pyvips.Image:
+    scale = RENDER_DPI / 72.0
+    width_pt, height_pt = page.get_size()
+    check_budget(
+        request.path, round(width_pt * scale), round(height_pt * scale), request.max_pixels
+    )
+    bitmap = page.render(scale=scale, fill_color=(255, 255, 255, 255))
+    image = pil_to_vips(bitmap.to_pil())
+    return _with_dpi(image, RENDER_DPI)
+
+
+def _with_dpi(image: pyvips.Image, dpi: float) -> pyvips.Image:
+    return image.copy(xres=dpi / 25.4, yres=dpi / 25.4)
+
+
+# Ghostscript: EPS ------------------------------------------------------------------------------
+
+_BBOX = re.compile(
+    rb"^%%(?:HiRes)?BoundingBox:\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)", re.M
+)
+
+
+def _eps_size(path: Path) -> tuple[int, int] | None:
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    match = _BBOX.search(head)
+    if not match:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in match.groups())
+    scale = RENDER_DPI / 72.0
+    return max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+
+
+def _open_eps(request: OpenRequest) -> Opened:
+    _check_page(request, 1)
+    size = _eps_size(request.path)
+    if size:
+        check_budget(request.path, *size, request.max_pixels)
+    out = request.workdir / "eps-render.tif"
+    command = [
+        "gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-dEPSCrop",
+        "-dFirstPage=1", "-dLastPage=1", "-sDEVICE=tiff24nc", f"-r{RENDER_DPI:g}",
+        "-dTextAlphaBits=4", "-dGraphicsAlphaBits=4", f"-sOutputFile={out}",
+        "-f", str(request.path),
+    ]  # fmt: skip
+    _run_ghostscript(request.path, command)
+    if not out.exists() or out.stat().st_size == 0:
+        raise UndecodableError(f"{request.path}: Ghostscript drew nothing from this EPS file")
+    image = pyvips.Image.tiffload(str(out), access="sequential", fail_on="error")
+    check_budget(request.path, image.width, image.height, request.max_pixels)
+    return Opened(_with_dpi(image, RENDER_DPI), 1, "Ghostscript")
+
+
+def _run_ghostscript(path: Path, command: list[str]) -> None:
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=GHOSTSCRIPT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise UndecodableError(
+            f"{path}: Ghostscript did not finish within {GHOSTSCRIPT_TIMEOUT_S} s"
+        ) from error
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        raise UndecodableError(
+            f"{path}: not a readable EPS file (Ghostscript: {reason[-1] if reason else 'failed'})"
+        )
+
+
+_FALLBACKS: dict[str, Callable[[OpenRequest], Opened]] = {
+    "pillow": lambda request: (_open_jp2 if request.fmt.name == "jp2" else _open_bmp)(request),
+    "pdfium": _open_pdf,
+    "ghostscript": _open_eps,
+    "pillow-heif": _open_heic,
+}

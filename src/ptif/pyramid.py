@@ -1,0 +1,50 @@
+"""The one place that turns a recipe into libvips ``tiffsave`` arguments, and the pyramid shape
+those arguments produce, so that the writer, the verifier and the recipe hash agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ptif.profiles import Recipe
+
+#: Classic TIFF offsets are 32-bit. Switch to BigTIFF well before the limit, because the
+#: compressed size is only known once written, and deflate or JPEG can exceed the raw size on noise.
+BIGTIFF_THRESHOLD = int(0.75 * 2**32)
+
+
+def expected_levels(width: int, height: int, tile_size: int) -> tuple[tuple[int, int], ...]:
+    """Level sizes libvips writes: each half (rounded down) of the one above, until the level
+    fits in one tile, or until a side of 1 pixel cannot be halved again."""
+    levels = [(width, height)]
+    while (width > tile_size or height > tile_size) and width > 1 and height > 1:
+        width, height = width // 2, height // 2
+        levels.append((width, height))
+    return tuple(levels)
+
+
+def needs_bigtiff(width: int, height: int, bands: int) -> bool:
+    """Whether the whole pyramid, uncompressed, could pass the classic TIFF limit."""
+    raw_pyramid = width * height * bands * 4 // 3
+    return raw_pyramid + raw_pyramid // 50 > BIGTIFF_THRESHOLD
+
+
+def tiffsave_options(recipe: Recipe, *, bigtiff: bool) -> dict[str, Any]:
+    """Keyword arguments for ``pyvips.Image.tiffsave``."""
+    options: dict[str, Any] = {
+        "tile": True,
+        "pyramid": True,
+        "tile_width": recipe.tile_size,
+        "tile_height": recipe.tile_size,
+        "compression": recipe.compression,
+        "bigtiff": bigtiff,
+        "resunit": "inch",
+        "keep": "none",
+    }
+    if recipe.dpi is not None:
+        options["xres"] = options["yres"] = recipe.dpi / 25.4
+    if recipe.compression in ("jpeg", "webp"):
+        options["Q"] = recipe.quality
+    if recipe.compression in ("deflate", "lzw", "zstd"):
+        options["predictor"] = "horizontal"
+    return options

@@ -1,0 +1,151 @@
+"""Check a written pyramid before anyone sees it.
+
+The directory structure is read with a small TIFF reader of our own (classic and BigTIFF), so
+the check does not trust the writer's library; then the smallest level is decoded through libvips
+to prove the tiles' codec data is sound.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pyvips
+
+from ptif.errors import VerificationError
+
+_TAGS = {
+    256: "width",
+    257: "height",
+    258: "bits",
+    259: "compression",
+    262: "photometric",
+    277: "samples",
+    322: "tile_width",
+    323: "tile_height",
+}
+_TYPE_SIZES = {1: 1, 3: 2, 4: 4, 16: 8}
+_STRUCT = {1: "B", 3: "H", 4: "I", 16: "Q"}
+MAX_DIRECTORIES = 64
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The fields of one TIFF image directory (one pyramid level) that the check needs."""
+
+    width: int
+    height: int
+    bits: int
+    samples: int
+    compression: int
+    photometric: int
+    tile_width: int
+    tile_height: int
+
+
+@dataclass(frozen=True)
+class TiffLayout:
+    bigtiff: bool
+    directories: tuple[Directory, ...]
+
+
+def read_layout(path: Path) -> TiffLayout:
+    """Every image directory of a TIFF file, in order."""
+    with open(path, "rb") as handle:
+        header = handle.read(16)
+        order = {b"II": "<", b"MM": ">"}.get(header[:2])
+        if order is None:
+            raise VerificationError(f"{path}: the output is not a TIFF file")
+        magic = struct.unpack(order + "H", header[2:4])[0]
+        if magic not in (42, 43):
+            raise VerificationError(f"{path}: the output has a bad TIFF header")
+        bigtiff = magic == 43
+        offset = struct.unpack(
+            order + ("Q" if bigtiff else "I"), header[8:16] if bigtiff else header[4:8]
+        )[0]
+        directories: list[Directory] = []
+        while offset and len(directories) < MAX_DIRECTORIES:
+            fields, offset = _read_directory(handle, order, bigtiff, offset)
+            directories.append(_directory(path, fields))
+    return TiffLayout(bigtiff, tuple(directories))
+
+
+def _read_directory(
+    handle: BinaryIO, order: str, bigtiff: bool, offset: int
+) -> tuple[dict[str, int], int]:
+    count_fmt, entry_size, value_size = ("Q", 20, 8) if bigtiff else ("H", 12, 4)
+    handle.seek(offset)
+    count = struct.unpack(order + count_fmt, handle.read(struct.calcsize(count_fmt)))[0]
+    raw = handle.read(entry_size * count + value_size)
+    fields: dict[str, int] = {}
+    for i in range(count):
+        entry = raw[i * entry_size : (i + 1) * entry_size]
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in _TAGS and kind in _STRUCT:
+            fields[_TAGS[tag]] = _first_value(handle, order, entry, kind, bigtiff)
+    next_offset = struct.unpack(order + ("Q" if bigtiff else "I"), raw[-value_size:])[0]
+    return fields, next_offset
+
+
+def _first_value(handle: BinaryIO, order: str, entry: bytes, kind: int, bigtiff: bool) -> int:
+    value_size = 8 if bigtiff else 4
+    count = struct.unpack(order + ("Q" if bigtiff else "I"), entry[4 : 4 + value_size])[0]
+    data = entry[4 + value_size : 4 + 2 * value_size]
+    if count * _TYPE_SIZES[kind] > value_size:
+        where = struct.unpack(order + ("Q" if bigtiff else "I"), data)[0]
+        handle.seek(where)
+        data = handle.read(_TYPE_SIZES[kind])
+    return int(struct.unpack(order + _STRUCT[kind], data[: _TYPE_SIZES[kind]])[0])
+
+
+def _directory(path: Path, fields: dict[str, int]) -> Directory:
+    try:
+        return Directory(
+            width=fields["width"],
+            height=fields["height"],
+            bits=fields.get("bits", 1),
+            samples=fields.get("samples", 1),
+            compression=fields.get("compression", 1),
+            photometric=fields.get("photometric", -1),
+            tile_width=fields.get("tile_width", 0),
+            tile_height=fields.get("tile_height", 0),
+        )
+    except KeyError as missing:
+        raise VerificationError(f"{path}: a pyramid level lacks the TIFF tag {missing}") from None
+
+
+def verify_pyramid(
+    path: Path, levels: tuple[tuple[int, int], ...], tile_size: int, bands: int
+) -> TiffLayout:
+    """Raise :class:`VerificationError` unless ``path`` is exactly the pyramid we meant to write."""
+    layout = read_layout(path)
+    found = tuple((d.width, d.height) for d in layout.directories)
+    if found != levels:
+        raise VerificationError(f"{path}: levels {found} differ from the expected {levels}")
+    for number, level in enumerate(layout.directories, 1):
+        problem = _level_problem(level, tile_size, bands)
+        if problem:
+            raise VerificationError(f"{path}: level {number} {problem}")
+    _decode_smallest(path, len(levels))
+    return layout
+
+
+def _level_problem(level: Directory, tile_size: int, bands: int) -> str | None:
+    if (level.tile_width, level.tile_height) != (tile_size, tile_size):
+        return f"has tiles of {level.tile_width}x{level.tile_height}, not {tile_size}x{tile_size}"
+    if level.bits != 8:
+        return f"has {level.bits}-bit samples, not 8-bit"
+    if level.samples != bands:
+        return f"has {level.samples} bands, not {bands}"
+    return None
+
+
+def _decode_smallest(path: Path, count: int) -> None:
+    try:
+        pyvips.Image.tiffload(str(path), page=count - 1, fail_on="error").avg()
+    except pyvips.Error as error:
+        raise VerificationError(
+            f"{path}: the smallest level does not decode ({error.message.strip()})"
+        ) from error
