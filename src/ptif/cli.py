@@ -176,7 +176,7 @@ def _resolve(profile_name: str, copyright: bool, settings: dict[str, Any]) -> Re
 def formats(as_json: bool) -> None:
     """List the formats this installation reads, and what it writes."""
     from ptif.formats import ORIGINAL_EXTENSIONS, available_formats
-    from ptif.profiles import COMPRESSIONS
+    from ptif.pyramid import writable_compressions
 
     rows: list[dict[str, Any]] = [
         {
@@ -189,7 +189,8 @@ def formats(as_json: bool) -> None:
         }
         for fmt, decoder in available_formats()
     ]
-    writes = {"format": "tiff", "layout": "tiled pyramid", "compressions": list(COMPRESSIONS)}
+    compressions = writable_compressions()
+    writes = {"format": "tiff", "layout": "tiled pyramid", "compressions": list(compressions)}
     if as_json:
         click.echo(json.dumps({"read": rows, "write": writes}, indent=2))
         return
@@ -199,7 +200,7 @@ def formats(as_json: bool) -> None:
         click.echo(
             f"  {mark}  {row['format']:<6} {' '.join(row['extensions']):<28} {row['decoder']}"
         )
-    click.echo(f"Writes: tiled pyramid TIFF, compression {', '.join(COMPRESSIONS)}")
+    click.echo(f"Writes: tiled pyramid TIFF, compression {', '.join(compressions)}")
     click.echo(f"'ptif mark' picks sources by these extensions: {' '.join(ORIGINAL_EXTENSIONS)}")
 
 

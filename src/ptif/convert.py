@@ -28,7 +28,7 @@ from ptif.errors import OutputWriteError, PtifError, UndecodableError
 from ptif.formats import Format, sniff
 from ptif.loaders import DEFAULT_MAX_PIXELS, Opened, OpenRequest, open_page
 from ptif.profiles import DEFAULT_RECIPE, Recipe
-from ptif.pyramid import expected_levels, needs_bigtiff, tiffsave_options
+from ptif.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
 from ptif.verify import verify_pyramid
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ ALLOWED_LOADERS = (
 )  # fmt: skip
 _DISK_FULL = re.compile(r"no space left|enospc|disk quota|file too large", re.I)
 _IO_PROBLEM = re.compile(r"permission denied|read-only file system|input/output error", re.I)
+#: libvips error domains of the TIFF writer: a failure there is not the source's fault.
+_WRITER = re.compile(r"vips2tiff|wbuffer_write|TIFFWrite", re.I)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def convert(
     """Convert page ``page`` (1-based) of ``src`` into a verified pyramid TIFF at ``dst``."""
     src, dst = Path(src), Path(dst)
     init_vips()
+    check_writable(recipe)
     started = time.perf_counter()
     fmt = sniff(src)
     with tempfile.TemporaryDirectory(prefix="ptif-") as work:
@@ -245,7 +248,7 @@ def _classify_save_error(src: Path, temp: Path, error: pyvips.Error) -> PtifErro
     if _DISK_FULL.search(text):
         return OutputWriteError(f"{temp.parent}: disk full while writing the pyramid of {src}",
                                 code="disk-full")  # fmt: skip
-    if _IO_PROBLEM.search(text):
+    if _IO_PROBLEM.search(text) or _WRITER.search(text):
         return OutputWriteError(f"{temp.parent}: cannot write the pyramid of {src} ({text[:200]})")
     return UndecodableError(
         f"{src}: the image data is corrupt or truncated ({text[:300]}); "

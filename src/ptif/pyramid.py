@@ -4,9 +4,13 @@ those arguments produce, so that the writer, the verifier and the recipe hash ag
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from ptif.profiles import Recipe
+import pyvips
+
+from ptif.errors import ConfigError
+from ptif.profiles import COMPRESSIONS, Recipe
 
 #: Classic TIFF offsets are 32-bit. Switch to BigTIFF well before the limit, because the
 #: compressed size is only known once written, and deflate or JPEG can exceed the raw size on noise.
@@ -27,6 +31,29 @@ def needs_bigtiff(width: int, height: int, bands: int) -> bool:
     """Whether the whole pyramid, uncompressed, could pass the classic TIFF limit."""
     raw_pyramid = width * height * bands * 4 // 3
     return raw_pyramid + raw_pyramid // 50 > BIGTIFF_THRESHOLD
+
+
+@cache
+def can_write(compression: str) -> bool:
+    """Whether this libvips build writes such tiles (its libtiff may lack zstd or webp)."""
+    probe = (pyvips.Image.black(16, 16, bands=3) + 128).cast("uchar")
+    try:
+        probe.tiffsave_buffer(tile=True, tile_width=16, tile_height=16, compression=compression)
+    except pyvips.Error:
+        return False
+    return True
+
+
+def writable_compressions() -> tuple[str, ...]:
+    return tuple(c for c in COMPRESSIONS if can_write(c))
+
+
+def check_writable(recipe: Recipe) -> None:
+    if not can_write(recipe.compression):
+        raise ConfigError(
+            f"this installation's libvips cannot write {recipe.compression} tiles; "
+            f"use one of {', '.join(writable_compressions())}"
+        )
 
 
 def tiffsave_options(recipe: Recipe, *, bigtiff: bool) -> dict[str, Any]:
