@@ -22,6 +22,7 @@ DISPOSITION: dict[str, Disposition] = {
     "pixel-budget": Disposition.PERMANENT,
     "output-conflict": Disposition.PERMANENT,
     "too-many-attempts": Disposition.PERMANENT,
+    "source-missing": Disposition.PERMANENT,
     "bad-settings": Disposition.PERMANENT,
     "verify-failed": Disposition.RETRY,
     "disk-full": Disposition.RETRY,
@@ -66,6 +67,12 @@ class UnsupportedFormatError(ConversionError):
     """The file is a kind ptif does not convert, or this installation lacks its codec."""
 
     code = "unsupported"
+
+
+class SourceMissingError(ConversionError):
+    """The source named by the work is not there (deleted after it was queued)."""
+
+    code = "source-missing"
 
 
 class PixelBudgetError(ConversionError):

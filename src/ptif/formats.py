@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ptif.errors import UndecodableError, UnsupportedFormatError
+from ptif.errors import (
+    ConversionError,
+    SourceMissingError,
+    UndecodableError,
+    UnsupportedFormatError,
+)
 
 HEAD_BYTES = 4096
 
@@ -126,6 +131,11 @@ def sniff(path: Path) -> Format:
             head = handle.read(HEAD_BYTES)
     except IsADirectoryError:
         raise UnsupportedFormatError(f"{path}: is a folder, not an image file") from None
+    except FileNotFoundError:
+        raise SourceMissingError(f"{path}: no such file") from None
+    except OSError as error:
+        reason = f"{path}: cannot read it ({error.strerror})"
+        raise ConversionError(reason, code="io-error") from error
     if not head:
         raise UndecodableError(f"{path}: the file is empty (0 bytes); upload it again")
     name = _sniff_known(head)

@@ -104,7 +104,12 @@ def _vips_load(request: OpenRequest, loader: str, access: str) -> pyvips.Image:
 
 
 def _open_vips(request: OpenRequest, loader: str) -> Opened:
-    image = _vips_load(request, loader, "sequential")
+    try:
+        image = _vips_load(request, loader, "sequential")
+    except UndecodableError as error:
+        if loader == "tiffload" and "labq" in str(error).lower():
+            return _open_pillow(request, ["TIFF"])
+        raise
     pages = int(_field(image, "n-pages") or 1)
     if request.page != 1:
         _check_page(request, pages)
@@ -129,7 +134,9 @@ def pil_to_vips(im: Any) -> pyvips.Image:
     icc = im.info.get("icc_profile")
     orientation = im.getexif().get(0x0112) if hasattr(im, "getexif") else None
     im = _pil_normalise_mode(im)
-    if im.mode in ("I", "I;16"):
+    if im.mode == "LAB":
+        image = _lab_from_pil(im)
+    elif im.mode in ("I", "I;16"):
         data = im.convert("I").tobytes()
         image = pyvips.Image.new_from_memory(data, im.width, im.height, 1, "int")
         image = image.cast("ushort").copy(interpretation="grey16")
@@ -144,8 +151,17 @@ def pil_to_vips(im: Any) -> pyvips.Image:
     return image
 
 
+def _lab_from_pil(im: Any) -> pyvips.Image:
+    """Pillow keeps 8-bit CIELAB as in the TIFF: L 0-255, a and b signed. To libvips' float Lab."""
+    data = im.tobytes()
+    lightness = pyvips.Image.new_from_memory(data, im.width, im.height, 3, "uchar")[0]
+    chroma = pyvips.Image.new_from_memory(data, im.width, im.height, 3, "char")[1:3]
+    lab = (lightness * (100 / 255)).bandjoin(chroma.cast("float"))
+    return lab.copy(interpretation="lab")
+
+
 def _pil_normalise_mode(im: Any) -> Any:
-    if im.mode in _PIL_INTERPRETATION or im.mode in ("I", "I;16"):
+    if im.mode in _PIL_INTERPRETATION or im.mode in ("I", "I;16", "LAB"):
         return im
     if im.mode.startswith("I;16"):
         return im.convert("I")
@@ -218,11 +234,12 @@ def _open_pdf(request: OpenRequest) -> Opened:
 def _render_pdf_page(request: OpenRequest, page: Any) -> pyvips.Image:
     scale = RENDER_DPI / 72.0
     width_pt, height_pt = page.get_size()
-    check_budget(
-        request.path, round(width_pt * scale), round(height_pt * scale), request.max_pixels
-    )
+    width, height = max(1, round(width_pt * scale)), max(1, round(height_pt * scale))
+    check_budget(request.path, width, height, request.max_pixels)
     bitmap = page.render(scale=scale, fill_color=(255, 255, 255, 255))
     image = pil_to_vips(bitmap.to_pil())
+    # PDFium rounds the bitmap up: 108 pt at 300 dpi is 450.00000000000006, drawn as 451 px.
+    image = image.crop(0, 0, min(width, image.width), min(height, image.height))
     return _with_dpi(image, RENDER_DPI)
 
 

@@ -1,0 +1,100 @@
+"""What every store offers: the only way stages talk to each other.
+
+A store holds objects under string keys ("folder/name.jpg"), like S3. Keys use "/" as the
+separator and are never interpreted as local paths by callers. Every write is atomic: readers see
+the old object or the whole new one, never a part. The conditional operations (create-if-absent,
+replace-if-match, delete-if-match) are what lets many workers on many machines share one queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from ptif.errors import PtifError
+
+
+class StoreError(PtifError):
+    """A store operation failed for a reason worth retrying (network, throttling, 5xx)."""
+
+    code = "store-unreachable"
+
+
+class PreconditionFailed(PtifError):
+    """A conditional write or delete lost: the object exists, is gone, or has another eTag."""
+
+    code = "precondition-failed"
+
+
+class ObjectMissing(PtifError):
+    """The key holds no object."""
+
+    code = "missing"
+
+
+class UnsafeKey(PtifError):
+    """The key cannot be stored here (for a folder store: it would escape the folder)."""
+
+    code = "unsupported"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    modified: datetime
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """A bucket (and optional prefix) of S3, or a local folder."""
+
+    url: str
+
+    def get_file(self, key: str, path: Path) -> ObjectInfo:
+        """Stream the object into ``path`` (created or replaced); return its info."""
+        ...
+
+    def get_bytes(self, key: str) -> tuple[bytes, ObjectInfo]:
+        """A small object's bytes and info. Raises :class:`ObjectMissing`."""
+        ...
+
+    def put_file(self, key: str, path: Path, metadata: Mapping[str, str] | None = None) -> str:
+        """Upload a file, never exposing a partial object; return the new eTag."""
+        ...
+
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Write a small object; with ``if_none_match`` only if the key is free, with
+        ``if_match`` only if the current eTag is that one. Raises :class:`PreconditionFailed`."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's info with user metadata, or ``None`` if there is none."""
+        ...
+
+    def list(self, prefix: str = "", *, start_after: str = "") -> Iterator[ObjectInfo]:
+        """Objects under ``prefix``, in key order (UTF-8 byte order), streamed page by page.
+        ``metadata`` is empty in listings."""
+        ...
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Remove the object (missing is fine unless ``if_match`` is given, which raises
+        :class:`PreconditionFailed` when the eTag differs or the object is gone)."""
+        ...
+
+    def check_conditional_writes(self) -> None:
+        """Prove the store enforces create-if-absent and replace/delete-if-match, using a
+        scratch key; raise :class:`~ptif.errors.ConfigError` with a clear message if not."""
+        ...
