@@ -26,6 +26,7 @@ _TAGS = {
     322: "tile_width",
     323: "tile_height",
 }
+_TILE_OFFSETS, _TILE_BYTE_COUNTS = 324, 325
 _TYPE_SIZES = {1: 1, 3: 2, 4: 4, 16: 8}
 _STRUCT = {1: "B", 3: "H", 4: "I", 16: "Q"}
 MAX_DIRECTORIES = 64
@@ -43,16 +44,27 @@ class Directory:
     photometric: int
     tile_width: int
     tile_height: int
+    tile_count: int = 0
+    empty_tiles: int = 0
+    data_end: int = 0
 
 
 @dataclass(frozen=True)
 class TiffLayout:
     bigtiff: bool
     directories: tuple[Directory, ...]
+    size: int
 
 
 def read_layout(path: Path) -> TiffLayout:
     """Every image directory of a TIFF file, in order."""
+    try:
+        return _read_layout(path)
+    except (struct.error, KeyError, OSError) as error:
+        raise VerificationError(f"{path}: the TIFF structure is damaged ({error})") from error
+
+
+def _read_layout(path: Path) -> TiffLayout:
     with open(path, "rb") as handle:
         header = handle.read(16)
         order = {b"II": "<", b"MM": ">"}.get(header[:2])
@@ -69,7 +81,8 @@ def read_layout(path: Path) -> TiffLayout:
         while offset and len(directories) < MAX_DIRECTORIES:
             fields, offset = _read_directory(handle, order, bigtiff, offset)
             directories.append(_directory(path, fields))
-    return TiffLayout(bigtiff, tuple(directories))
+        size = handle.seek(0, 2)
+    return TiffLayout(bigtiff, tuple(directories), size)
 
 
 def _read_directory(
@@ -80,24 +93,44 @@ def _read_directory(
     count = struct.unpack(order + count_fmt, handle.read(struct.calcsize(count_fmt)))[0]
     raw = handle.read(entry_size * count + value_size)
     fields: dict[str, int] = {}
+    arrays: dict[int, tuple[int, ...]] = {}
     for i in range(count):
         entry = raw[i * entry_size : (i + 1) * entry_size]
         tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag in _TAGS and kind in _STRUCT:
-            fields[_TAGS[tag]] = _first_value(handle, order, entry, kind, bigtiff)
+        if kind not in _STRUCT:
+            continue
+        if tag in _TAGS:
+            fields[_TAGS[tag]] = _values(handle, order, entry, kind, bigtiff, limit=1)[0]
+        elif tag in (_TILE_OFFSETS, _TILE_BYTE_COUNTS):
+            arrays[tag] = _values(handle, order, entry, kind, bigtiff)
+    fields.update(_tile_summary(arrays))
     next_offset = struct.unpack(order + ("Q" if bigtiff else "I"), raw[-value_size:])[0]
     return fields, next_offset
 
 
-def _first_value(handle: BinaryIO, order: str, entry: bytes, kind: int, bigtiff: bool) -> int:
+def _values(
+    handle: BinaryIO, order: str, entry: bytes, kind: int, bigtiff: bool, limit: int = 0
+) -> tuple[int, ...]:
     value_size = 8 if bigtiff else 4
     count = struct.unpack(order + ("Q" if bigtiff else "I"), entry[4 : 4 + value_size])[0]
     data = entry[4 + value_size : 4 + 2 * value_size]
-    if count * _TYPE_SIZES[kind] > value_size:
-        where = struct.unpack(order + ("Q" if bigtiff else "I"), data)[0]
-        handle.seek(where)
-        data = handle.read(_TYPE_SIZES[kind])
-    return int(struct.unpack(order + _STRUCT[kind], data[: _TYPE_SIZES[kind]])[0])
+    inline = count * _TYPE_SIZES[kind] <= value_size
+    count = min(count, limit) if limit else count
+    if not inline:
+        handle.seek(struct.unpack(order + ("Q" if bigtiff else "I"), data)[0])
+        data = handle.read(count * _TYPE_SIZES[kind])
+    return struct.unpack(f"{order}{count}{_STRUCT[kind]}", data[: count * _TYPE_SIZES[kind]])
+
+
+def _tile_summary(arrays: dict[int, tuple[int, ...]]) -> dict[str, int]:
+    offsets = arrays.get(_TILE_OFFSETS, ())
+    counts = arrays.get(_TILE_BYTE_COUNTS, ())
+    ends = [offset + size for offset, size in zip(offsets, counts, strict=False)]
+    return {
+        "tile_count": min(len(offsets), len(counts)),
+        "empty_tiles": sum(1 for size in counts if size == 0),
+        "data_end": max(ends, default=0),
+    }
 
 
 def _directory(path: Path, fields: dict[str, int]) -> Directory:
@@ -111,6 +144,9 @@ def _directory(path: Path, fields: dict[str, int]) -> Directory:
             photometric=fields.get("photometric", -1),
             tile_width=fields.get("tile_width", 0),
             tile_height=fields.get("tile_height", 0),
+            tile_count=fields.get("tile_count", 0),
+            empty_tiles=fields.get("empty_tiles", 0),
+            data_end=fields.get("data_end", 0),
         )
     except KeyError as missing:
         raise VerificationError(f"{path}: a pyramid level lacks the TIFF tag {missing}") from None
@@ -125,7 +161,7 @@ def verify_pyramid(
     if found != levels:
         raise VerificationError(f"{path}: levels {found} differ from the expected {levels}")
     for number, level in enumerate(layout.directories, 1):
-        problem = _level_problem(level, tile_size, bands)
+        problem = _level_problem(level, tile_size, bands) or _tiles_problem(level, layout.size)
         if problem:
             raise VerificationError(f"{path}: level {number} {problem}")
     _decode_smallest(path, len(levels))
@@ -139,6 +175,18 @@ def _level_problem(level: Directory, tile_size: int, bands: int) -> str | None:
         return f"has {level.bits}-bit samples, not 8-bit"
     if level.samples != bands:
         return f"has {level.samples} bands, not {bands}"
+    return None
+
+
+def _tiles_problem(level: Directory, file_size: int) -> str | None:
+    across = -(-level.width // level.tile_width)
+    down = -(-level.height // level.tile_height)
+    if level.tile_count != across * down:
+        return f"lists {level.tile_count} tiles, not {across * down}"
+    if level.empty_tiles:
+        return f"has {level.empty_tiles} empty tiles"
+    if level.data_end > file_size:
+        return f"has tiles past the end of the file ({level.data_end} > {file_size} bytes)"
     return None
 
 
