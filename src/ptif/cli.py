@@ -1,109 +1,124 @@
 """The ``ptif`` command line: parses arguments, calls the library, reports, sets the exit code.
 
+Built on the standard library's argparse: a one-shot ``ptif convert`` starts in well under a
+tenth of a second, which matters when it is measured against a bare libvips call.
+
 Exit codes: 0 all done; 1 the work ran but some images failed; 2 bad usage or configuration;
 3 a store could not be reached.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
-from functools import wraps
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
-
-import click
+from typing import Any
 
 from ptif import __version__
 from ptif.errors import ConfigError, PtifError
-from ptif.profiles import COMPRESSIONS, PROFILES, Profile, Recipe, get_profile
+from ptif.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, Recipe, get_profile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
-F = TypeVar("F", bound=Callable[..., Any])
+Handler = Callable[[argparse.Namespace], int]
+
+DESCRIPTION = """\
+ptif turns images into tiled pyramid TIFFs for IIIF image servers.
+
+Sources are read by their content (JPEG, PNG, TIFF, BMP, GIF, WebP, PDF, EPS, JPEG 2000, HEIC,
+AVIF), converted to 8-bit sRGB or grey with their colour profile, EXIF orientation and alpha
+handled, and written as verified pyramids."""
+
+EPILOG = """\
+exit codes: 0 all done; 1 some images failed; 2 bad usage or configuration;
+            3 a store could not be reached
+Run 'ptif COMMAND --help' for a command's options."""
 
 
-def _fail(error: PtifError) -> NoReturn:
-    one_line = " ".join(str(error).split())
-    click.echo(f"ptif: {one_line}", err=True)
-    if isinstance(error, ConfigError):
-        sys.exit(EXIT_USAGE)
-    sys.exit(EXIT_UNREACHABLE if error.code == "store-unreachable" else EXIT_FAILED)
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
 
 
-def reports_errors(command: F) -> F:
-    """Turn a :class:`PtifError` into one line on stderr and the matching exit code."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except PtifError as error:
-            _fail(error)
-
-    return wrapper  # type: ignore[return-value]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="ptif")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debugging).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
-def main(verbose: int, quiet: bool) -> None:
-    """ptif turns images into tiled pyramid TIFFs for IIIF image servers.
-
-    Sources are read by their content (JPEG, PNG, TIFF, BMP, GIF, WebP, PDF, EPS, JPEG 2000,
-    HEIC, AVIF), converted to 8-bit sRGB or grey with their colour profile, EXIF orientation and
-    alpha handled, and written as verified pyramids.
-    """
-    level = (
-        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    )
-    logging.basicConfig(level=level, format="ptif: %(levelname)s: %(message)s", stream=sys.stderr)
-    # libvips reports each bad tile as a warning; the error that follows already says it all.
-    logging.getLogger("pyvips").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
-
-
-def recipe_options(command: F) -> F:
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """The profile and every setting on its own, shared by every command that converts."""
-    decorators = [
-        click.option(
-            "--profile",
-            "profile_name",
-            type=click.Choice(sorted(PROFILES)),
-            default="default",
-            show_default=True,
-            help="Named settings: "
-            + "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()),
-        ),
-        click.option("--compression", type=click.Choice(COMPRESSIONS), help="Tile compression."),
-        click.option("--quality", type=click.IntRange(1, 100), help="JPEG/WebP quality, 1-100."),
-        click.option("--tile-size", type=int, help="Tile width and height in pixels (x16)."),
-        click.option("--dpi", type=float, help="Resolution to record; default keeps the source's."),
-        click.option(
-            "--max-size", type=int, help="Shrink so neither side passes this many pixels."
-        ),
-        click.option("--max-width", type=int, help="Shrink so the width is at most this."),
-        click.option("--max-height", type=int, help="Shrink so the height is at most this."),
-        click.option(
-            "--max-pixels",
-            type=click.IntRange(min=1),
-            help="Refuse sources whose header declares more pixels (default 3,000,000,000).",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+    group = parser.add_argument_group("conversion settings (override the profile's)")
+    profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
+    group.add_argument("--profile", default="default", choices=sorted(PROFILES),
+                       help=f"named settings (default: default). {profiles}")  # fmt: skip
+    group.add_argument("--compression", choices=COMPRESSIONS, help="tile compression")
+    group.add_argument("--quality", type=_int_range(1, 100), metavar="Q",
+                       help="JPEG/WebP quality, 1-100")  # fmt: skip
+    group.add_argument("--tile-size", type=_int_range(16, 8192), metavar="PX",
+                       help="tile width and height, a multiple of 16")  # fmt: skip
+    group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
+    group.add_argument("--max-size", type=_int_range(1), metavar="PX",
+                       help="shrink so neither side passes this")  # fmt: skip
+    group.add_argument("--max-width", type=_int_range(1), metavar="PX",
+                       help="shrink so the width is at most this")  # fmt: skip
+    group.add_argument("--max-height", type=_int_range(1), metavar="PX",
+                       help="shrink so the height is at most this")  # fmt: skip
+    group.add_argument("--max-pixels", type=_int_range(1), metavar="N",
+                       help="refuse sources whose header declares more pixels "
+                       f"(default {DEFAULT_MAX_PIXELS:,})")  # fmt: skip
 
 
-def build_profile(profile_name: str, **settings: Any) -> Profile:
-    """The named profile with the settings given on the command line applied on top."""
-    max_size = settings.pop("max_size", None)
-    if max_size is not None:
-        settings["max_width"] = settings.get("max_width") or max_size
-        settings["max_height"] = settings.get("max_height") or max_size
-    return get_profile(profile_name).with_overrides(**settings)
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", "").replace(",", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"{low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
+        return value
+
+    return parse
+
+
+RECIPE_FIELDS = ("compression", "quality", "tile_size", "dpi", "max_width", "max_height")
+
+
+def recipe_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe settings given on the command line (``--max-size`` sets width and height)."""
+    settings = {name: getattr(args, name) for name in RECIPE_FIELDS}
+    if args.max_size is not None:
+        settings["max_width"] = settings["max_width"] or args.max_size
+        settings["max_height"] = settings["max_height"] or args.max_size
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+# convert ---------------------------------------------------------------------------------------
+
+
+def _add_convert(commands: Any) -> None:
+    parser = commands.add_parser(
+        "convert",
+        formatter_class=_Formatter,
+        help="one file to one pyramid TIFF, no stores",
+        description="Convert one file SRC into a verified pyramid TIFF at DST\n"
+        "(a file, or a folder to put SRC's name with .tif in).",
+        epilog="examples:\n  ptif convert scan.jpg scan.tif\n"
+        "  ptif convert map.tif out/ --profile marble\n"
+        "  ptif convert book.pdf book.tif --all-pages --json",
+    )
+    parser.add_argument("src", type=Path, help="the source image")
+    parser.add_argument("dst", help="the output file, or an existing folder")
+    add_recipe_options(parser)
+    pages = parser.add_mutually_exclusive_group()
+    pages.add_argument("--page", type=_int_range(1), default=1, metavar="N",
+                       help="which page of a PDF or multi-page TIFF (default 1)")  # fmt: skip
+    pages.add_argument("--all-pages", action="store_true",
+                       help="one pyramid per page: DST-p1.tif, DST-p2.tif...")  # fmt: skip
+    parser.add_argument("--copyright", action="store_true",
+                        help="treat the image as copyrightStatus=copyright "
+                        "(the marble profile shrinks it)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_convert)
 
 
 def _destination(src: Path, dst: str) -> Path:
@@ -112,69 +127,49 @@ def _destination(src: Path, dst: str) -> Path:
     return Path(dst)
 
 
-@main.command()
-@click.argument("src", type=click.Path(path_type=Path, dir_okay=False))
-@click.argument("dst", type=click.Path())
-@recipe_options
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Which page of a PDF or multi-page TIFF to convert.")  # fmt: skip
-@click.option("--all-pages", is_flag=True, help="One pyramid per page: DST-p1.tif, DST-p2.tif...")
-@click.option(
-    "--copyright",
-    is_flag=True,
-    help="Treat the image as copyrightStatus=copyright (the marble profile shrinks it).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-@reports_errors
-def convert(
-    src: Path,
-    dst: str,
-    profile_name: str,
-    page: int,
-    all_pages: bool,
-    copyright: bool,
-    as_json: bool,
-    max_pixels: int | None,
-    **settings: Any,
-) -> None:
-    """Convert one file SRC into a pyramid TIFF at DST (a file, or a folder to put SRC.tif in).
+def _convert(args: argparse.Namespace) -> int:
+    from ptif.convert import convert, convert_pages
 
-    \b
-    Examples:
-      ptif convert scan.jpg scan.tif
-      ptif convert map.tif out/ --profile marble
-      ptif convert book.pdf book.tif --all-pages --json
-    """
-    from ptif.convert import convert as convert_one
-    from ptif.convert import convert_pages
-
-    if not src.exists():
-        raise ConfigError(f"{src}: no such file")
-    recipe = _resolve(profile_name, copyright, settings)
-    target = _destination(src, dst)
-    if all_pages:
-        results = convert_pages(src, target, recipe, max_pixels=max_pixels)
+    if not args.src.is_file():
+        raise ConfigError(f"{args.src}: no such file")
+    recipe = _recipe(args)
+    target = _destination(args.src, args.dst)
+    if args.all_pages:
+        results = convert_pages(args.src, target, recipe, max_pixels=args.max_pixels)
     else:
-        results = [convert_one(src, target, recipe, page=page, max_pixels=max_pixels)]
+        results = [convert(args.src, target, recipe, page=args.page, max_pixels=args.max_pixels)]
     for result in results:
-        if as_json:
-            click.echo(json.dumps(result.to_dict()))
+        if args.json:
+            print(json.dumps(result.to_dict()))
         else:
-            click.echo(
+            print(
                 f"{result.path}: {result.width}x{result.height}, {len(result.levels)} levels, "
                 f"{result.bytes / 1e6:.1f} MB, {result.seconds:.2f} s"
             )
+    return EXIT_OK
 
 
-def _resolve(profile_name: str, copyright: bool, settings: dict[str, Any]) -> Recipe:
-    profile = build_profile(profile_name, **settings)
-    return profile.resolve({"copyrightStatus": "copyright"} if copyright else {})
+def _recipe(args: argparse.Namespace) -> Recipe:
+    profile = get_profile(args.profile).with_overrides(**recipe_settings(args))
+    return profile.resolve({"copyrightStatus": "copyright"} if args.copyright else {})
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON on stdout.")
-def formats(as_json: bool) -> None:
-    """List the formats this installation reads, and what it writes."""
+# formats ---------------------------------------------------------------------------------------
+
+
+def _add_formats(commands: Any) -> None:
+    parser = commands.add_parser(
+        "formats",
+        formatter_class=_Formatter,
+        help="what this installation reads and writes",
+        description="List the formats this installation reads (and with which decoder),\n"
+        "and the tile compressions it writes.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the list as JSON")
+    parser.set_defaults(handler=_formats)
+
+
+def _formats(args: argparse.Namespace) -> int:
     from ptif.formats import ORIGINAL_EXTENSIONS, available_formats
     from ptif.pyramid import writable_compressions
 
@@ -189,19 +184,18 @@ def formats(as_json: bool) -> None:
         }
         for fmt, decoder in available_formats()
     ]
-    compressions = writable_compressions()
-    writes = {"format": "tiff", "layout": "tiled pyramid", "compressions": list(compressions)}
-    if as_json:
-        click.echo(json.dumps({"read": rows, "write": writes}, indent=2))
-        return
-    click.echo("Reads (chosen by the file's content, not its name):")
+    compressions = list(writable_compressions())
+    if args.json:
+        writes = {"format": "tiff", "layout": "tiled pyramid", "compressions": compressions}
+        print(json.dumps({"read": rows, "write": writes}, indent=2))
+        return EXIT_OK
+    print("Reads (chosen by the file's content, not its name):")
     for row in rows:
         mark = "yes" if row["readable"] else "NO "
-        click.echo(
-            f"  {mark}  {row['format']:<6} {' '.join(row['extensions']):<28} {row['decoder']}"
-        )
-    click.echo(f"Writes: tiled pyramid TIFF, compression {', '.join(compressions)}")
-    click.echo(f"'ptif mark' picks sources by these extensions: {' '.join(ORIGINAL_EXTENSIONS)}")
+        print(f"  {mark}  {row['format']:<6} {' '.join(row['extensions']):<28} {row['decoder']}")
+    print(f"Writes: tiled pyramid TIFF, compression {', '.join(compressions)}")
+    print(f"'ptif mark' picks sources by these extensions: {' '.join(ORIGINAL_EXTENSIONS)}")
+    return EXIT_OK
 
 
 def _missing_hint(name: str) -> str:
@@ -209,3 +203,56 @@ def _missing_hint(name: str) -> str:
         "eps": "missing: install Ghostscript (apt-get install ghostscript)",
         "heic": "missing: pip install 'ptif[heic]'",
     }.get(name, "missing: this libvips build has no decoder for it")
+
+
+# entry point -----------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[Any], None]] = [_add_convert, _add_formats]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ptif", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"ptif {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more detail on stderr (-vv for debugging)")  # fmt: skip
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
+    logging.basicConfig(level=level, format="ptif: %(levelname)s: %(message)s", stream=sys.stderr)
+    # libvips reports each bad tile as a warning; the error that follows already says it all.
+    logging.getLogger("pyvips").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
+
+
+def report_error(error: PtifError) -> int:
+    print(f"ptif: {' '.join(str(error).split())}", file=sys.stderr)
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE
+    return EXIT_UNREACHABLE if error.code == "store-unreachable" else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except PtifError as error:
+        return report_error(error)
+    except KeyboardInterrupt:
+        print("ptif: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
