@@ -23,11 +23,13 @@ DISPOSITION: dict[str, Disposition] = {
     "output-conflict": Disposition.PERMANENT,
     "too-many-attempts": Disposition.PERMANENT,
     "source-missing": Disposition.PERMANENT,
+    "bad-marker": Disposition.PERMANENT,
     "bad-settings": Disposition.PERMANENT,
     "verify-failed": Disposition.RETRY,
     "disk-full": Disposition.RETRY,
     "io-error": Disposition.RETRY,
     "store-unreachable": Disposition.RETRY,
+    "lease-lost": Disposition.RETRY,
     "internal": Disposition.RETRY,
 }
 

@@ -19,12 +19,13 @@ from typing import Any
 import pyvips
 
 from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, UnsupportedFormatError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "OpenRequest", "Opened", "open_page"]
 from ptif.formats import Format, decoder_for
+from ptif.profiles import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
-#: Default pixel budget: three gigapixels, room for a 60,000 x 50,000 map scan.
-DEFAULT_MAX_PIXELS = 3_000_000_000
 #: Resolution at which PDF and EPS pages are rendered.
 RENDER_DPI = 300.0
 GHOSTSCRIPT_TIMEOUT_S = 600

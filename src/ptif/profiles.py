@@ -20,6 +20,8 @@ COMPRESSIONS = ("jpeg", "deflate", "lzw", "webp", "zstd", "none")
 
 #: Bumped whenever the pixel pipeline changes in a way that changes outputs.
 PIPELINE_VERSION = 1
+#: Default pixel budget: three gigapixels, room for a 60,000 x 50,000 map scan.
+DEFAULT_MAX_PIXELS = 3_000_000_000
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,163 @@
+"""Settings, loaded once at the edge: command-line flag, then environment, then ``ptif.toml``,
+then the default. Every environment variable ptif reads is named in this module.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ptif.errors import ConfigError
+from ptif.formats import ORIGINAL_EXTENSIONS
+from ptif.profiles import DEFAULT_MAX_PIXELS, Profile, get_profile
+
+DEFAULT_ROOT = Path("ptif-data")
+CONFIG_FILE = "ptif.toml"
+
+#: Environment variables, by setting. The original system's names (bare bucket names) come last.
+ENVIRONMENT: dict[str, tuple[str, ...]] = {
+    "source": ("PTIF_SOURCE", "RBSC_BUCKET"),
+    "process": ("PTIF_PROCESS", "PROCESS_BUCKET"),
+    "images": ("PTIF_IMAGES", "IMAGE_BUCKET"),
+    "endpoint_url": ("PTIF_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+    "queue_prefix": ("PTIF_QUEUE_PREFIX",),
+    "profile": ("PTIF_PROFILE",),
+    "workers": ("PTIF_WORKERS",),
+    "lease_seconds": ("PTIF_LEASE_SECONDS",),
+    "max_attempts": ("PTIF_MAX_ATTEMPTS",),
+    "min_age": ("PTIF_MIN_AGE",),
+    "max_pixels": ("PTIF_MAX_PIXELS",),
+    "extensions": ("PTIF_EXTENSIONS",),
+}
+#: Variables holding a bare bucket name, as the original system set them.
+BARE_BUCKET_VARIABLES = {"RBSC_BUCKET", "PROCESS_BUCKET", "IMAGE_BUCKET"}
+CONFIG_FILE_VARIABLE = "PTIF_CONFIG"
+#: Set in AWS Lambda and ECS; ptif then logs JSON and emits CloudWatch embedded metrics.
+AWS_MARKERS = ("AWS_LAMBDA_FUNCTION_NAME", "ECS_CONTAINER_METADATA_URI_V4", "AWS_EXECUTION_ENV")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the three stores are and how the queue and the worker behave."""
+
+    source: str = str(DEFAULT_ROOT / "source")
+    process: str = str(DEFAULT_ROOT / "process")
+    images: str = str(DEFAULT_ROOT / "images")
+    endpoint_url: str | None = None
+    queue_prefix: str = "rbsc/"
+    profile: str = "default"
+    recipe: dict[str, Any] = field(default_factory=dict)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    lease_seconds: float = 120.0
+    max_attempts: int = 5
+    min_age: float = 0.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    extensions: str = ",".join(ORIGINAL_EXTENSIONS)
+
+    def __post_init__(self) -> None:
+        if not self.queue_prefix.endswith("/") or self.queue_prefix.startswith("/"):
+            raise ConfigError(f"queue prefix {self.queue_prefix!r} must end with '/', like 'rbsc/'")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, not {self.workers}")
+        if self.lease_seconds < 5:
+            raise ConfigError(f"lease seconds must be at least 5, not {self.lease_seconds}")
+        if self.max_attempts < 1:
+            raise ConfigError(f"max attempts must be at least 1, not {self.max_attempts}")
+
+    def conversion_profile(self) -> Profile:
+        return get_profile(self.profile).with_overrides(**self.recipe)
+
+    def extension_list(self) -> tuple[str, ...]:
+        return parse_extensions(self.extensions)
+
+
+def parse_extensions(text: str) -> tuple[str, ...]:
+    """``"jpg, .TIF"`` → ``(".jpg", ".tif")``."""
+    parts = (p.strip().lower() for p in text.replace(" ", ",").split(","))
+    return tuple(p if p.startswith(".") else f".{p}" for p in parts if p)
+
+
+def in_aws(environ: Mapping[str, str] | None = None) -> bool:
+    environ = os.environ if environ is None else environ
+    return any(environ.get(name) for name in AWS_MARKERS)
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Flags beat the environment, which beats the file, which beats the defaults."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    merged.update(_from_file(_config_path(config_file, environ)))
+    merged.update(_from_environment(environ))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+    return _build(merged)
+
+
+def _config_path(given: Path | None, environ: Mapping[str, str]) -> Path | None:
+    if given is not None:
+        if not given.is_file():
+            raise ConfigError(f"{given}: no such configuration file")
+        return given
+    named = environ.get(CONFIG_FILE_VARIABLE)
+    if named:
+        return _config_path(Path(named), {})
+    default = Path(CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _from_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the configuration ({error})") from error
+    table = data.get("ptif", data)
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    return dict(table)
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for setting, names in ENVIRONMENT.items():
+        for name in names:
+            value = environ.get(name)
+            if value:
+                found[setting] = f"s3://{value}" if name in BARE_BUCKET_VARIABLES else value
+                break
+    return found
+
+
+_CONVERTERS: dict[str, type] = {
+    "workers": int,
+    "lease_seconds": float,
+    "max_attempts": int,
+    "min_age": float,
+    "max_pixels": int,
+}
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    typed = dict(values)
+    for name, kind in _CONVERTERS.items():
+        if name in typed:
+            try:
+                typed[name] = kind(typed[name])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} must be a number, not {typed[name]!r}") from None
+    if isinstance(typed.get("extensions"), list | tuple):
+        typed["extensions"] = ",".join(typed["extensions"])
+    settings = Settings(**typed)
+    settings.conversion_profile()
+    return settings

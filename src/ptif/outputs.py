@@ -1,0 +1,71 @@
+"""Where a source's pyramid goes, what it records about itself, and when it is up to date.
+
+The output key is the source's folder and name with the extension ``.tif``, as in the original
+system. The output's user metadata names the source and its eTag and the recipe hash, so a
+later run can tell an up-to-date output (skip it) from a stale one (redo it) or from another
+source's output that happens to have the same name (an ``output-conflict``, never overwritten).
+S3 user metadata must be ASCII, so the source key is stored percent-encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote, unquote
+
+from ptif import __version__
+from ptif.errors import ConversionError
+from ptif.stores.base import ObjectInfo
+
+SOURCE_KEY = "ptif-source-key"
+SOURCE_ETAG = "ptif-source-etag"
+RECIPE = "ptif-recipe"
+VERSION = "ptif-version"
+
+
+class OutputConflict(ConversionError):
+    """Another source already owns this output key (``a/x.png`` and ``a/x.jpg``)."""
+
+    code = "output-conflict"
+
+
+def output_key(source_key: str) -> str:
+    """``a/b/scan 1.jpeg`` → ``a/b/scan 1.tif``."""
+    folder, _, name = source_key.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{folder}/{stem}.tif" if folder else f"{stem}.tif"
+
+
+def output_metadata(
+    conversion: Mapping[str, str], source_key: str, source_etag: str
+) -> dict[str, str]:
+    return {
+        **conversion,
+        SOURCE_KEY: quote(source_key, safe="/"),
+        SOURCE_ETAG: source_etag,
+        VERSION: __version__,
+    }
+
+
+def recorded_source(info: ObjectInfo) -> str | None:
+    value = info.metadata.get(SOURCE_KEY)
+    return unquote(value) if value else None
+
+
+def check_owner(info: ObjectInfo | None, source_key: str) -> None:
+    """Raise :class:`OutputConflict` if the output at ``info`` was made from another source."""
+    if info is None:
+        return
+    owner = recorded_source(info)
+    if owner is not None and owner != source_key:
+        raise OutputConflict(
+            f"{source_key}: its output {info.key} already holds the pyramid of {owner}; "
+            "rename one of the two sources, or delete the output and run 'ptif retry'"
+        )
+
+
+def is_up_to_date(info: ObjectInfo | None, source_etag: str, recipe_hash: str) -> bool:
+    if info is None or not source_etag:
+        return False
+    return (
+        info.metadata.get(SOURCE_ETAG) == source_etag and info.metadata.get(RECIPE) == recipe_hash
+    )
