@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -36,6 +34,7 @@ log = logging.getLogger(__name__)
 #: libvips loaders ptif may use; every other loader stays blocked.
 ALLOWED_LOADERS = (
     "jpegload", "pngload", "tiffload", "gifload", "webpload", "heifload", "pdfload", "jp2kload",
+    "pngload_buffer",  # Ghostscript's rendering of an EPS page
 )  # fmt: skip
 _DISK_FULL = re.compile(r"no space left|enospc|disk quota|file too large", re.I)
 _IO_PROBLEM = re.compile(r"permission denied|read-only file system|input/output error", re.I)
@@ -126,17 +125,20 @@ def convert(
     *,
     page: int = 1,
     max_pixels: int | None = None,
+    durable: bool = False,
 ) -> ConversionResult:
-    """Convert page ``page`` (1-based) of ``src`` into a verified pyramid TIFF at ``dst``."""
+    """Convert page ``page`` (1-based) of ``src`` into a verified pyramid TIFF at ``dst``.
+
+    With ``durable``, the file is flushed to disk before it is renamed into place, so a power
+    cut cannot leave an empty file under the final name (stores that keep it do this).
+    """
     src, dst = Path(src), Path(dst)
     init_vips()
     check_writable(recipe)
     started = time.perf_counter()
     fmt = sniff(src)
-    with tempfile.TemporaryDirectory(prefix="ptif-") as work:
-        request = OpenRequest(src, fmt, page, max_pixels or DEFAULT_MAX_PIXELS, Path(work))
-        opened = open_page(request)
-        return _write(src, dst, fmt, opened, recipe, page, started)
+    opened = open_page(OpenRequest(src, fmt, page, max_pixels or DEFAULT_MAX_PIXELS))
+    return _write(src, dst, fmt, opened, recipe, page, started, durable)
 
 
 def page_count(src: str | os.PathLike[str], *, max_pixels: int | None = None) -> int:
@@ -144,9 +146,7 @@ def page_count(src: str | os.PathLike[str], *, max_pixels: int | None = None) ->
     init_vips()
     path = Path(src)
     fmt = sniff(path)
-    with tempfile.TemporaryDirectory(prefix="ptif-") as work:
-        request = OpenRequest(path, fmt, 1, max_pixels or DEFAULT_MAX_PIXELS, Path(work))
-        return open_page(request).pages
+    return open_page(OpenRequest(path, fmt, 1, max_pixels or DEFAULT_MAX_PIXELS)).pages
 
 
 def page_path(dst: Path, page: int) -> Path:
@@ -194,6 +194,7 @@ def _write(
     recipe: Recipe,
     page: int,
     started: float,
+    durable: bool,
 ) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
@@ -201,11 +202,11 @@ def _write(
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff)
     _make_parent(dst)
-    temp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:12]}.ptif-partial")
+    temp = dst.with_name(f".{dst.name}.{os.urandom(6).hex()}.ptif-partial")
     try:
         _save(src, image, temp, options)
         verify_pyramid(temp, levels, recipe.tile_size, image.bands)
-        _publish(temp, dst)
+        _publish(temp, dst, durable)
     finally:
         temp.unlink(missing_ok=True)
     for warning in warnings:
@@ -256,14 +257,19 @@ def _classify_save_error(src: Path, temp: Path, error: pyvips.Error) -> PtifErro
     )
 
 
-def _publish(temp: Path, dst: Path) -> None:
-    """Make the verified file durable, then visible under its name in one atomic step."""
+def _publish(temp: Path, dst: Path, durable: bool) -> None:
+    """Make the verified file visible under its name in one atomic step."""
     try:
-        descriptor = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        if durable:
+            fsync(temp)
         os.replace(temp, dst)
     except OSError as error:
         raise OutputWriteError(f"{dst}: cannot move the pyramid into place ({error})") from error
+
+
+def fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -8,7 +8,6 @@ can read, for ``ptif formats`` and for choosing the decoder.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from dataclasses import dataclass
 from functools import cache
@@ -159,6 +158,8 @@ def vips_has(loader: str) -> bool:
 def fallback_ready(fallback: str) -> bool:
     if fallback == "ghostscript":
         return shutil.which("gs") is not None
+    import importlib.util  # only `ptif formats` and fallback formats ask
+
     module = {"pillow": "PIL", "pdfium": "pypdfium2", "pillow-heif": "pillow_heif"}[fallback]
     return importlib.util.find_spec(module) is not None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,6 @@ class OpenRequest:
     fmt: Format
     page: int
     max_pixels: int
-    workdir: Path
 
 
 def open_page(request: OpenRequest) -> Opened:
@@ -271,22 +269,24 @@ def _open_eps(request: OpenRequest) -> Opened:
     size = _eps_size(request.path)
     if size:
         check_budget(request.path, *size, request.max_pixels)
-    out = request.workdir / "eps-render.tif"
     command = [
-        "gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-dEPSCrop",
-        "-dFirstPage=1", "-dLastPage=1", "-sDEVICE=tiff24nc", f"-r{RENDER_DPI:g}",
-        "-dTextAlphaBits=4", "-dGraphicsAlphaBits=4", f"-sOutputFile={out}",
+        "gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-dEPSCrop", "-sstdout=%stderr",
+        "-dFirstPage=1", "-dLastPage=1", "-sDEVICE=png16m", f"-r{RENDER_DPI:g}",
+        "-dTextAlphaBits=4", "-dGraphicsAlphaBits=4", "-sOutputFile=-",
         "-f", str(request.path),
     ]  # fmt: skip
-    _run_ghostscript(request.path, command)
-    if not out.exists() or out.stat().st_size == 0:
+    png = _run_ghostscript(request.path, command)
+    if not png.startswith(b"\x89PNG"):
         raise UndecodableError(f"{request.path}: Ghostscript drew nothing from this EPS file")
-    image = pyvips.Image.tiffload(str(out), access="sequential", fail_on="error")
+    image = pyvips.Image.pngload_buffer(png, access="sequential", fail_on="error")
     check_budget(request.path, image.width, image.height, request.max_pixels)
     return Opened(_with_dpi(image, RENDER_DPI), 1, "Ghostscript")
 
 
-def _run_ghostscript(path: Path, command: list[str]) -> None:
+def _run_ghostscript(path: Path, command: list[str]) -> bytes:
+    """Run Ghostscript; its standard output (the rendered page) is returned."""
+    import subprocess  # only EPS needs it; one-shot conversions start faster without it
+
     try:
         done = subprocess.run(
             command,
@@ -300,10 +300,10 @@ def _run_ghostscript(path: Path, command: list[str]) -> None:
             f"{path}: Ghostscript did not finish within {GHOSTSCRIPT_TIMEOUT_S} s"
         ) from error
     if done.returncode != 0:
-        reason = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
-        raise UndecodableError(
-            f"{path}: not a readable EPS file (Ghostscript: {reason[-1] if reason else 'failed'})"
-        )
+        lines = done.stderr.decode(errors="replace").strip().splitlines() or ["failed"]
+        reason = next((line for line in lines if "Error:" in line), lines[-1]).strip()
+        raise UndecodableError(f"{path}: not a readable EPS file (Ghostscript: {reason})")
+    return done.stdout
 
 
 _FALLBACKS: dict[str, Callable[[OpenRequest], Opened]] = {

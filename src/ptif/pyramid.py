@@ -33,9 +33,15 @@ def needs_bigtiff(width: int, height: int, bands: int) -> bool:
     return raw_pyramid + raw_pyramid // 50 > BIGTIFF_THRESHOLD
 
 
+#: libtiff always has these; only the others need a probe.
+ALWAYS_WRITABLE = ("jpeg", "deflate", "lzw", "none")
+
+
 @cache
 def can_write(compression: str) -> bool:
     """Whether this libvips build writes such tiles (its libtiff may lack zstd or webp)."""
+    if compression in ALWAYS_WRITABLE:
+        return True
     probe = (pyvips.Image.black(16, 16, bands=3) + 128).cast("uchar")
     try:
         probe.tiffsave_buffer(tile=True, tile_width=16, tile_height=16, compression=compression)

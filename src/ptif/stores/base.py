@@ -8,13 +8,24 @@ replace-if-match, delete-if-match) are what lets many workers on many machines s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ptif.errors import PtifError
+from ptif.errors import ConfigError, PtifError
+
+MAX_KEY_BYTES = 1024
+"""S3's limit on a key, in UTF-8 bytes; folder stores keep the same so both accept the same keys."""
+
+MAX_METADATA_BYTES = 2048
+"""S3's limit on user metadata (keys and values, UTF-8 bytes); folder stores keep it too."""
+
+CHECK_PREFIX = "ptif-check/"
+_META_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 class StoreError(PtifError):
@@ -98,3 +109,50 @@ class Store(Protocol):
         """Prove the store enforces create-if-absent and replace/delete-if-match, using a
         scratch key; raise :class:`~ptif.errors.ConfigError` with a clear message if not."""
         ...
+
+
+def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """User metadata as S3 will return it: keys in lowercase (S3 lowercases them), so a folder
+    store answers exactly what an S3 store would. Values may be any text."""
+    result: dict[str, str] = {}
+    for name, value in (metadata or {}).items():
+        key = name.lower()
+        if not _META_KEY.match(key) or not isinstance(value, str):
+            raise ValueError(f"metadata {name!r}: names are letters, digits, '.', '_' or '-'")
+        result[key] = value
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in result.items())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata takes {size} bytes; S3 allows {MAX_METADATA_BYTES}")
+    return result
+
+
+def verify_conditional_writes(store: Store, advice: str) -> None:
+    """Try each conditional operation on a scratch key, where losing is expected, and raise
+    :class:`ConfigError` naming the first condition the store let through. ``advice`` tells the
+    operator what to do about it."""
+    key = f"{CHECK_PREFIX}{uuid.uuid4().hex}"
+    wrong = "0" * 32
+    try:
+        etag = store.put_bytes(key, b"first", if_none_match=True)
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("If-None-Match: * on a put", lambda: store.put_bytes(key, b"2", if_none_match=True)),
+            ("If-Match on a put", lambda: store.put_bytes(key, b"3", if_match=wrong)),
+            ("If-Match on a delete", lambda: store.delete(key, if_match=wrong)),
+        ]
+        for what, attempt in checks:
+            _expect_refusal(store, what, attempt, advice)
+        etag = store.put_bytes(key, b"second", if_match=etag)
+        store.delete(key, if_match=etag)
+    finally:
+        store.delete(key)
+
+
+def _expect_refusal(store: Store, what: str, attempt: Callable[[], object], advice: str) -> None:
+    try:
+        attempt()
+    except PreconditionFailed:
+        return
+    raise ConfigError(
+        f"{store.url}: this store ignores conditional writes ({what} went through); ptif needs "
+        f"them to share a queue safely; {advice}"
+    )
