@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ptif import __version__
+from ptif import __version__, cli_queue
+from ptif.console import configure_logging
 from ptif.errors import ConfigError, PtifError
 from ptif.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, Recipe, get_profile
 
@@ -43,27 +43,49 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
-def add_recipe_options(parser: argparse.ArgumentParser) -> None:
-    """The profile and every setting on its own, shared by every command that converts."""
+def add_recipe_options(parser: argparse.ArgumentParser, profile_default: str | None = None) -> None:
+    """The profile and every setting on its own, shared by every command that converts.
+
+    Commands that read settings from the environment pass no default profile, so that an unset
+    flag does not hide PTIF_PROFILE or ptif.toml.
+    """
     group = parser.add_argument_group("conversion settings (override the profile's)")
     profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
-    group.add_argument("--profile", default="default", choices=sorted(PROFILES),
-                       help=f"named settings (default: default). {profiles}")  # fmt: skip
+    group.add_argument(
+        "--profile",
+        default=profile_default,
+        choices=sorted(PROFILES),
+        help=f"named settings (default: default). {profiles}",
+    )
     group.add_argument("--compression", choices=COMPRESSIONS, help="tile compression")
-    group.add_argument("--quality", type=_int_range(1, 100), metavar="Q",
-                       help="JPEG/WebP quality, 1-100")  # fmt: skip
-    group.add_argument("--tile-size", type=_int_range(16, 8192), metavar="PX",
-                       help="tile width and height, a multiple of 16")  # fmt: skip
+    group.add_argument(
+        "--quality", type=_int_range(1, 100), metavar="Q", help="JPEG/WebP quality, 1-100"
+    )
+    group.add_argument(
+        "--tile-size",
+        type=_int_range(16, 8192),
+        metavar="PX",
+        help="tile width and height, a multiple of 16",
+    )
     group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
-    group.add_argument("--max-size", type=_int_range(1), metavar="PX",
-                       help="shrink so neither side passes this")  # fmt: skip
-    group.add_argument("--max-width", type=_int_range(1), metavar="PX",
-                       help="shrink so the width is at most this")  # fmt: skip
-    group.add_argument("--max-height", type=_int_range(1), metavar="PX",
-                       help="shrink so the height is at most this")  # fmt: skip
-    group.add_argument("--max-pixels", type=_int_range(1), metavar="N",
-                       help="refuse sources whose header declares more pixels "
-                       f"(default {DEFAULT_MAX_PIXELS:,})")  # fmt: skip
+    group.add_argument(
+        "--max-size", type=_int_range(1), metavar="PX", help="shrink so neither side passes this"
+    )
+    group.add_argument(
+        "--max-width", type=_int_range(1), metavar="PX", help="shrink so the width is at most this"
+    )
+    group.add_argument(
+        "--max-height",
+        type=_int_range(1),
+        metavar="PX",
+        help="shrink so the height is at most this",
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=_int_range(1),
+        metavar="N",
+        help=f"refuse sources whose header declares more pixels (default {DEFAULT_MAX_PIXELS:,})",
+    )
 
 
 def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -108,15 +130,23 @@ def _add_convert(commands: Any) -> None:
     )
     parser.add_argument("src", type=Path, help="the source image")
     parser.add_argument("dst", help="the output file, or an existing folder")
-    add_recipe_options(parser)
+    add_recipe_options(parser, profile_default="default")
     pages = parser.add_mutually_exclusive_group()
-    pages.add_argument("--page", type=_int_range(1), default=1, metavar="N",
-                       help="which page of a PDF or multi-page TIFF (default 1)")  # fmt: skip
-    pages.add_argument("--all-pages", action="store_true",
-                       help="one pyramid per page: DST-p1.tif, DST-p2.tif...")  # fmt: skip
-    parser.add_argument("--copyright", action="store_true",
-                        help="treat the image as copyrightStatus=copyright "
-                        "(the marble profile shrinks it)")  # fmt: skip
+    pages.add_argument(
+        "--page",
+        type=_int_range(1),
+        default=1,
+        metavar="N",
+        help="which page of a PDF or multi-page TIFF (default 1)",
+    )
+    pages.add_argument(
+        "--all-pages", action="store_true", help="one pyramid per page: DST-p1.tif, DST-p2.tif..."
+    )
+    parser.add_argument(
+        "--copyright",
+        action="store_true",
+        help="treat the image as copyrightStatus=copyright (the marble profile shrinks it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_convert)
 
@@ -215,22 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ptif", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
     )
     parser.add_argument("--version", action="version", version=f"ptif {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more detail on stderr (-vv for debugging)")  # fmt: skip
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more detail on stderr (-vv for debugging)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(commands)
+    for add_queue_command in cli_queue.COMMANDS:
+        add_queue_command(commands, _Formatter)
     return parser
-
-
-def configure_logging(verbose: int, quiet: bool) -> None:
-    level = (
-        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    )
-    logging.basicConfig(level=level, format="ptif: %(levelname)s: %(message)s", stream=sys.stderr)
-    # libvips reports each bad tile as a warning; the error that follows already says it all.
-    logging.getLogger("pyvips").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
 def report_error(error: PtifError) -> int:
@@ -242,7 +270,7 @@ def report_error(error: PtifError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet)
+    configure_logging(args.verbose, args.quiet, json_lines=False)
     handler: Handler = args.handler
     try:
         return handler(args)

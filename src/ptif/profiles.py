@@ -80,6 +80,13 @@ class Profile:
             return replace(self.recipe, max_width=width, max_height=height)
         return self.recipe
 
+    def recipe_hashes(self) -> set[str]:
+        """Every recipe this profile can resolve to (an output made with any is current)."""
+        hashes = {self.recipe.hash}
+        if self.copyright_box:
+            hashes.add(self.resolve({"copyrightStatus": "copyright"}).hash)
+        return hashes
+
     def with_overrides(self, **settings: Any) -> Profile:
         """This profile with some settings replaced; ``None`` values are ignored."""
         given = {k: v for k, v in settings.items() if v is not None}

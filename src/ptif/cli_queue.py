@@ -1,0 +1,387 @@
+"""The queue commands of the ``ptif`` command line: process, mark, status, retry.
+
+Each parses its flags into :class:`~ptif.config.Settings` (flag, then environment, then
+``ptif.toml``, then defaults), opens the stores and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ptif.config import Settings, in_aws, load_settings, parse_extensions
+
+#: ECS gives a stopping task 30 s by default before SIGKILL; finish or release before that.
+STOP_GRACE_SECONDS = 25.0
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "stores",
+        "Each is s3://bucket[/prefix] or a folder. A flag beats PTIF_SOURCE/PTIF_PROCESS/\n"
+        "PTIF_IMAGES (or RBSC_BUCKET/PROCESS_BUCKET/IMAGE_BUCKET), which beat ptif.toml;\n"
+        "the default is ./ptif-data/{source,process,images}.",
+    )
+    group.add_argument("--source", metavar="URL", help="where the images are uploaded")
+    group.add_argument("--process", metavar="URL", help="the queue: markers, leases, reports")
+    group.add_argument("--images", metavar="URL", help="where the pyramids go")
+    group.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="S3-compatible server (MinIO, SeaweedFS, Ceph); else AWS",
+    )
+    group.add_argument("--config", type=Path, metavar="FILE", help="a ptif.toml to read")
+    group.add_argument("--queue-prefix", metavar="PREFIX", help="marker folder (default rbsc/)")
+
+
+def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
+    from ptif.cli import recipe_settings
+
+    flags = {
+        "source": args.source,
+        "process": args.process,
+        "images": args.images,
+        "endpoint_url": args.endpoint_url,
+        "queue_prefix": args.queue_prefix,
+        **more,
+    }
+    if getattr(args, "profile", None):
+        flags["profile"] = args.profile
+        flags["recipe"] = recipe_settings(args) or None
+        flags["max_pixels"] = args.max_pixels
+    return load_settings(flags, config_file=args.config)
+
+
+def open_stores(settings: Settings) -> Any:
+    from ptif.stores import open_store
+    from ptif.worker import Stores
+
+    return Stores(
+        source=open_store(settings.source, endpoint_url=settings.endpoint_url),
+        process=open_store(settings.process, endpoint_url=settings.endpoint_url),
+        images=open_store(settings.images, endpoint_url=settings.endpoint_url),
+    )
+
+
+# process ---------------------------------------------------------------------------------------
+
+
+def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    from ptif.cli import add_recipe_options
+
+    parser = commands.add_parser(
+        "process",
+        formatter_class=formatter,
+        help="one batch run over the queue (the scheduled job)",
+        description="Convert every queued image: claim its marker, fetch the source, convert,\n"
+        "verify, upload the pyramid, then delete the marker. Any number of these may run\n"
+        "at once, on any number of machines. Prints a summary on stderr and writes a run\n"
+        "report to the process store's reports/.",
+        epilog="exit codes: 0 all done; 1 some images failed or wait for a retry;\n"
+        "            2 bad usage; 3 a store could not be reached",
+    )
+    add_store_options(parser)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"parallel conversions (default: CPU count, {os.cpu_count()})",
+    )
+    parser.add_argument("--prefix", default="", help="only sources whose key starts with this")
+    parser.add_argument("--limit", type=int, metavar="N", help="take at most N markers")
+    parser.add_argument(
+        "--min-age",
+        type=float,
+        metavar="SECONDS",
+        help="skip markers younger than this (files still being written)",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep polling for new markers until stopped (SIGTERM, Ctrl-C)",
+    )
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="pause between polls with --follow (default 30)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON log lines and a JSON report on stdout, even on a terminal",
+    )
+    add_recipe_options(parser)
+    parser.set_defaults(handler=run_process, json_logs=True)
+
+
+def run_process(args: argparse.Namespace) -> int:
+    from ptif.console import ItemProgress, configure_logging, wants_json
+    from ptif.worker import RunOptions, Worker
+
+    json_lines = wants_json(args.json)
+    configure_logging(args.verbose, args.quiet, json_lines=json_lines)
+    settings = settings_from(args, workers=args.workers, min_age=args.min_age)
+    stores = open_stores(settings)
+    options = RunOptions(
+        prefix=args.prefix,
+        limit=args.limit,
+        min_age=settings.min_age,
+        follow=args.follow,
+        poll_seconds=args.poll,
+    )
+    progress = ItemProgress(bar=not json_lines and not args.quiet)
+    worker = Worker(settings, stores, on_item=progress)
+    progress.run_id = worker.run_id
+    _stop_on_signals(worker)
+    with progress:
+        report = worker.run(options)
+    return _finish(report, args)
+
+
+def _finish(report: Any, args: argparse.Namespace) -> int:
+    if in_aws():
+        print(report.emf(), flush=True)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    if not args.quiet:
+        print(f"ptif process: {report.summary()}", file=sys.stderr)
+        for problem in report.failures[:20]:
+            print(f"  {problem['code']}: {problem['message']}", file=sys.stderr)
+    return 1 if report.unfinished else 0
+
+
+def _stop_on_signals(worker: Any) -> None:
+    """SIGTERM or Ctrl-C: finish what is in hand; after the grace period, release and leave."""
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        if worker.stopping:
+            _abandon(worker)
+        print(
+            f"ptif: stopping ({signal.Signals(number).name}); finishing work in hand",
+            file=sys.stderr,
+        )
+        worker.stop()
+        timer = threading.Timer(STOP_GRACE_SECONDS, _abandon, args=(worker,))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _abandon(worker: Any) -> None:
+    released = worker.abandon()
+    print(f"ptif: released {released} unfinished image(s) for another worker", file=sys.stderr)
+    os._exit(1)
+
+
+# mark ------------------------------------------------------------------------------------------
+
+
+def add_mark(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    parser = commands.add_parser(
+        "mark",
+        formatter_class=formatter,
+        help="queue existing sources (the rerun utility)",
+        description="Queue existing sources for conversion: lists the source store under each\n"
+        "--prefix and writes a marker for every image (dot-files and folder placeholders\n"
+        "are skipped). Markers already queued are kept as they are.",
+        epilog="examples:\n  ptif mark --prefix 'maps/' --dry-run\n"
+        "  ptif mark --stale               # after a settings change",
+    )
+    add_store_options(parser)
+    parser.add_argument(
+        "--prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="only keys starting with this (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--ext",
+        action="append",
+        default=[],
+        metavar="EXT",
+        help="extensions to mark, e.g. --ext jpg --ext tif "
+        "(default: jpeg jpg bmp tif tiff png eps pdf)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print what would be marked")
+    parser.add_argument(
+        "--stale",
+        action="store_true",
+        help="only sources whose output is missing or made from another "
+        "eTag or with other settings",
+    )
+    parser.add_argument("--profile", help="profile whose settings --stale compares against")
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.set_defaults(handler=run_mark)
+
+
+def run_mark(args: argparse.Namespace) -> int:
+    from ptif.console import configure_logging
+    from ptif.mark import MarkOptions, mark
+
+    configure_logging(args.verbose, args.quiet, json_lines=False)
+    extensions = parse_extensions(",".join(args.ext)) if args.ext else None
+    settings = load_settings(
+        {
+            "source": args.source,
+            "process": args.process,
+            "images": args.images,
+            "endpoint_url": args.endpoint_url,
+            "queue_prefix": args.queue_prefix,
+            "profile": args.profile,
+        },
+        config_file=args.config,
+    )
+    stores = open_stores(settings)
+    options = MarkOptions(
+        prefixes=tuple(args.prefix) or ("",),
+        extensions=extensions or settings.extension_list(),
+        dry_run=args.dry_run,
+        stale=args.stale,
+    )
+    show = _line_printer() if args.dry_run else None
+    report = mark(
+        stores.source,
+        stores.process,
+        stores.images,
+        queue_prefix=settings.queue_prefix,
+        profile=settings.conversion_profile(),
+        options=options,
+        on_marked=show,
+    )
+    counts = report.to_dict()
+    if args.json:
+        print(json.dumps(counts))
+    elif not args.quiet:
+        verb = "would mark" if args.dry_run else "marked"
+        print(
+            f"ptif mark: {verb} {counts['marked']} of {counts['listed']} listed "
+            f"({counts['already_queued']} already queued, {counts['up_to_date']} up to date, "
+            f"{counts['ignored']} not images)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _line_printer() -> Any:
+    """Print keys whole from many threads at once."""
+    lock = threading.Lock()
+
+    def show(key: str) -> None:
+        with lock:
+            print(key, flush=True)
+
+    return show
+
+
+# status and retry ------------------------------------------------------------------------------
+
+
+def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    parser = commands.add_parser(
+        "status",
+        formatter_class=formatter,
+        help="pending, claimed and failed counts",
+        description="Count the queue: pending markers (and the oldest one's age), live claims,\n"
+        "and failure records by code.",
+    )
+    add_store_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.set_defaults(handler=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from ptif.queue import status
+    from ptif.stores import open_store
+
+    settings = load_settings(_store_flags(args), config_file=args.config)
+    process = open_store(settings.process, endpoint_url=settings.endpoint_url)
+    result = status(process, settings.queue_prefix).to_dict()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    age = result["oldest_pending_age_s"]
+    print(f"pending  {result['pending']}" + (f"  (oldest {_age(age)})" if age is not None else ""))
+    print(f"claimed  {result['claimed']}")
+    print(f"failed   {result['failed']}")
+    for code, count in result["failed_by_code"].items():
+        print(f"  {code:<20} {count}")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _store_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "source": args.source,
+        "process": args.process,
+        "images": args.images,
+        "endpoint_url": args.endpoint_url,
+        "queue_prefix": args.queue_prefix,
+    }
+
+
+def add_retry(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    parser = commands.add_parser(
+        "retry",
+        formatter_class=formatter,
+        help="put failed images back in the queue",
+        description="Move failure records back to the queue, with their attempts reset.",
+        epilog="examples:\n  ptif retry --code pixel-budget   # after raising PTIF_MAX_PIXELS\n"
+        "  ptif retry --prefix maps/",
+    )
+    add_store_options(parser)
+    parser.add_argument(
+        "--code", action="append", default=[], help="only failures with this code (repeatable)"
+    )
+    parser.add_argument("--prefix", default="", help="only sources whose key starts with this")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be re-queued")
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.set_defaults(handler=run_retry)
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    from ptif.queue import retry
+    from ptif.stores import open_store
+
+    settings = load_settings(_store_flags(args), config_file=args.config)
+    process = open_store(settings.process, endpoint_url=settings.endpoint_url)
+    report = retry(
+        process,
+        settings.queue_prefix,
+        codes=tuple(args.code),
+        prefix=args.prefix,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        for key in report.keys:
+            print(key)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    elif not args.quiet:
+        verb = "would re-queue" if args.dry_run else "re-queued"
+        print(
+            f"ptif retry: {verb} {report.requeued} ({report.skipped} not matching, "
+            f"{report.not_retryable} unreadable records left)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+COMMANDS = (add_process, add_mark, add_status, add_retry)

@@ -1,0 +1,126 @@
+"""What a person or a log collector sees on stderr: a progress bar on a terminal, JSON lines
+elsewhere (CloudWatch, Kubernetes, cron mail), with stable keys: key, outcome, code, run_id,
+seconds, bytes. Library modules only log; this module decides how it looks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from types import TracebackType
+from typing import Any
+
+from ptif.reports import ItemResult, Outcome
+
+ITEM_LOGGER = "ptif.items"
+_EXTRA_KEYS = ("key", "outcome", "code", "run_id", "seconds", "bytes_in", "bytes_out", "etag")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        body.update({k: getattr(record, k) for k in _EXTRA_KEYS if hasattr(record, k)})
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        return json.dumps(body, ensure_ascii=False)
+
+
+def configure_logging(verbose: int, quiet: bool, *, json_lines: bool) -> None:
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("ptif: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # libvips reports each bad tile as a warning; the error that follows already says it all.
+    logging.getLogger("pyvips").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
+    logging.getLogger("botocore").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
+    logging.getLogger(ITEM_LOGGER).setLevel(logging.ERROR if quiet else logging.INFO)
+
+
+def wants_json(requested: bool) -> bool:
+    """JSON lines when asked, or when stderr is not a terminal (a log collector reads it)."""
+    return requested or not sys.stderr.isatty()
+
+
+class ItemProgress:
+    """Shows items as they finish: a live bar on a terminal, one JSON line each otherwise."""
+
+    def __init__(self, *, bar: bool, run_id: str = "") -> None:
+        self.run_id = run_id
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        self._task: Any = None
+        if bar:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]ptif process"),
+                BarColumn(),
+                TextColumn("{task.completed} done"),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+
+    def __enter__(self) -> ItemProgress:
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task("", total=None)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, item: ItemResult) -> None:
+        with self._lock:
+            self._counts[item.outcome.value] += 1
+            description = self._describe()
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=description)
+        else:
+            self._log(item)
+
+    def _describe(self) -> str:
+        order = [o.value for o in Outcome]
+        return "  ".join(f"{self._counts[name]} {name}" for name in order if self._counts[name])
+
+    def _log(self, item: ItemResult) -> None:
+        level = logging.WARNING if item.outcome in (Outcome.FAILED, Outcome.RETRY) else logging.INFO
+        key = item.source_key or item.marker_key
+        text = f"{item.outcome.value} ({item.code}): {item.message}" if item.code else None
+        logging.getLogger(ITEM_LOGGER).log(
+            level,
+            "%s",
+            text or f"{item.outcome.value}: {key}",
+            extra={
+                "key": key,
+                "outcome": item.outcome.value,
+                "code": item.code,
+                "run_id": self.run_id,
+                "seconds": round(item.seconds, 3),
+                "bytes_in": item.bytes_in,
+                "bytes_out": item.bytes_out,
+            },
+        )

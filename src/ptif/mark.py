@@ -1,0 +1,147 @@
+"""``ptif mark``, the rerun utility: queue existing sources for conversion.
+
+The source listing streams and markers are written concurrently, so marking a million objects
+needs neither a full listing in memory nor a million sequential requests. Markers already
+queued are left as they are (they may carry fields, such as ``copyrightStatus``, that a fresh
+marker would lose). With ``stale``, only sources whose output is missing or was made from another
+eTag or with other settings are marked.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ptif.markers import marker_key, new_marker
+from ptif.outputs import RECIPE, SOURCE_ETAG, output_key
+from ptif.profiles import Profile
+from ptif.stores.base import ObjectInfo, PreconditionFailed, Store
+
+CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class MarkOptions:
+    prefixes: tuple[str, ...] = ("",)
+    extensions: tuple[str, ...] = ()
+    dry_run: bool = False
+    stale: bool = False
+    origin: str = "mark"
+
+
+@dataclass
+class MarkReport:
+    listed: int = 0
+    marked: int = 0
+    already_queued: int = 0
+    up_to_date: int = 0
+    ignored: int = 0
+    marked_keys: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, name: str, key: str | None = None) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+            if key is not None and name == "marked" and len(self.marked_keys) < 10_000:
+                self.marked_keys.append(key)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "listed": self.listed,
+            "marked": self.marked,
+            "already_queued": self.already_queued,
+            "up_to_date": self.up_to_date,
+            "ignored": self.ignored,
+        }
+
+
+def is_candidate(key: str, extensions: Iterable[str]) -> bool:
+    """An image key to mark: not a folder placeholder or dot-file, with a listed extension."""
+    if not key or key.endswith("/"):
+        return False
+    if any(part.startswith(".") for part in key.split("/")):
+        return False
+    name = key.rsplit("/", 1)[-1].lower()
+    return any(name.endswith(ext) for ext in extensions)
+
+
+def bucket_name(store: Store) -> str:
+    url = store.url
+    return url[5:].split("/", 1)[0] if url.startswith("s3://") else ""
+
+
+def mark(
+    source: Store,
+    process: Store,
+    images: Store,
+    *,
+    queue_prefix: str,
+    profile: Profile,
+    options: MarkOptions,
+    on_marked: Callable[[str], None] | None = None,
+) -> MarkReport:
+    report = MarkReport()
+    marker = _Marker(source, process, images, queue_prefix, profile, options, report, on_marked)
+    window = threading.BoundedSemaphore(CONCURRENCY * 4)
+    with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="ptif-mark") as pool:
+        for info in _candidates(source, options, report):
+            window.acquire()
+            pool.submit(marker.one, info).add_done_callback(lambda _: window.release())
+    return report
+
+
+def _candidates(source: Store, options: MarkOptions, report: MarkReport) -> Iterator[ObjectInfo]:
+    for prefix in options.prefixes:
+        for info in source.list(prefix):
+            report.count("listed")
+            if is_candidate(info.key, options.extensions):
+                yield info
+            else:
+                report.count("ignored")
+
+
+@dataclass
+class _Marker:
+    source: Store
+    process: Store
+    images: Store
+    queue_prefix: str
+    profile: Profile
+    options: MarkOptions
+    report: MarkReport
+    on_marked: Callable[[str], None] | None
+
+    def one(self, info: ObjectInfo) -> None:
+        if self.options.stale and self._up_to_date(info):
+            self.report.count("up_to_date")
+            return
+        if not self.options.dry_run and not self._write(info):
+            self.report.count("already_queued")
+            return
+        self.report.count("marked", info.key)
+        if self.on_marked:
+            self.on_marked(info.key)
+
+    def _up_to_date(self, info: ObjectInfo) -> bool:
+        existing = self.images.head(output_key(info.key))
+        if existing is None or existing.metadata.get(SOURCE_ETAG) != info.etag:
+            return False
+        return existing.metadata.get(RECIPE) in self.profile.recipe_hashes()
+
+    def _write(self, info: ObjectInfo) -> bool:
+        marker = new_marker(
+            info.key,
+            origin=self.options.origin,
+            etag=info.etag,
+            size=info.size,
+            bucket=bucket_name(self.source),
+        )
+        try:
+            self.process.put_bytes(
+                marker_key(info.key, self.queue_prefix), marker.to_bytes(), if_none_match=True
+            )
+        except PreconditionFailed:
+            return False
+        return True

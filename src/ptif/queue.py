@@ -1,0 +1,142 @@
+"""The queue seen from outside: ``ptif status`` counts it, ``ptif retry`` re-queues failures.
+
+Both read only the process store, so they work from any machine while workers run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ptif.markers import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER, Marker, marker_key
+from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
+
+READERS = 16
+#: Fields a failure record adds to the marker's own; removed again when it is re-queued.
+FAILURE_FIELDS = (
+    "code", "message", "attempts", "failedAt", "markerKey", "worker", "lastError",
+    "lastErrorCode", "lastAttemptAt",
+)  # fmt: skip
+
+
+@dataclass
+class QueueStatus:
+    pending: int = 0
+    claimed: int = 0
+    failed: int = 0
+    failed_by_code: Counter[str] = field(default_factory=Counter)
+    oldest_pending_age_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "claimed": self.claimed,
+            "failed": self.failed,
+            "failed_by_code": dict(sorted(self.failed_by_code.items())),
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+        }
+
+
+def _read_json(store: Store, key: str) -> dict[str, Any] | None:
+    try:
+        data, _ = store.get_bytes(key)
+        body = json.loads(data)
+    except (ObjectMissing, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _json_objects(store: Store, prefix: str) -> Iterator[ObjectInfo]:
+    return (info for info in store.list(prefix) if info.key.endswith(".json"))
+
+
+def status(process: Store, queue_prefix: str) -> QueueStatus:
+    result = QueueStatus()
+    now = datetime.now(UTC)
+    for info in _json_objects(process, queue_prefix):
+        result.pending += 1
+        age = (now - info.modified).total_seconds()
+        if result.oldest_pending_age_s is None or age > result.oldest_pending_age_s:
+            result.oldest_pending_age_s = max(0.0, age)
+    with ThreadPoolExecutor(READERS) as pool:
+        claims = pool.map(
+            lambda i: _read_json(process, i.key), _json_objects(process, CLAIMS_PREFIX)
+        )
+        result.claimed = sum(1 for c in claims if c and float(c.get("expires", 0)) > time.time())
+        records = pool.map(
+            lambda i: _read_json(process, i.key), _json_objects(process, FAILED_PREFIX)
+        )
+        for record in records:
+            if record is not None:
+                result.failed += 1
+                result.failed_by_code[str(record.get("code") or "unknown")] += 1
+    return result
+
+
+@dataclass
+class RetryReport:
+    requeued: int = 0
+    skipped: int = 0
+    not_retryable: int = 0
+    keys: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requeued": self.requeued,
+            "skipped": self.skipped,
+            "not_retryable": self.not_retryable,
+        }
+
+
+def retry(
+    process: Store,
+    queue_prefix: str,
+    *,
+    codes: tuple[str, ...] = (),
+    prefix: str = "",
+    dry_run: bool = False,
+) -> RetryReport:
+    """Put failure records back in the queue (attempts start again from zero)."""
+    report = RetryReport()
+    prefixes = [FAILED_PREFIX + prefix] + ([FAILED_PREFIX + HASHED_FOLDER] if prefix else [])
+    for listed in prefixes:
+        for info in _json_objects(process, listed):
+            _retry_one(process, queue_prefix, info, codes, prefix, dry_run, report)
+    return report
+
+
+def _retry_one(
+    process: Store,
+    queue_prefix: str,
+    info: ObjectInfo,
+    codes: tuple[str, ...],
+    prefix: str,
+    dry_run: bool,
+    report: RetryReport,
+) -> None:
+    record = _read_json(process, info.key)
+    key = record.get("key") if record else None
+    if not record or not isinstance(key, str):
+        report.not_retryable += 1
+        return
+    if (codes and record.get("code") not in codes) or not key.startswith(prefix):
+        report.skipped += 1
+        return
+    if not dry_run:
+        fields = {k: v for k, v in record.items() if k not in FAILURE_FIELDS}
+        marker = Marker({**fields, "origin": "retry"})
+        target = marker_key(key, queue_prefix)
+        # A marker already queued for the source is newer than this record: keep it.
+        with contextlib.suppress(PreconditionFailed):
+            process.put_bytes(target, marker.to_bytes(), if_none_match=True)
+        with contextlib.suppress(PreconditionFailed, ObjectMissing):
+            process.delete(info.key, if_match=info.etag)
+    report.requeued += 1
+    report.keys.append(key)

@@ -1,0 +1,427 @@
+"""The worker: ``ptif process``. Claim each marker, fetch, convert, verify, upload, then delete it.
+
+Work starts while the listing still streams, so a backlog of a million markers never waits for
+a full listing. Items run on a thread pool twice the size of the conversion slots, so downloads
+and uploads of some images overlap the conversion of others and every core stays busy.
+
+The guarantees (DESIGN.md, "Worker guarantees"):
+
+- a marker is deleted only after its pyramid is uploaded, and only if it was not replaced
+  meanwhile (delete-if-match), so a crash at any point loses nothing: a rerun finishes the work;
+- each output key is held by one lease at a time, so two workers never convert the same image,
+  and ``a/x.png`` and ``a/x.jpg`` cannot race for ``a/x.tif``: the second is an
+  ``output-conflict``;
+- every marker's attempts are counted when it is claimed, so an image that crashes the worker
+  every time still ends in ``failed/`` after ``max_attempts``;
+- permanent failures move to ``failed/`` with a code and message; transient ones stay queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ptif.config import Settings
+from ptif.errors import PtifError, SourceMissingError
+from ptif.leases import Busy, Lease, LeaseKeeper, LeaseLost, acquire
+from ptif.markers import (
+    HASHED_FOLDER,
+    BadMarker,
+    Marker,
+    failed_key,
+    parse_marker,
+)
+from ptif.outputs import check_owner, is_up_to_date, output_key, output_metadata
+from ptif.profiles import Recipe
+from ptif.reports import ItemResult, Outcome, RunReport
+from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
+
+if TYPE_CHECKING:
+    from ptif.convert import ConversionResult
+
+log = logging.getLogger(__name__)
+
+BUMP_ATTEMPTS = 3
+#: How soon to look again at a marker another worker holds: most finish in seconds.
+BUSY_RECHECK_SECONDS = 2.0
+
+
+class Stopping(PtifError):
+    """The run was asked to stop before this item started."""
+
+    code = "interrupted"
+
+
+@dataclass(frozen=True)
+class Stores:
+    source: Store
+    process: Store
+    images: Store
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    prefix: str = ""
+    limit: int | None = None
+    min_age: float = 0.0
+    follow: bool = False
+    poll_seconds: float = 30.0
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Worker:
+    """One worker process; any number of them may share a queue."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stores: Stores,
+        *,
+        owner: str | None = None,
+        on_item: Callable[[ItemResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.owner = owner or default_owner()
+        self.run_id = os.urandom(4).hex()
+        self.on_item = on_item
+        self.profile = settings.conversion_profile()
+        self.queue = settings.queue_prefix
+        self._slots = threading.Semaphore(settings.workers)
+        self._stop = threading.Event()
+        self._keeper = LeaseKeeper(settings.lease_seconds)
+        self._work = Path(".")
+
+    # control ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish what is in hand, start nothing new."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def abandon(self) -> int:
+        """Release every lease still held, so other workers can take the work at once."""
+        held = self._keeper.held()
+        for lease in held:
+            self._keeper.drop(lease)
+            lease.release()
+        return len(held)
+
+    # the run ---------------------------------------------------------------------------------
+
+    def run(self, options: RunOptions | None = None) -> RunReport:
+        options = options or RunOptions()
+        self.stores.process.check_conditional_writes()
+        _tune_libvips(self.settings.workers)
+        report = RunReport(owner=self.owner, run_id=self.run_id)
+        with (
+            tempfile.TemporaryDirectory(prefix="ptif-work-") as work,
+            self._keeper,
+            ThreadPoolExecutor(self.settings.workers * 2, thread_name_prefix="ptif") as pool,
+        ):
+            self._work = Path(work)
+            while True:
+                self._pass(pool, options, report)
+                if not options.follow or self._stop.wait(options.poll_seconds):
+                    break
+        report.finish()
+        self.save_report(report)
+        return report
+
+    def save_report(self, report: RunReport) -> None:
+        """Keep the report in the process store; a report that cannot be saved is only logged."""
+        try:
+            self.stores.process.put_bytes(report.name, report.to_bytes())
+        except PtifError as error:
+            log.warning("could not save the run report %s: %s", report.name, error)
+
+    def _pass(self, pool: ThreadPoolExecutor, options: RunOptions, report: RunReport) -> None:
+        busy: list[tuple[float, ObjectInfo]] = []
+        self._submit_all(pool, self._listing(options, report), options, report, busy)
+        while busy and not self._stop.is_set():
+            due_at = min(until for until, _ in busy)
+            if self._stop.wait(max(0.0, due_at - time.time()) + 0.5):
+                break
+            due = [info for until, info in busy if until <= time.time()]
+            busy[:] = [(until, info) for until, info in busy if until > time.time()]
+            self._submit_all(pool, iter(due), options, report, busy)
+
+    def _submit_all(
+        self,
+        pool: ThreadPoolExecutor,
+        markers: Iterator[ObjectInfo],
+        options: RunOptions,
+        report: RunReport,
+        busy: list[tuple[float, ObjectInfo]],
+    ) -> None:
+        window = threading.BoundedSemaphore(self.settings.workers * 4)
+        pending: list[Future[ItemResult]] = []
+        for info in markers:
+            if self._stop.is_set():
+                break
+            window.acquire()
+            future = pool.submit(self._item, info, options)
+            future.add_done_callback(partial(self._done, info, report, busy, window))
+            pending.append(future)
+        for future in pending:
+            future.exception()
+
+    def _done(
+        self,
+        info: ObjectInfo,
+        report: RunReport,
+        busy: list[tuple[float, ObjectInfo]],
+        window: threading.BoundedSemaphore,
+        future: Future[ItemResult],
+    ) -> None:
+        window.release()
+        item = future.result()
+        if item.outcome is Outcome.BUSY and item.busy_until is not None:
+            busy.append((item.busy_until, info))
+            return
+        if item.outcome is Outcome.OUT_OF_SCOPE:
+            return
+        report.add(item)
+        if self.on_item:
+            self.on_item(item)
+
+    def _listing(self, options: RunOptions, report: RunReport) -> Iterator[ObjectInfo]:
+        prefixes = [self.queue + options.prefix]
+        if options.prefix:
+            prefixes.append(self.queue + HASHED_FOLDER)
+        count = 0
+        for prefix in prefixes:
+            for info in self.stores.process.list(prefix):
+                if not info.key.endswith(".json"):
+                    continue
+                report.saw_pending(info.modified)
+                if options.limit is not None and count >= options.limit:
+                    return
+                count += 1
+                yield info
+
+    # one marker ------------------------------------------------------------------------------
+
+    def _item(self, info: ObjectInfo, options: RunOptions) -> ItemResult:
+        started = time.monotonic()
+        try:
+            result = self._claim_and_work(info, options)
+        except Exception as error:  # a bug, or a library failing in a way nobody foresaw
+            log.exception("%s: unexpected failure; the marker stays for a later run", info.key)
+            result = ItemResult(info.key, Outcome.RETRY, code="internal", message=repr(error))
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _claim_and_work(self, info: ObjectInfo, options: RunOptions) -> ItemResult:
+        age = (datetime.now(UTC) - info.modified).total_seconds()
+        if age < options.min_age:
+            return ItemResult(info.key, Outcome.YOUNG)
+        read = self._read(info.key)
+        if isinstance(read, ItemResult):
+            return read
+        marker, _ = read
+        if options.prefix and not marker.key.startswith(options.prefix):
+            return ItemResult(info.key, Outcome.OUT_OF_SCOPE)
+        got = acquire(
+            self.stores.process, output_key(marker.key), self.owner, self.settings.lease_seconds
+        )
+        if isinstance(got, Busy):
+            recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS)
+            return ItemResult(info.key, Outcome.BUSY, marker.key, busy_until=recheck)
+        self._keeper.hold(got)
+        try:
+            return self._claimed(info.key, got)
+        finally:
+            self._keeper.drop(got)
+            got.release()
+
+    def _read(self, key: str) -> tuple[Marker, str] | ItemResult:
+        """The marker and its eTag, or the outcome when it is gone or unreadable."""
+        try:
+            data, info = self.stores.process.get_bytes(key)
+        except ObjectMissing:
+            return ItemResult(key, Outcome.GONE)
+        try:
+            return parse_marker(data, key), info.etag
+        except BadMarker as error:
+            return self._fail_unreadable(key, info.etag, data, error)
+
+    def _claimed(self, key: str, lease: Lease) -> ItemResult:
+        bumped = self._bump(key)
+        if isinstance(bumped, ItemResult):
+            return bumped
+        marker, etag = bumped
+        try:
+            result = self._convert(marker, lease)
+        except PtifError as error:
+            if error.permanent:
+                return self._fail(key, marker, etag, error)
+            return self._leave(key, marker, etag, error)
+        return self._finish(key, etag, result)
+
+    def _bump(self, key: str) -> tuple[Marker, str] | ItemResult:
+        """Count the attempt in the marker itself before any work, so crashes count too."""
+        for _ in range(BUMP_ATTEMPTS):
+            if self._stop.is_set():
+                return ItemResult(key, Outcome.RETRY, code="interrupted", message="run stopped")
+            read = self._read(key)
+            if isinstance(read, ItemResult):
+                return read
+            marker, etag = read
+            if marker.attempts >= self.settings.max_attempts:
+                reason = marker.fields.get("lastError") or "it never finished (worker crashes?)"
+                error = PtifError(
+                    f"{marker.key}: gave up after {marker.attempts} attempts; last: {reason}",
+                    code="too-many-attempts",
+                )
+                return self._fail(key, marker, etag, error)
+            marker = marker.with_fields(attempts=marker.attempts + 1, lastAttemptAt=now_iso())
+            try:
+                return marker, self.stores.process.put_bytes(key, marker.to_bytes(), if_match=etag)
+            except (PreconditionFailed, ObjectMissing):
+                continue
+        return ItemResult(key, Outcome.REPLACED, message="the marker kept changing")
+
+    def _convert(self, marker: Marker, lease: Lease) -> ItemResult:
+        source_key = marker.key
+        recipe = self.profile.resolve(marker.fields)
+        target = output_key(source_key)
+        source = self.stores.source.head(source_key)
+        if source is None:
+            raise SourceMissingError(
+                f"{self.stores.source.url}: {source_key} is not there (deleted after it was "
+                "queued?); upload it again, or delete its failure record"
+            )
+        existing = self.stores.images.head(target)
+        check_owner(existing, source_key)
+        if is_up_to_date(existing, source.etag, recipe.hash):
+            return ItemResult("", Outcome.SKIPPED, source_key)
+        digest = hashlib.sha256(source_key.encode("utf-8", "surrogatepass")).hexdigest()
+        local = self._work / digest
+        return self._transform(source_key, target, recipe, local, lease)
+
+    def _transform(
+        self, source_key: str, target: str, recipe: Recipe, local: Path, lease: Lease
+    ) -> ItemResult:
+        src, dst = local.with_suffix(".src"), local.with_suffix(".tif")
+        try:
+            fetched = self.stores.source.get_file(source_key, src)
+            with self._slots:
+                if self._stop.is_set():
+                    raise Stopping(f"{source_key}: the run stopped before converting it")
+                result = convert_labelled(src, dst, recipe, source_key, self.settings.max_pixels)
+            if lease.lost:
+                raise LeaseLost(f"{source_key}: the lease was lost while converting")
+            metadata = output_metadata(result.metadata(), source_key, fetched.etag)
+            self.stores.images.put_file(target, dst, metadata)
+        finally:
+            src.unlink(missing_ok=True)
+            dst.unlink(missing_ok=True)
+        return ItemResult(
+            "", Outcome.CONVERTED, source_key, bytes_in=fetched.size, bytes_out=result.bytes
+        )
+
+    def _finish(self, key: str, etag: str, result: ItemResult) -> ItemResult:
+        result.marker_key = key
+        try:
+            self.stores.process.delete(key, if_match=etag)
+        except PreconditionFailed:
+            log.info("%s: replaced while converting; the newer marker stays queued", key)
+            if result.outcome is Outcome.CONVERTED:
+                result.outcome = Outcome.REPLACED
+        except ObjectMissing:
+            pass
+        return result
+
+    # failures --------------------------------------------------------------------------------
+
+    def _fail(self, key: str, marker: Marker, etag: str, error: PtifError) -> ItemResult:
+        record = {
+            **marker.fields,
+            "code": error.code,
+            "message": str(error),
+            "attempts": marker.attempts,
+            "failedAt": now_iso(),
+            "markerKey": key,
+            "worker": self.owner,
+        }
+        body = json.dumps(record, ensure_ascii=False, sort_keys=True).encode()
+        self.stores.process.put_bytes(failed_key(marker.key), body)
+        self._delete_marker(key, etag)
+        log.debug("%s: failed (%s): %s", marker.key, error.code, error)
+        return ItemResult(key, Outcome.FAILED, marker.key, error.code, str(error))
+
+    def _fail_unreadable(self, key: str, etag: str, data: bytes, error: BadMarker) -> ItemResult:
+        record = {
+            "markerKey": key,
+            "code": error.code,
+            "message": str(error),
+            "raw": data[:4096].decode("utf-8", "replace"),
+            "failedAt": now_iso(),
+            "worker": self.owner,
+        }
+        name = failed_key(f"_unreadable/{hashlib.sha256(key.encode()).hexdigest()}")
+        self.stores.process.put_bytes(name, json.dumps(record, ensure_ascii=False).encode())
+        self._delete_marker(key, etag)
+        return ItemResult(key, Outcome.FAILED, None, error.code, str(error))
+
+    def _delete_marker(self, key: str, etag: str) -> None:
+        try:
+            self.stores.process.delete(key, if_match=etag)
+        except (PreconditionFailed, ObjectMissing):
+            log.info("%s: replaced meanwhile; the newer marker stays queued", key)
+
+    def _leave(self, key: str, marker: Marker, etag: str, error: PtifError) -> ItemResult:
+        """A transient failure: note it in the marker, which stays for a later attempt."""
+        noted = marker.with_fields(lastError=str(error), lastErrorCode=error.code)
+        try:
+            self.stores.process.put_bytes(key, noted.to_bytes(), if_match=etag)
+        except (PreconditionFailed, ObjectMissing):
+            pass
+        except PtifError as store_error:
+            log.warning("%s: could not note the error in the marker: %s", key, store_error)
+        log.debug("%s: will retry (%s): %s", marker.key, error.code, error)
+        return ItemResult(key, Outcome.RETRY, marker.key, error.code, str(error))
+
+
+def convert_labelled(
+    src: Path, dst: Path, recipe: Recipe, label: str, max_pixels: int
+) -> ConversionResult:
+    """Convert, with errors naming the source key rather than the worker's temporary file."""
+    from ptif.convert import convert
+
+    try:
+        return convert(src, dst, recipe, max_pixels=max_pixels)
+    except PtifError as error:
+        error.args = (str(error).replace(str(src), label),)
+        raise
+
+
+def _tune_libvips(workers: int) -> None:
+    """Share the cores between parallel conversions instead of oversubscribing them."""
+    import pyvips
+
+    pyvips.concurrency_set(max(1, (os.cpu_count() or 1) // workers))
