@@ -62,21 +62,31 @@ def _pdf(path: str) -> None:
     pages[0].save(path, save_all=True, append_images=pages[1:], resolution=100)
 
 
-def convert_all(sources: list[Path]) -> None:
-    ptif = str(Path(sys.executable).with_name("ptif"))
-    for source in sources:
-        target = IMAGES / source.relative_to(SOURCE).with_suffix(".tif")
-        arguments = ["convert", str(source), str(target)]
-        print("$ ptif", " ".join(shlex.quote(a) for a in arguments))
-        subprocess.run([ptif, *arguments], check=True)
+def ptif(*arguments: str, check: bool = True) -> int:
+    command = [str(Path(sys.executable).with_name("ptif")), *arguments]
+    print("\n$ ptif", " ".join(shlex.quote(a) for a in arguments), flush=True)
+    sys.stdout.flush()
+    done = subprocess.run(command, check=False)
+    if check and done.returncode != 0:
+        raise SystemExit(f"demo: 'ptif {arguments[0]}' exited with {done.returncode}")
+    return done.returncode
 
 
 def main() -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     sources = make_samples()
-    print(f"Made {len(sources)} sample images in {SOURCE}/\n")
-    convert_all(sources)
-    print(f"\nPyramids are in {IMAGES.resolve()}/ (open them with any TIFF viewer or IIIF server).")
+    (SOURCE / "Fonds Émile" / "box 1" / "torn page.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    print(f"Made {len(sources)} sample images (and one broken file) in {SOURCE}/")
+    ptif("mark")
+    ptif("process", check=False)
+    ptif("status")
+    print(f"\nPyramids are in {IMAGES.resolve()}/:")
+    for pyramid in sorted(IMAGES.rglob("*.tif")):
+        print(f"  {pyramid.relative_to(IMAGES)}")
+    print(
+        "The broken file has a failure record in ptif-data/process/failed/ "
+        "('ptif retry' re-queues it);\nrun reports are in ptif-data/process/reports/."
+    )
 
 
 if __name__ == "__main__":

@@ -245,20 +245,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ptif", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
     )
     parser.add_argument("--version", action="version", version=f"ptif {__version__}")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="more detail on stderr (-vv for debugging)",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    _add_output_options(parser, default=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(commands)
     for add_queue_command in cli_queue.COMMANDS:
         add_queue_command(commands, _Formatter)
+    for command in commands.choices.values():
+        _add_output_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """-v and -q, before or after the command name (``ptif -q process`` = ``ptif process -q``)."""
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="more detail on stderr (-vv for debugging)",
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="only errors on stderr"
+    )
 
 
 def report_error(error: PtifError) -> int:
@@ -270,6 +280,7 @@ def report_error(error: PtifError) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbose, args.quiet = args.verbose or 0, bool(args.quiet)
     configure_logging(args.verbose, args.quiet, json_lines=False)
     handler: Handler = args.handler
     try:
