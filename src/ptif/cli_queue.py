@@ -14,9 +14,13 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ptif.config import Settings, in_aws, load_settings, parse_extensions
+if TYPE_CHECKING:
+    from ptif.config import Settings
+
+# Only the parsers are built at import; everything else loads inside the command that needs it,
+# so that `ptif convert` does not pay for the queue's modules.
 
 #: ECS gives a stopping task 30 s by default before SIGKILL; finish or release before that.
 STOP_GRACE_SECONDS = 25.0
@@ -43,6 +47,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
     from ptif.cli import recipe_settings
+    from ptif.config import load_settings
 
     flags = {
         "source": args.source,
@@ -148,6 +153,8 @@ def run_process(args: argparse.Namespace) -> int:
 
 
 def _finish(report: Any, args: argparse.Namespace) -> int:
+    from ptif.config import in_aws
+
     if in_aws():
         print(report.emf(), flush=True)
     if args.json:
@@ -227,6 +234,7 @@ def add_mark(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_mark(args: argparse.Namespace) -> int:
+    from ptif.config import load_settings, parse_extensions
     from ptif.console import configure_logging
     from ptif.mark import MarkOptions, mark
 
@@ -302,6 +310,7 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from ptif.config import load_settings
     from ptif.queue import status
     from ptif.stores import open_store
 
@@ -357,6 +366,7 @@ def add_retry(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_retry(args: argparse.Namespace) -> int:
+    from ptif.config import load_settings
     from ptif.queue import retry
     from ptif.stores import open_store
 

@@ -12,9 +12,10 @@ import threading
 import time
 from collections import Counter
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ptif.reports import ItemResult, Outcome
+if TYPE_CHECKING:
+    from ptif.reports import ItemResult
 
 ITEM_LOGGER = "ptif.items"
 _EXTRA_KEYS = ("key", "outcome", "code", "run_id", "seconds", "bytes_in", "bytes_out", "etag")
@@ -103,11 +104,15 @@ class ItemProgress:
             self._log(item)
 
     def _describe(self) -> str:
+        from ptif.reports import Outcome
+
         order = [o.value for o in Outcome]
         return "  ".join(f"{self._counts[name]} {name}" for name in order if self._counts[name])
 
     def _log(self, item: ItemResult) -> None:
-        level = logging.WARNING if item.outcome in (Outcome.FAILED, Outcome.RETRY) else logging.INFO
+        from ptif.reports import UNFINISHED
+
+        level = logging.WARNING if item.outcome in UNFINISHED else logging.INFO
         key = item.source_key or item.marker_key
         text = f"{item.outcome.value} ({item.code}): {item.message}" if item.code else None
         logging.getLogger(ITEM_LOGGER).log(

@@ -28,13 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from ptif.errors import PtifError
+from ptif.errors import ConfigError, PtifError
 from ptif.stores.base import (
     MAX_KEY_BYTES,
     ObjectInfo,
     ObjectMissing,
     PreconditionFailed,
-    StoreError,
     UnsafeKey,
     normalize_metadata,
     verify_conditional_writes,
@@ -63,7 +62,7 @@ class FolderStore:
             (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
             self._lock_path().touch(exist_ok=True)
         except OSError as error:
-            raise StoreError(f"{self.url}: cannot use this folder as a store: {error}") from error
+            raise ConfigError(f"{self.url}: cannot use this folder as a store: {error}") from error
 
     def __repr__(self) -> str:
         return f"FolderStore({self.url!r})"
@@ -130,7 +129,7 @@ class FolderStore:
                     raise PreconditionFailed(f"{self.url}: {key} is gone; nothing to delete")
                 return
             _check(key, current, if_match=if_match, if_none_match=False)
-            _map_os_errors(key, lambda: os.unlink(dest))
+            os.unlink(dest)
             self._sidecar(key).unlink(missing_ok=True)
             self._prune(dest.parent)
 
@@ -149,7 +148,8 @@ class FolderStore:
     ) -> str:
         dest = self._path(key)
         meta = normalize_metadata(metadata)
-        staged = self._stage(write)
+        with _key_errors(key):
+            staged = self._stage(write)
         try:
             use_sidecar = bool(meta) and not self._set_xattr(staged, meta)
             with self._locked() as lock:
@@ -175,18 +175,18 @@ class FolderStore:
         return Path(name)
 
     def _move(self, key: str, staged: Path, dest: Path, *, exclusive: bool) -> None:
-        def move() -> None:
+        with _key_errors(key):
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if exclusive:
-                os.link(staged, dest)
-            else:
-                os.rename(staged, dest)
+            if dest.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a folder", str(dest))
+            try:
+                if exclusive:
+                    os.link(staged, dest)
+                else:
+                    os.rename(staged, dest)
+            except FileExistsError as error:
+                raise PreconditionFailed(f"{self.url}: {key} already exists") from error
             _fsync_dir(dest.parent)
-
-        try:
-            _map_os_errors(key, move)
-        except FileExistsError as error:
-            raise PreconditionFailed(f"{self.url}: {key} already exists") from error
 
     def _set_xattr(self, path: Path, meta: dict[str, str]) -> bool:
         """Metadata travels with the file (rename keeps xattrs); False if refused."""
@@ -287,7 +287,9 @@ def _segments(key: str) -> list[str]:
     return parts
 
 
-def _check(key: str, current: os.stat_result | None, *, if_match: str | None, if_none_match: bool) -> None:
+def _check(
+    key: str, current: os.stat_result | None, *, if_match: str | None, if_none_match: bool
+) -> None:
     if if_none_match and current is not None:
         raise PreconditionFailed(f"{key} already exists")
     if if_match is not None and (current is None or _etag(current) != if_match):
@@ -309,17 +311,17 @@ def _stamp(staged: Path, lock: BinaryIO, current: os.stat_result | None) -> os.s
     return os.stat(staged)
 
 
-def _map_os_errors(key: str, action: Callable[[], None]) -> None:
-    """Turn the filesystem's refusals that depend on the key into :class:`UnsafeKey`."""
+@contextlib.contextmanager
+def _key_errors(key: str) -> Iterator[None]:
+    """Turn the filesystem's refusals that depend on the key into :class:`UnsafeKey`, and a full
+    disk into its retryable error."""
     try:
-        action()
-    except (NotADirectoryError, IsADirectoryError) as error:
+        yield
+    except (NotADirectoryError, IsADirectoryError, FileExistsError) as error:
         raise UnsafeKey(
             f"key {key!r}: a file and a folder would share a name, which a folder store cannot "
             "hold (S3 can)"
         ) from error
-    except FileExistsError:
-        raise
     except OSError as error:
         if error.errno == errno.ENAMETOOLONG:
             raise UnsafeKey(f"key {key[:60]!r}…: too long for this filesystem") from error
@@ -329,21 +331,32 @@ def _map_os_errors(key: str, action: Callable[[], None]) -> None:
 
 
 def _walk(
-    folder: Path, rel: str, prefix: str, start_after: str, *, top: bool
+    folder: Path,
+    rel: str,
+    prefix: str,
+    start_after: str,
+    *,
+    top: bool,
+    above: frozenset[tuple[int, int]] = frozenset(),
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Files below ``folder`` in S3 key order, one directory in memory at a time. Sorting a
     directory's name as ``name + "/"`` puts ``a/b`` after ``a-b`` and before ``a0``, as S3 does
-    (code point order is UTF-8 byte order)."""
+    (code point order is UTF-8 byte order). ``above`` holds the folders on the way down, so a
+    symlink to one of them is not followed round and round."""
     for name, is_dir, st in _sorted_entries(folder):
         key = rel + name
         if top and name.startswith(RESERVED):
             continue
-        if is_dir:
-            below = key + "/"
-            if _may_hold(below, prefix, start_after):
-                yield from _walk(folder / name, below, prefix, start_after, top=False)
-        elif key.startswith(prefix) and key > start_after:
-            yield key, st
+        if not is_dir:
+            if key.startswith(prefix) and key > start_after:
+                yield key, st
+            continue
+        here = (st.st_dev, st.st_ino)
+        if here in above:
+            log.warning("skipping %s: a symlink back to a folder above it", folder / name)
+        elif _may_hold(key + "/", prefix, start_after):
+            down = above | {here}
+            yield from _walk(folder / name, key + "/", prefix, start_after, top=False, above=down)
 
 
 def _sorted_entries(folder: Path) -> list[tuple[str, bool, os.stat_result]]:

@@ -1,0 +1,442 @@
+"""A bucket (and optional prefix) of AWS S3 or an S3-compatible server, through boto3.
+
+One client per store, built with an explicit configuration: standard retries, bounded timeouts,
+and checksums only where the API requires them, so that S3-compatible servers that do not know
+the newer checksum headers still work. Every failure leaves as a ptif error that says what to do:
+a network problem or throttling that outlived the retries is a :class:`StoreError` (try later), a
+missing bucket, refused credentials or a missing permission is a :class:`ConfigError`.
+
+A conditional write that botocore had to retry is ambiguous: the first attempt may have landed
+and only its answer been lost, so the retry loses against our own write. When that happens the
+store looks at the object: if it now holds exactly our bytes (its eTag is their MD5), the write
+is ours. This is sound for content unique to the writer (leases carry their owner and expiry,
+markers their event), which is how ptif uses conditional writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from ptif.errors import ConfigError, PtifError
+from ptif.stores.base import (
+    ObjectInfo,
+    ObjectMissing,
+    PreconditionFailed,
+    StoreError,
+    UnsafeKey,
+    normalize_metadata,
+    verify_conditional_writes,
+)
+
+log = logging.getLogger(__name__)
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024
+MAX_PARTS = 10_000
+PART_WORKERS = 4
+STREAM_ATTEMPTS = 5
+CHUNK = 1 << 20
+
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
+_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+_PERMISSION = {
+    "get": "s3:GetObject",
+    "head": "s3:GetObject (and s3:ListBucket, without which a missing key answers 403)",
+    "put": "s3:PutObject",
+    "list": "s3:ListBucket",
+    "delete": "s3:DeleteObject",
+}
+_STREAM_ERRORS = (
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    OSError,
+)
+_ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?")
+
+Parts = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long to wait and how often to try; tests shorten them."""
+
+    max_attempts: int = 8
+    connect: float = 5.0
+    read: float = 60.0
+
+
+class S3Store:
+    """Objects under ``prefix`` in ``bucket``; keys given to and returned by the store are
+    relative to the prefix."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        url: str | None = None,
+        timeouts: Timeouts | None = None,
+    ):
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client: Any = _client(self.endpoint_url, timeouts or Timeouts())
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r}, endpoint_url={self.endpoint_url!r})"
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get_file(self, key: str, path: Path) -> ObjectInfo:
+        path = Path(path)
+        part = path.with_name(path.name + ".part")
+        try:
+            with open(part, "wb") as sink:
+                info = self._download(key, sink)
+            os.replace(part, path)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return info
+
+    def get_bytes(self, key: str) -> tuple[bytes, ObjectInfo]:
+        sink = io.BytesIO()
+        info = self._download(key, sink)
+        return sink.getvalue(), info
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            with self._errors("head", key):
+                response = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except ObjectMissing:
+            return None
+        return _info(key, response, response["ContentLength"])
+
+    def list(self, prefix: str = "", *, start_after: str = "") -> Iterator[ObjectInfo]:
+        args = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if start_after:
+            args["StartAfter"] = self.prefix + start_after
+        pages = self.client.get_paginator("list_objects_v2").paginate(**args)
+        with self._errors("list", prefix):
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    key = item["Key"][len(self.prefix) :]
+                    yield ObjectInfo(
+                        key, item["Size"], _unquote(item["ETag"]), _utc(item["LastModified"])
+                    )
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def put_file(self, key: str, path: Path, metadata: Mapping[str, str] | None = None) -> str:
+        meta = _encode_metadata(metadata)
+        size = Path(path).stat().st_size
+        if size > MULTIPART_THRESHOLD:
+            return self._put_multipart(key, Path(path), size, meta)
+        with open(path, "rb") as body, self._errors("put", key):
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self._full(key), Body=body, Metadata=meta
+            )
+        return _unquote(response["ETag"])
+
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key), "Body": data}
+        args["Metadata"] = _encode_metadata(metadata)
+        if if_none_match:
+            args["IfNoneMatch"] = "*"
+        if if_match is not None:
+            args["IfMatch"] = _quote(if_match)
+        try:
+            with self._errors("put", key, conditional=if_none_match or if_match is not None):
+                return _unquote(self.client.put_object(**args)["ETag"])
+        except PreconditionFailed as error:
+            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            if _retried(error) and self._holds(key, md5):
+                log.info("%s: conditional put of %s landed, its answer lost", self, key)
+                return md5
+            raise
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        args = {"Bucket": self.bucket, "Key": self._full(key)}
+        if if_match is not None:
+            args["IfMatch"] = _quote(if_match)
+        try:
+            with self._errors("delete", key, conditional=if_match is not None):
+                self.client.delete_object(**args)
+        except ObjectMissing as error:
+            if if_match is None:
+                return
+            raise PreconditionFailed(f"{self._where(key)} is gone; nothing to delete") from error
+        except PreconditionFailed as error:
+            if _retried(error) and self.head(key) is None:
+                log.info(
+                    "%s: conditional delete of %s landed before its answer was lost", self, key
+                )
+                return
+            raise
+
+    def check_conditional_writes(self) -> None:
+        verify_conditional_writes(
+            self,
+            "upgrade the server or use AWS S3, MinIO ≥ 2024-11 or SeaweedFS ≥ 4.48 (tested)",
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _download(self, key: str, sink: BinaryIO) -> ObjectInfo:
+        """Stream the object into ``sink``; a broken stream resumes where it stopped, with
+        If-Match so the rest comes from the same version, or starts over if that changed."""
+        info: ObjectInfo | None = None
+        for attempt in range(1, STREAM_ATTEMPTS + 1):
+            try:
+                info = self._fetch(key, sink, info)
+                return info
+            except PreconditionFailed:
+                info = None
+                log.info("%s: %s changed while being read; reading it again", self, key)
+            except _STREAM_ERRORS as error:
+                if attempt == STREAM_ATTEMPTS:
+                    raise StoreError(
+                        f"{self._where(key)}: the download broke off {attempt} times ({error}); "
+                        "try again later"
+                    ) from error
+        raise StoreError(f"{self._where(key)} kept changing while being read; try again later")
+
+    def _fetch(self, key: str, sink: BinaryIO, info: ObjectInfo | None) -> ObjectInfo:
+        args = {"Bucket": self.bucket, "Key": self._full(key)}
+        if info is not None and sink.tell() == info.size:
+            return info
+        if info is None:
+            sink.seek(0)
+            sink.truncate()
+        else:
+            args.update(Range=f"bytes={sink.tell()}-", IfMatch=_quote(info.etag))
+        with self._errors("get", key, conditional=info is not None):
+            response = self.client.get_object(**args)
+        if info is None:
+            info = _info(key, response, response["ContentLength"])
+        body = response["Body"]
+        with contextlib.closing(body):
+            for chunk in body.iter_chunks(CHUNK):
+                sink.write(chunk)
+        if sink.tell() != info.size:
+            raise botocore.exceptions.IncompleteReadError(
+                actual_bytes=sink.tell(), expected_bytes=info.size
+            )
+        return info
+
+    def _put_multipart(self, key: str, path: Path, size: int, meta: dict[str, str]) -> str:
+        """Parts in parallel from one file; any failure aborts the upload, so no invisible
+        parts are left to bill or to complete later."""
+        full = self._full(key)
+        with self._errors("put", key):
+            upload = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=full, Metadata=meta
+            )["UploadId"]
+        try:
+            parts = self._upload_parts(key, upload, path, size)
+            with self._errors("put", key):
+                response = self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=upload, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            self._abort(key, upload)
+            raise
+        return _unquote(response["ETag"])
+
+    def _upload_parts(self, key: str, upload: str, path: Path, size: int) -> Parts:
+        part_size = max(PART_SIZE, math.ceil(size / MAX_PARTS / CHUNK) * CHUNK)
+        offsets = range(0, size, part_size)
+        with open(path, "rb") as source, ThreadPoolExecutor(PART_WORKERS) as pool:
+
+            def send(number: int, offset: int) -> dict[str, Any]:
+                data = os.pread(source.fileno(), part_size, offset)
+                with self._errors("put", key):
+                    response = self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=self._full(key),
+                        UploadId=upload,
+                        PartNumber=number,
+                        Body=data,
+                    )
+                return {"PartNumber": number, "ETag": response["ETag"]}
+
+            futures = [pool.submit(send, n, off) for n, off in enumerate(offsets, start=1)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _abort(self, key: str, upload: str) -> None:
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self._full(key), UploadId=upload
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            log.warning("%s: could not abort the multipart upload of %s: %s", self, key, error)
+
+    def _holds(self, key: str, md5: str) -> bool:
+        info = self.head(key)
+        return info is not None and info.etag == md5
+
+    def _full(self, key: str) -> str:
+        if not key:
+            raise UnsafeKey(f"{self.url}: empty key")
+        return self.prefix + key
+
+    def _where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    @contextlib.contextmanager
+    def _errors(self, op: str, key: str, *, conditional: bool = False) -> Iterator[None]:
+        try:
+            yield
+        except botocore.exceptions.ClientError as error:
+            raise self._client_error(error, op, key, conditional) from error
+        except (
+            botocore.exceptions.NoCredentialsError,
+            botocore.exceptions.PartialCredentialsError,
+            botocore.exceptions.ProfileNotFound,
+        ) as error:
+            raise ConfigError(f"{self.url}: no usable AWS credentials: {error}") from error
+        except (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectionClosedError,
+            botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ReadTimeoutError,
+        ) as error:
+            raise StoreError(
+                f"could not reach {self.endpoint_url or 'AWS S3'} to {op} {self._where(key)} "
+                f"({error}); check the endpoint and the network, or try again later"
+            ) from error
+
+    def _client_error(
+        self, error: botocore.exceptions.ClientError, op: str, key: str, conditional: bool
+    ) -> PtifError:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        where = self._where(key)
+        result: PtifError
+        if code == "PreconditionFailed" or status == 412:
+            result = PreconditionFailed(f"{where}: the condition did not hold ({op})")
+        elif conditional and (code == "ConditionalRequestConflict" or status == 409):
+            result = PreconditionFailed(f"{where}: a concurrent write won ({op})")
+        elif code in ("NoSuchKey", "404", "NotFound"):
+            result = ObjectMissing(f"{where}: no such object")
+        elif code == "NoSuchBucket":
+            result = ConfigError(
+                f"{self.url}: bucket {self.bucket!r} does not exist at "
+                f"{self.endpoint_url or 'AWS S3'}; create it or correct the store URL"
+            )
+        elif code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
+            result = ConfigError(
+                f"{self.url}: access denied to {op} {where}: the credentials need "
+                f"{_PERMISSION.get(op, 's3:*')} on arn:aws:s3:::{self.bucket}/{self.prefix}*"
+            )
+        elif code in _CREDENTIALS:
+            result = ConfigError(f"{self.url}: the AWS credentials were refused ({code})")
+        elif code == "KeyTooLongError":
+            result = UnsafeKey(f"{where}: the key is too long for this server")
+        elif code == "NotImplemented" or status == 501:
+            result = ConfigError(f"{self.url}: the server does not implement {op} as used ({code})")
+        else:
+            kind = "throttled" if code in _THROTTLED else f"failed with {code or status}"
+            result = StoreError(f"{where}: {op} {kind} after retries; try again later")
+        return result
+
+
+def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
+    s3: dict[str, Any] = {"addressing_style": "path"} if endpoint_url else {}
+    config = Config(
+        retries={"mode": "standard", "max_attempts": timeouts.max_attempts},
+        connect_timeout=timeouts.connect,
+        read_timeout=timeouts.read,
+        max_pool_connections=32,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3=s3,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _retried(error: PtifError) -> bool:
+    """Whether botocore sent the request more than once before this answer (its cause)."""
+    response = getattr(error.__cause__, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) > 0
+
+
+def _info(key: str, response: Mapping[str, Any], size: int) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=size,
+        etag=_unquote(response["ETag"]),
+        modified=_utc(response["LastModified"]),
+        metadata=_decode_metadata(response.get("Metadata", {})),
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _encode_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """HTTP headers carry ASCII, so other text goes as an RFC 2047 encoded word, the form AWS
+    itself returns such values in."""
+    return {k: _encode_value(v) for k, v in normalize_metadata(metadata).items()}
+
+
+def _encode_value(value: str) -> str:
+    if value.isascii() and "=?" not in value:
+        return value
+    return f"=?UTF-8?B?{base64.b64encode(value.encode()).decode()}?="
+
+
+def _decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {k: _decode_value(v) for k, v in metadata.items()}
+
+
+def _decode_value(value: str) -> str:
+    if not _ENCODED_WORD.search(value):
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError):
+        return value
+
+
+def _quote(etag: str) -> str:
+    return f'"{_unquote(etag)}"'
+
+
+def _unquote(etag: str) -> str:
+    return etag.strip('"')
