@@ -148,13 +148,14 @@ class FolderStore:
     ) -> str:
         dest = self._path(key)
         meta = normalize_metadata(metadata)
-        with _key_errors(key):
+        with _disk_full(key):
             staged = self._stage(write)
         try:
             use_sidecar = bool(meta) and not self._set_xattr(staged, meta)
             with self._locked() as lock:
-                _check(key, _stat(dest), if_match=if_match, if_none_match=if_none_match)
-                st = _stamp(staged, lock, _stat(dest))
+                current = _stat(dest)
+                _check(key, current, if_match=if_match, if_none_match=if_none_match)
+                st = _stamp(staged, lock, current)
                 if use_sidecar:
                     self._write_sidecar(key, st, meta)
                 self._move(key, staged, dest, exclusive=if_none_match)
@@ -316,7 +317,8 @@ def _key_errors(key: str) -> Iterator[None]:
     """Turn the filesystem's refusals that depend on the key into :class:`UnsafeKey`, and a full
     disk into its retryable error."""
     try:
-        yield
+        with _disk_full(key):
+            yield
     except (NotADirectoryError, IsADirectoryError, FileExistsError) as error:
         raise UnsafeKey(
             f"key {key!r}: a file and a folder would share a name, which a folder store cannot "
@@ -325,6 +327,14 @@ def _key_errors(key: str) -> Iterator[None]:
     except OSError as error:
         if error.errno == errno.ENAMETOOLONG:
             raise UnsafeKey(f"key {key[:60]!r}…: too long for this filesystem") from error
+        raise
+
+
+@contextlib.contextmanager
+def _disk_full(key: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise PtifError(f"{key}: disk full: {error}", code="disk-full") from error
         raise

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import io
 import logging
 import math
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,11 +75,13 @@ _STREAM_ERRORS = (
 _ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?")
 
 Parts = list[dict[str, Any]]
+_SESSION_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """How long to wait and how often to try; tests shorten them."""
+    """How long to wait and how often to retry; tests shorten them. ``max_attempts`` is what
+    botocore's retry configuration calls it, but counts retries after the first attempt."""
 
     max_attempts: int = 8
     connect: float = 5.0
@@ -191,16 +195,13 @@ class S3Store:
         try:
             with self._errors("delete", key, conditional=if_match is not None):
                 self.client.delete_object(**args)
-        except ObjectMissing as error:
-            if if_match is None:
+        except (ObjectMissing, PreconditionFailed) as error:
+            # Missing is fine unconditionally; after a retry, gone may be our own first attempt.
+            if if_match is None or (_retried(error) and self.head(key) is None):
                 return
-            raise PreconditionFailed(f"{self._where(key)} is gone; nothing to delete") from error
-        except PreconditionFailed as error:
-            if _retried(error) and self.head(key) is None:
-                log.info(
-                    "%s: conditional delete of %s landed before its answer was lost", self, key
-                )
-                return
+            if isinstance(error, ObjectMissing):
+                gone = f"{self._where(key)} is gone; nothing to delete"
+                raise PreconditionFailed(gone) from error
             raise
 
     def check_conditional_writes(self) -> None:
@@ -217,7 +218,8 @@ class S3Store:
         info: ObjectInfo | None = None
         for attempt in range(1, STREAM_ATTEMPTS + 1):
             try:
-                info = self._fetch(key, sink, info)
+                body, info = self._open(key, sink, info)
+                _drain(body, sink, info)
                 return info
             except PreconditionFailed:
                 info = None
@@ -228,30 +230,23 @@ class S3Store:
                         f"{self._where(key)}: the download broke off {attempt} times ({error}); "
                         "try again later"
                     ) from error
+                log.info("%s: reading %s broke off (%s); resuming", self, key, error)
         raise StoreError(f"{self._where(key)} kept changing while being read; try again later")
 
-    def _fetch(self, key: str, sink: BinaryIO, info: ObjectInfo | None) -> ObjectInfo:
+    def _open(self, key: str, sink: BinaryIO, info: ObjectInfo | None) -> tuple[Any, ObjectInfo]:
+        """The body stream: all of it (``info`` unknown) or what ``sink`` still lacks of the
+        version ``info`` describes."""
         args = {"Bucket": self.bucket, "Key": self._full(key)}
-        if info is not None and sink.tell() == info.size:
-            return info
         if info is None:
             sink.seek(0)
             sink.truncate()
+        elif sink.tell() == info.size:
+            return io.BytesIO(), info
         else:
             args.update(Range=f"bytes={sink.tell()}-", IfMatch=_quote(info.etag))
         with self._errors("get", key, conditional=info is not None):
             response = self.client.get_object(**args)
-        if info is None:
-            info = _info(key, response, response["ContentLength"])
-        body = response["Body"]
-        with contextlib.closing(body):
-            for chunk in body.iter_chunks(CHUNK):
-                sink.write(chunk)
-        if sink.tell() != info.size:
-            raise botocore.exceptions.IncompleteReadError(
-                actual_bytes=sink.tell(), expected_bytes=info.size
-            )
-        return info
+        return response["Body"], info or _info(key, response, response["ContentLength"])
 
     def _put_multipart(self, key: str, path: Path, size: int, meta: dict[str, str]) -> str:
         """Parts in parallel from one file; any failure aborts the upload, so no invisible
@@ -375,6 +370,14 @@ class S3Store:
         return result
 
 
+@functools.cache
+def _session() -> Any:
+    """One boto3 session for the process: a new one per store would load the service model
+    again (a tenth of a second each). Credentials resolve once, and refresh themselves when
+    they come from a role."""
+    return boto3.session.Session()
+
+
 def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
     s3: dict[str, Any] = {"addressing_style": "path"} if endpoint_url else {}
     config = Config(
@@ -386,7 +389,8 @@ def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
         response_checksum_validation="when_required",
         s3=s3,
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    with _SESSION_LOCK:  # sessions are not thread-safe; the clients they make are
+        return _session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
 def _retried(error: PtifError) -> bool:
@@ -403,6 +407,16 @@ def _info(key: str, response: Mapping[str, Any], size: int) -> ObjectInfo:
         modified=_utc(response["LastModified"]),
         metadata=_decode_metadata(response.get("Metadata", {})),
     )
+
+
+def _drain(body: Any, sink: BinaryIO, info: ObjectInfo) -> None:
+    with contextlib.closing(body):
+        while chunk := body.read(CHUNK):
+            sink.write(chunk)
+    if sink.tell() != info.size:
+        raise botocore.exceptions.IncompleteReadError(
+            actual_bytes=sink.tell(), expected_bytes=info.size
+        )
 
 
 def _utc(moment: datetime) -> datetime:

@@ -1,0 +1,713 @@
+"""One contract for every store: the folder store (with xattrs and with sidecar metadata) and the
+S3 store (a bucket, and a prefix inside one) against a real SeaweedFS on loopback, plus the S3
+store through a fault-injecting proxy."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from fault_proxy import Fault, FaultProxy, Request, Rule
+from s3_server import (  # noqa: F401 (the fixtures)
+    S3Server,
+    aws_sandbox_fixture,
+    free_ports,
+    s3_server_fixture,
+)
+
+from ptif.errors import ConfigError
+from ptif.stores import (
+    FolderStore,
+    ObjectMissing,
+    PreconditionFailed,
+    Store,
+    StoreError,
+    UnsafeKey,
+    open_store,
+)
+from ptif.stores import s3 as s3_module
+from ptif.stores.s3 import S3Store, Timeouts
+
+KINDS = ["folder", "folder-sidecar", "s3", "s3-prefix"]
+PREFIX = "some/prefix"
+# Keys next to the prefix that a prefixed store must never show.
+DECOYS = ["some/prefix-sibling/x", "some/prefi", "some/prefixed", "zzz"]
+NFC = unicodedata.normalize("NFC", "café.jpg")
+NFD = unicodedata.normalize("NFD", "café.jpg")
+AWKWARD = [
+    "with space/a b.jpg",
+    "plus+sign.jpg",
+    "per%cent%20.jpg",
+    "hash#tag.jpg",
+    "question?.jpg",
+    "accents/" + NFC,
+    "accents/" + NFD,
+    # ~1000 UTF-8 bytes: segments stay within the 255 bytes that filesystems and SeaweedFS allow.
+    "/".join(["é" * 120] * 4) + "/" + "x" * 30 + ".tif",
+    "one/same.jpg",
+    "two/same.jpg",
+    "ünïcödé/日本語/ファイル.png",
+    "quote'and\"double.jpg",
+    "semi;colon&amp=.jpg",
+    "tilde~star*paren(1).jpg",
+]
+SEAWEED_ORDER = (
+    "SeaweedFS 4.48 lists in path-segment order ('/' sorts before every other character), "
+    "not S3's UTF-8 byte order"
+)
+SEAWEED_START_AFTER = (
+    "SeaweedFS 4.48 skips everything under a folder whose name is given as StartAfter"
+)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    if kind.startswith("folder"):
+        yield FolderStore(tmp_path / "store", xattrs=False if kind == "folder-sidecar" else None)
+        return
+    server: S3Server = request.getfixturevalue("s3_server")
+    with server.bucket() as bucket:
+        if kind == "s3":
+            yield open_store(f"s3://{bucket}", endpoint_url=server.endpoint_url)
+            return
+        for key in DECOYS:
+            server.client().put_object(Bucket=bucket, Key=key, Body=b"decoy")
+        yield open_store(f"s3://{bucket}/{PREFIX}", endpoint_url=server.endpoint_url)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> Iterator[str]:
+    with s3_server.bucket() as bucket:
+        yield bucket
+
+
+def keys(store: Store, prefix: str = "", start_after: str = "") -> list[str]:
+    return [info.key for info in store.list(prefix, start_after=start_after)]
+
+
+def s3_order(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda k: k.encode())
+
+
+def put_many(store: Store, names: list[str]) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: store.put_bytes(k, k.encode()), names))
+
+
+def on_seaweed(store: Store) -> bool:
+    return isinstance(store, S3Store)
+
+
+# -- round trips ---------------------------------------------------------------------------------
+
+
+def test_bytes_round_trip(store: Store) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    etag = store.put_bytes("dir/obj.bin", b"\x00hello\xff")
+    data, info = store.get_bytes("dir/obj.bin")
+    assert data == b"\x00hello\xff"
+    assert (info.key, info.size, info.etag) == ("dir/obj.bin", 7, etag)
+    assert info.modified.tzinfo is not None
+    assert before <= info.modified <= datetime.now(UTC) + timedelta(seconds=5)
+    assert store.head("dir/obj.bin") == info
+
+
+def test_empty_object(store: Store) -> None:
+    store.put_bytes("empty", b"")
+    assert store.get_bytes("empty")[0] == b""
+    head = store.head("empty")
+    assert head is not None and head.size == 0
+
+
+def test_file_round_trip_with_metadata(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "src.tif"
+    src.write_bytes(os.urandom(300_000))
+    meta = {"Width": "640", "height": "480", "ptif-source-key": "café/été 1+1.jpg"}
+    etag = store.put_file("out/x.tif", src, meta)
+    dest = tmp_path / "dest.tif"
+    dest.write_bytes(b"old content to be replaced")
+    info = store.get_file("out/x.tif", dest)
+    assert dest.read_bytes() == src.read_bytes()
+    expected = {"width": "640", "height": "480", "ptif-source-key": "café/été 1+1.jpg"}
+    assert dict(info.metadata) == expected
+    assert info.etag == etag and info.size == 300_000
+    head = store.head("out/x.tif")
+    assert head is not None and dict(head.metadata) == expected
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_missing_objects(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(ObjectMissing):
+        store.get_bytes("nothing/here")
+    with pytest.raises(ObjectMissing):
+        store.get_file("nothing/here", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.part").exists()
+    assert store.head("nothing/here") is None
+    store.delete("nothing/here")
+
+
+def test_replacing_changes_etag_and_metadata(store: Store) -> None:
+    first = store.put_bytes("k", b"one", metadata={"v": "1"})
+    second = store.put_bytes("k", b"two!", metadata={"v": "2"})
+    third = store.put_bytes("k", b"three")
+    assert len({first, second, third}) == 3
+    info = store.head("k")
+    assert info is not None and info.etag == third and dict(info.metadata) == {}
+
+
+@pytest.mark.slow
+def test_large_file_round_trip(store: Store, tmp_path: Path) -> None:
+    """Past 64 MiB the S3 store uploads in parts; the folder store must copy, not load, it."""
+    src = tmp_path / "big.bin"
+    size = 70 * 1024 * 1024 + 123
+    with open(src, "wb") as f:
+        f.truncate(size)
+        for offset in range(0, size - 4096, 7 * 1024 * 1024):
+            f.seek(offset)
+            f.write(offset.to_bytes(8, "big") * 512)
+    etag = store.put_file("big/x.tif", src, {"width": "1"})
+    dest = tmp_path / "back.bin"
+    info = store.get_file("big/x.tif", dest)
+    assert info.size == size and info.etag == etag
+    assert _sha256(dest) == _sha256(src)
+    if on_seaweed(store):
+        assert etag.endswith("-5")  # 70 MiB in 16 MiB parts
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- listing -------------------------------------------------------------------------------------
+
+
+def test_list_prefix_and_start_after(store: Store) -> None:
+    names = ["a/1", "a/2", "b/1/x", "b/1/y", "b/2", "bb", "c", "d/e/f"]
+    put_many(store, names)
+    assert keys(store) == names
+    assert keys(store, "b/") == ["b/1/x", "b/1/y", "b/2"]
+    assert keys(store, "b") == ["b/1/x", "b/1/y", "b/2", "bb"]
+    assert keys(store, "b/1/") == ["b/1/x", "b/1/y"]
+    assert keys(store, "nothing") == []
+    assert keys(store, start_after="a/2") == names[2:]
+    assert keys(store, start_after="b/1/x") == names[3:]
+    assert keys(store, start_after="b/15") == ["b/2", "bb", "c", "d/e/f"]
+    assert keys(store, "b/", start_after="b/1/y") == ["b/2"]
+    assert keys(store, start_after="d/e/f") == []
+    infos = list(store.list("a/"))
+    assert [i.size for i in infos] == [3, 3] and all(i.metadata == {} for i in infos)
+    assert infos[0].etag == store.head("a/1").etag  # type: ignore[union-attr]
+
+
+def test_list_is_in_utf8_byte_order(store: Store, request: pytest.FixtureRequest) -> None:
+    if on_seaweed(store):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SEAWEED_ORDER))
+    names = ["a/b", "a-b", "a0", "a b", "a.b", "a/c/d", "a+", "é", "z", "Z", "~", "a/\u00e9", "a/e"]
+    put_many(store, names)
+    assert keys(store) == s3_order(names)
+
+
+def test_start_after_a_folder_name(store: Store, request: pytest.FixtureRequest) -> None:
+    if on_seaweed(store):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SEAWEED_START_AFTER))
+    put_many(store, ["b/1/x", "b/2", "c"])
+    assert keys(store, start_after="b/1") == ["b/1/x", "b/2", "c"]
+    assert keys(store, start_after="b") == ["b/1/x", "b/2", "c"]
+
+
+def test_listing_streams_page_by_page(
+    store: Store, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,500 keys (1,050 where another kind already covers the case) take S3 three pages."""
+    folders = 50 if kind in ("folder", "s3-prefix") else 21
+    names = [f"d{d:02}/f{f:03}.jpg" for d in range(folders) for f in range(50)]
+    put_many(store, names)
+    calls = _count_listing_calls(store, monkeypatch)
+    listing = store.list()
+    assert next(listing).key == names[0]
+    assert calls() == 1  # one page (S3), or the root and the first folder's entries
+    rest = [info.key for info in listing]
+    assert [names[0], *rest] == names
+    assert calls() >= 2
+
+
+def _count_listing_calls(store: Store, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Pages fetched (S3) or folders read beyond the root (folder store) so far."""
+    seen: list[object] = []
+    if isinstance(store, S3Store):
+        store.client.meta.events.register(
+            "before-call.s3.ListObjectsV2", lambda **_: seen.append(1)
+        )
+        return lambda: len(seen)
+    scandir = os.scandir
+
+    def counting(path: Any) -> Any:
+        seen.append(path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    return lambda: len(seen) - 1
+
+
+# -- conditional operations ----------------------------------------------------------------------
+
+
+def test_create_if_absent(store: Store) -> None:
+    etag = store.put_bytes("q/m.json", b"first", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("q/m.json", b"second", if_none_match=True)
+    data, info = store.get_bytes("q/m.json")
+    assert (data, info.etag) == (b"first", etag)
+
+
+def test_replace_if_match(store: Store) -> None:
+    etag = store.put_bytes("q/m.json", b"v1")
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("q/m.json", b"v2", if_match="0" * 32)
+    assert store.get_bytes("q/m.json")[0] == b"v1"
+    new = store.put_bytes("q/m.json", b"v2", if_match=etag)
+    assert new != etag and store.get_bytes("q/m.json")[0] == b"v2"
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("q/m.json", b"v3", if_match=etag)
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("q/missing.json", b"v1", if_match=etag)
+    assert store.head("q/missing.json") is None
+
+
+def test_delete_if_match(store: Store) -> None:
+    etag = store.put_bytes("q/m.json", b"v1")
+    with pytest.raises(PreconditionFailed):
+        store.delete("q/m.json", if_match="0" * 32)
+    assert store.head("q/m.json") is not None
+    store.delete("q/m.json", if_match=etag)
+    assert store.head("q/m.json") is None
+    with pytest.raises(PreconditionFailed):
+        store.delete("q/m.json", if_match=etag)
+
+
+RACERS = 4  # SeaweedFS makes the losers of a race on one key wait in steps of a second
+
+
+def test_conditional_races_have_one_winner(store: Store) -> None:
+    def race(attempt: Callable[[int], object]) -> int:
+        barrier = threading.Barrier(RACERS)
+
+        def one(i: int) -> bool:
+            barrier.wait()
+            try:
+                attempt(i)
+            except PreconditionFailed:
+                return False
+            return True
+
+        with ThreadPoolExecutor(RACERS) as pool:
+            return sum(pool.map(one, range(RACERS)))
+
+    assert race(lambda i: store.put_bytes("race", b"%d" % i, if_none_match=True)) == 1
+    etag = store.head("race").etag  # type: ignore[union-attr]
+    assert race(lambda i: store.put_bytes("race", b"v%d" % i, if_match=etag)) == 1
+    etag = store.head("race").etag  # type: ignore[union-attr]
+    assert race(lambda i: store.delete("race", if_match=etag)) == 1
+    assert store.head("race") is None
+
+
+def test_check_conditional_writes(store: Store) -> None:
+    store.check_conditional_writes()
+    assert keys(store) == []
+
+
+class CarelessFolder(FolderStore):
+    """A store that lets every conditional write through, as old S3 servers do."""
+
+    def put_bytes(self, key: str, data: bytes, **kwargs: Any) -> str:
+        return super().put_bytes(key, data, metadata=kwargs.get("metadata"))
+
+
+def test_check_conditional_writes_catches_a_careless_store(tmp_path: Path) -> None:
+    store = CarelessFolder(tmp_path / "s", url="careless")
+    with pytest.raises(ConfigError, match=r"careless: .*ignores conditional writes.*If-None-Match"):
+        store.check_conditional_writes()
+    assert keys(store) == []
+
+
+# -- atomicity -----------------------------------------------------------------------------------
+
+
+def test_folder_put_never_shows_a_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FolderStore(tmp_path / "store")
+    store.put_bytes("x.tif", b"old version")
+    src = tmp_path / "src"
+    src.write_bytes(b"n" * 4_000_000)
+    halfway, resume = threading.Event(), threading.Event()
+    copy = shutil.copyfileobj
+
+    def slow_copy(fsrc: Any, fdst: Any, length: int = 0) -> None:
+        fdst.write(fsrc.read(1_000_000))
+        halfway.set()
+        resume.wait(10)
+        copy(fsrc, fdst, length)
+
+    monkeypatch.setattr(shutil, "copyfileobj", slow_copy)
+    writer = threading.Thread(target=store.put_file, args=("x.tif", src))
+    writer.start()
+    assert halfway.wait(10)
+    monkeypatch.setattr(shutil, "copyfileobj", copy)
+    assert store.get_bytes("x.tif")[0] == b"old version"
+    assert keys(store) == ["x.tif"]
+    resume.set()
+    writer.join(10)
+    assert store.get_bytes("x.tif")[0] == src.read_bytes()
+
+
+def test_put_file_of_a_missing_file_leaves_nothing(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        store.put_file("out/x.tif", tmp_path / "vanished")
+    assert store.head("out/x.tif") is None and keys(store) == []
+
+
+def test_folder_put_failing_midway_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FolderStore(tmp_path / "store")
+    src = tmp_path / "src"
+    src.write_bytes(b"n" * 3_000_000)
+
+    def failing_copy(fsrc: Any, fdst: Any, length: int = 0) -> None:
+        fdst.write(fsrc.read(1_000_000))
+        raise OSError("device went away")
+
+    monkeypatch.setattr(shutil, "copyfileobj", failing_copy)
+    with pytest.raises(OSError, match="device went away"):
+        store.put_file("out/x.tif", src)
+    assert store.head("out/x.tif") is None and keys(store) == []
+    assert sorted(p.name for p in (store.root / ".ptif-tmp").iterdir()) == ["lock"]
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def test_awkward_keys(store: Store) -> None:
+    assert len(AWKWARD[7].encode()) > 990
+    for key in AWKWARD:
+        store.put_bytes(key, key.encode(), metadata={"k": key})
+    for key in AWKWARD:
+        data, info = store.get_bytes(key)
+        assert (data, info.key, info.metadata["k"]) == (key.encode(), key, key)
+    assert sorted(keys(store)) == sorted(AWKWARD)
+    assert keys(store, "accents/") == s3_order(["accents/" + NFC, "accents/" + NFD])
+    store.delete("one/same.jpg")
+    assert store.head("two/same.jpg") is not None
+
+
+UNSAFE = [
+    "../../etc/passwd",
+    "../outside",
+    "/etc/passwd",
+    "a/../../outside",
+    "a/../b",
+    "",
+    ".",
+    "..",
+    "a//b",
+    "a/./b",
+    "a/",
+    "nul\0byte",
+    ".ptif-tmp/lock",
+    ".ptif-meta/x.json",
+    "x" * 300,
+    "/".join(["y"] * 600),
+]
+
+
+@pytest.mark.parametrize("key", UNSAFE)
+def test_unsafe_keys_never_leave_the_folder(tmp_path: Path, key: str) -> None:
+    root = tmp_path / "root"
+    store = FolderStore(root)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    attempts: list[Callable[[], object]] = [
+        lambda: store.put_bytes(key, b"x"),
+        lambda: store.put_bytes(key, b"x", if_none_match=True),
+        lambda: store.put_file(key, Path(__file__)),
+        lambda: store.get_bytes(key),
+        lambda: store.get_file(key, tmp_path / "got"),
+        lambda: store.head(key),
+        lambda: store.delete(key),
+        lambda: store.delete(key, if_match="x"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(UnsafeKey):
+            attempt()
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert (root / ".ptif-tmp" / "lock").read_bytes() == b""
+
+
+def test_file_and_folder_sharing_a_name(tmp_path: Path) -> None:
+    store = FolderStore(tmp_path / "s")
+    store.put_bytes("a", b"file")
+    with pytest.raises(UnsafeKey):
+        store.put_bytes("a/b", b"under a file")
+    store.put_bytes("d/x", b"1")
+    with pytest.raises(UnsafeKey):
+        store.put_bytes("d", b"over a folder", if_none_match=True)
+    assert keys(store) == ["a", "d/x"]
+
+
+def test_listing_skips_store_internals(tmp_path: Path) -> None:
+    store = FolderStore(tmp_path / "s", xattrs=False)
+    store.put_bytes("a", b"1", metadata={"m": "1"})
+    (tmp_path / "s" / ".ptif-other").mkdir()
+    (tmp_path / "s" / ".ptif-other" / "f").write_bytes(b"")
+    assert keys(store) == ["a"]
+    assert (tmp_path / "s" / ".ptif-meta" / "a.json").exists()
+    store.delete("a")
+    assert not (tmp_path / "s" / ".ptif-meta" / "a.json").exists()
+
+
+def test_sidecar_of_another_inode_is_ignored(tmp_path: Path) -> None:
+    store = FolderStore(tmp_path / "s", xattrs=False)
+    store.put_bytes("a", b"1", metadata={"m": "1"})
+    sidecar = (tmp_path / "s" / ".ptif-meta" / "a.json").read_text()
+    store.put_bytes("a", b"2")
+    (tmp_path / "s" / ".ptif-meta" / "a.json").write_text(sidecar)
+    assert store.head("a").metadata == {}  # type: ignore[union-attr]
+
+
+def test_delete_prunes_empty_folders(tmp_path: Path) -> None:
+    store = FolderStore(tmp_path / "s")
+    store.put_bytes("a/b/c/d", b"1")
+    store.put_bytes("a/x", b"1")
+    store.delete("a/b/c/d")
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".ptif-tmp", "a"]
+    assert [p.name for p in (tmp_path / "s" / "a").iterdir()] == ["x"]
+
+
+# -- opening stores by URL -----------------------------------------------------------------------
+
+
+def test_open_store_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_sandbox: None
+) -> None:
+    folder = open_store(str(tmp_path / "new" / "folder"))
+    assert isinstance(folder, FolderStore) and (tmp_path / "new" / "folder").is_dir()
+    by_url = open_store(f"file://{tmp_path}/with%20space")
+    assert isinstance(by_url, FolderStore) and (tmp_path / "with space").is_dir()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    s3 = open_store("s3://bucket/a/b/")
+    assert isinstance(s3, S3Store)
+    assert (s3.bucket, s3.prefix, s3.endpoint_url) == ("bucket", "a/b/", "http://127.0.0.1:9")
+    explicit = open_store("s3://bucket", endpoint_url="http://127.0.0.1:10")
+    assert isinstance(explicit, S3Store)
+    assert (explicit.prefix, explicit.endpoint_url) == ("", "http://127.0.0.1:10")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "   ", "s3://", "s3:///prefix", "s3://b", "s3://bucket?x=1", "s3://user@bucket/x",
+     "gs://bucket/x", "http://host/x", "file://relative/path", "file:///x?y"],
+)  # fmt: skip
+def test_open_store_refuses_bad_urls(url: str) -> None:
+    with pytest.raises(ConfigError):
+        open_store(url)
+
+
+# -- S3 errors and faults ------------------------------------------------------------------------
+
+FAST = Timeouts(max_attempts=6, connect=1.0, read=1.0)
+
+
+def through(proxy: FaultProxy, bucket: str, timeouts: Timeouts = FAST) -> S3Store:
+    return S3Store(bucket, "p", endpoint_url=proxy.endpoint_url, timeouts=timeouts)
+
+
+@pytest.fixture
+def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
+    with FaultProxy(s3_server.endpoint_url, seed=1234) as running:
+        yield running
+
+
+def is_put(request: Request) -> bool:
+    return request.method == "PUT"
+
+
+def is_get(request: Request) -> bool:
+    return request.method == "GET" and not request.has_query("list-type")
+
+
+def test_s3_survives_slowdowns_resets_and_stalls(
+    proxy: FaultProxy, s3_bucket: str, tmp_path: Path
+) -> None:
+    proxy.set_rules(
+        [
+            Rule(Fault.STALL, is_get, first=1, stall=3.0),
+            Rule(Fault.RESET_MID_BODY, lambda r: is_get(r) and r.path.endswith("/big"), first=1),
+            Rule(Fault.SLOWDOWN, probability=0.1),
+            Rule(Fault.RESET, probability=0.05),
+            Rule(Fault.RESET_MID_BODY, is_get, probability=0.1),
+        ]
+    )
+    store = through(proxy, s3_bucket)
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(2_000_000))
+    for i in range(12):
+        etag = store.put_bytes(f"k{i:02}", b"v%d" % i, if_none_match=True)
+        assert store.get_bytes(f"k{i:02}") == (b"v%d" % i, store.head(f"k{i:02}"))
+        assert store.put_bytes(f"k{i:02}", b"w", if_match=etag) != etag
+    store.put_file("big", src, {"width": "9"})
+    info = store.get_file("big", tmp_path / "back")
+    assert (tmp_path / "back").read_bytes() == src.read_bytes() and info.metadata == {"width": "9"}
+    assert keys(store) == ["big", *[f"k{i:02}" for i in range(12)]]
+    store.delete("big", if_match=info.etag)
+    assert store.head("big") is None
+    for fault in Fault:
+        if fault is not Fault.LOST_ANSWER:
+            assert proxy.injected(fault) >= 1, fault
+
+
+def test_s3_resumes_a_broken_download(proxy: FaultProxy, s3_bucket: str, tmp_path: Path) -> None:
+    store = through(proxy, s3_bucket)
+    data = os.urandom(3_000_000)
+    store.put_bytes("obj", data)
+    proxy.set_rules([Rule(Fault.RESET_MID_BODY, is_get, first=2)])
+    info = store.get_file("obj", tmp_path / "obj")
+    assert (tmp_path / "obj").read_bytes() == data and info.size == len(data)
+    gets = proxy.requests("GET")
+    assert len(gets) == 3 and proxy.injected(Fault.RESET_MID_BODY) == 2
+
+
+def test_s3_download_restarts_when_the_object_changes(
+    proxy: FaultProxy, s3_bucket: str, s3_server: S3Server
+) -> None:
+    """The first GET breaks off; before the resume the object is replaced, so the resume (with
+    If-Match) fails and the whole new version is read instead of a splice of two."""
+    store = through(proxy, s3_bucket)
+    direct = S3Store(s3_bucket, "p", endpoint_url=s3_server.endpoint_url)
+    store.put_bytes("obj", b"a" * 2_000_000)
+    gets: list[Request] = []
+
+    def first_breaks_then_replaced(request: Request) -> bool:
+        if is_get(request):
+            gets.append(request)
+            if len(gets) == 2:
+                direct.put_bytes("obj", b"b" * 1_500_000)
+        return len(gets) == 1
+
+    proxy.set_rules([Rule(Fault.RESET_MID_BODY, first_breaks_then_replaced)])
+    data, info = store.get_bytes("obj")
+    assert data == b"b" * 1_500_000 and info.size == 1_500_000
+    assert [("Range" in g.headers, "If-Match" in g.headers) for g in gets] == [
+        (False, False),
+        (True, True),
+        (False, False),
+    ]
+
+
+def test_s3_conditional_writes_whose_answer_was_lost(proxy: FaultProxy, s3_bucket: str) -> None:
+    """The first attempt lands but its answer is lost; the retry then loses to our own write.
+    The store must report success, not a conflict."""
+    store = through(proxy, s3_bucket)
+    proxy.set_rules([Rule(Fault.LOST_ANSWER, is_put, first=1)])
+    etag = store.put_bytes("lease", b"owner-1 until 10:00", if_none_match=True)
+    proxy.set_rules([Rule(Fault.LOST_ANSWER, is_put, first=1)])
+    etag = store.put_bytes("lease", b"owner-1 until 10:02", if_match=etag)
+    assert store.head("lease").etag == etag  # type: ignore[union-attr]
+    proxy.set_rules([Rule(Fault.LOST_ANSWER, lambda r: r.method == "DELETE", first=1)])
+    store.delete("lease", if_match=etag)
+    assert store.head("lease") is None
+    assert proxy.injected(Fault.LOST_ANSWER) == 3
+
+
+def test_s3_lost_answer_does_not_hide_a_real_conflict(proxy: FaultProxy, s3_bucket: str) -> None:
+    store = through(proxy, s3_bucket)
+    store.put_bytes("lease", b"owner-2")
+    proxy.set_rules([Rule(Fault.RESET, is_put, first=1)])
+    with pytest.raises(PreconditionFailed):
+        store.put_bytes("lease", b"owner-1", if_none_match=True)
+    assert store.get_bytes("lease")[0] == b"owner-2"
+
+
+def test_s3_failed_multipart_upload_is_aborted(
+    proxy: FaultProxy, s3_bucket: str, s3_server: S3Server, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 6 * 1024 * 1024)
+    monkeypatch.setattr(s3_module, "PART_SIZE", 5 * 1024 * 1024)
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(12 * 1024 * 1024))
+    proxy.set_rules([Rule(Fault.SLOWDOWN, lambda r: "partNumber=2" in r.query)])
+    store = through(proxy, s3_bucket, Timeouts(max_attempts=2, connect=1.0, read=5.0))
+    with pytest.raises(StoreError, match=r"s3://.*/p/big"):
+        store.put_file("big", src)
+    assert store.head("big") is None
+    uploads = s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert uploads == []
+    assert proxy.injected(Fault.SLOWDOWN) == 3  # the first attempt and two retries
+    proxy.set_rules([])
+    assert store.put_file("big", src).endswith("-3")
+
+
+def test_s3_put_file_that_keeps_failing_leaves_nothing(
+    proxy: FaultProxy, s3_bucket: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 100_000)
+    proxy.set_rules([Rule(Fault.RESET, is_put)])
+    store = through(proxy, s3_bucket, Timeouts(max_attempts=2, connect=1.0, read=1.0))
+    with pytest.raises(StoreError, match="could not reach"):
+        store.put_file("x", src)
+    proxy.set_rules([])
+    assert store.head("x") is None
+
+
+@pytest.mark.usefixtures("aws_sandbox")
+def test_s3_unreachable_fails_fast() -> None:
+
+    port = free_ports(1)[0]
+    timeouts = Timeouts(max_attempts=2, connect=1.0, read=1.0)
+    store = S3Store("bucket", endpoint_url=f"http://127.0.0.1:{port}", timeouts=timeouts)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=f"could not reach http://127.0.0.1:{port}.*s3://bucket/k"):
+        store.head("k")
+    assert time.monotonic() - started < 15
+
+
+def test_s3_silent_server_times_out(proxy: FaultProxy, s3_bucket: str) -> None:
+    proxy.set_rules([Rule(Fault.STALL, stall=20.0)])
+    store = through(proxy, s3_bucket, Timeouts(max_attempts=1, connect=1.0, read=1.0))
+    started = time.monotonic()
+    with pytest.raises(StoreError):
+        store.get_bytes("k")
+    assert time.monotonic() - started < 10
+
+
+def test_s3_configuration_errors(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = open_store("s3://no-such-bucket-here", endpoint_url=s3_server.endpoint_url)
+    with pytest.raises(ConfigError, match="bucket 'no-such-bucket-here' does not exist"):
+        list(missing.list())
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    monkeypatch.setattr(s3_module, "_session", functools.cache(boto3.session.Session))
+    refused = open_store("s3://anything", endpoint_url=s3_server.endpoint_url)
+    with pytest.raises(ConfigError, match="credentials"):
+        refused.put_bytes("k", b"x")
