@@ -25,6 +25,8 @@ from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
 log = logging.getLogger(__name__)
 
 S3_KEY_LIMIT = 1024
+#: Longest folder or file name most filesystems (and SeaweedFS) accept.
+SEGMENT_LIMIT = 255
 HASHED_FOLDER = "_long/"
 FAILED_PREFIX = "failed/"
 CLAIMS_PREFIX = "claims/"
@@ -104,10 +106,12 @@ def parse_marker(data: bytes, name: str) -> Marker:
 
 
 def _needs_hashing(key: str, prefix: str) -> bool:
+    name = f"{prefix}{key}.json"
     segments = key.split("/")
     unsafe = any(s in ("", ".", "..") for s in segments) or "\0" in key
-    too_long = len(f"{prefix}{key}.json".encode()) > S3_KEY_LIMIT
-    return unsafe or too_long or key.startswith(HASHED_FOLDER)
+    too_long = len(name.encode()) > S3_KEY_LIMIT
+    long_segment = any(len(s.encode()) > SEGMENT_LIMIT for s in name.split("/"))
+    return unsafe or too_long or long_segment or key.startswith(HASHED_FOLDER)
 
 
 def record_key(source_key: str, prefix: str) -> str:
