@@ -8,7 +8,6 @@ can read, for ``ptif formats`` and for choosing the decoder.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -157,6 +156,8 @@ def vips_has(loader: str) -> bool:
 @cache
 def fallback_ready(fallback: str) -> bool:
     if fallback == "ghostscript":
+        import shutil  # only fallback formats and `ptif formats` ask
+
         return shutil.which("gs") is not None
     import importlib.util  # only `ptif formats` and fallback formats ask
 

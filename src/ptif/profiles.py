@@ -8,8 +8,6 @@ short hash is stored with every output, so a change of settings makes old output
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -54,6 +52,9 @@ class Recipe:
     @property
     def hash(self) -> str:
         """A short, stable digest of the settings and the pipeline version."""
+        import hashlib  # imported here: a one-shot convert starts faster without it
+        import json
+
         body = json.dumps(
             {"pipeline": PIPELINE_VERSION, **asdict(self)}, sort_keys=True, separators=(",", ":")
         )
