@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ptif import __version__, cli_queue
+from ptif import __version__, cli_intake, cli_queue
 from ptif.console import configure_logging
 from ptif.errors import ConfigError, PtifError
 from ptif.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, Recipe, get_profile
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         add(commands)
     for add_queue_command in cli_queue.COMMANDS:
         add_queue_command(commands, _Formatter)
+    for add_intake_command in cli_intake.COMMANDS:
+        add_intake_command(commands, _Formatter)
     for command in commands.choices.values():
         _add_output_options(command, default=argparse.SUPPRESS)
     return parser

@@ -32,6 +32,8 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "min_age": ("PTIF_MIN_AGE",),
     "max_pixels": ("PTIF_MAX_PIXELS",),
     "extensions": ("PTIF_EXTENSIONS",),
+    "watch_settle": ("PTIF_WATCH_SETTLE",),
+    "watch_interval": ("PTIF_WATCH_INTERVAL",),
 }
 #: Variables holding a bare bucket name, as the original system set them.
 BARE_BUCKET_VARIABLES = {"RBSC_BUCKET", "PROCESS_BUCKET", "IMAGE_BUCKET"}
@@ -57,6 +59,10 @@ class Settings:
     min_age: float = 0.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     extensions: str = ",".join(ORIGINAL_EXTENSIONS)
+    #: ``ptif watch``: seconds a file must stay unchanged before it is queued.
+    watch_settle: float = 5.0
+    #: ``ptif watch``: seconds between two listings when polling.
+    watch_interval: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.queue_prefix.endswith("/") or self.queue_prefix.startswith("/"):
@@ -67,6 +73,10 @@ class Settings:
             raise ConfigError(f"lease seconds must be at least 5, not {self.lease_seconds}")
         if self.max_attempts < 1:
             raise ConfigError(f"max attempts must be at least 1, not {self.max_attempts}")
+        if self.watch_settle < 0:
+            raise ConfigError(f"the settle time cannot be negative ({self.watch_settle})")
+        if self.watch_interval <= 0:
+            raise ConfigError(f"the poll interval must be positive, not {self.watch_interval}")
 
     def conversion_profile(self) -> Profile:
         return get_profile(self.profile).with_overrides(**self.recipe)
@@ -145,6 +155,8 @@ _CONVERTERS: dict[str, type] = {
     "max_attempts": int,
     "min_age": float,
     "max_pixels": int,
+    "watch_settle": float,
+    "watch_interval": float,
 }
 
 

@@ -18,7 +18,18 @@ if TYPE_CHECKING:
     from ptif.reports import ItemResult
 
 ITEM_LOGGER = "ptif.items"
-_EXTRA_KEYS = ("key", "outcome", "code", "run_id", "seconds", "bytes_in", "bytes_out", "etag")
+_EXTRA_KEYS = (
+    "key",
+    "outcome",
+    "code",
+    "run_id",
+    "seconds",
+    "bytes_in",
+    "bytes_out",
+    "etag",
+    "bucket",
+    "request_id",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,239 @@
+"""The intake commands of the ``ptif`` command line: watch and reconcile.
+
+Built like :mod:`ptif.cli_queue`: each parses its flags into :class:`~ptif.config.Settings`,
+opens the stores and calls the library (:mod:`ptif.watch`, :mod:`ptif.reconcile`). Only the
+parsers are built at import, so ``ptif convert`` does not pay for these modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ptif.cli_queue import add_store_options
+
+if TYPE_CHECKING:
+    from ptif.config import Settings
+    from ptif.stores import Store
+
+
+def _settings(args: argparse.Namespace, **more: Any) -> Settings:
+    from ptif.config import load_settings, parse_extensions
+
+    flags = {
+        "source": args.source,
+        "process": args.process,
+        "images": args.images,
+        "endpoint_url": args.endpoint_url,
+        "queue_prefix": args.queue_prefix,
+        "profile": args.profile,
+        **more,
+    }
+    if args.ext:
+        flags["extensions"] = ",".join(parse_extensions(",".join(args.ext)))
+    return load_settings(flags, config_file=args.config)
+
+
+def _open(url: str, settings: Settings) -> Store:
+    from ptif.stores import open_store
+
+    return open_store(url, endpoint_url=settings.endpoint_url)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    add_store_options(parser)
+    parser.add_argument(
+        "--ext",
+        action="append",
+        default=[],
+        metavar="EXT",
+        help="extensions to queue, e.g. --ext jpg --ext tif "
+        "(default: PTIF_EXTENSIONS, else jpeg jpg bmp tif tiff png eps pdf)",
+    )
+    parser.add_argument(
+        "--profile", help="profile whose settings make an output current (default: default)"
+    )
+    parser.add_argument("--json", action="store_true", help="JSON log lines and a JSON report")
+
+
+# watch -------------------------------------------------------------------------------------------
+
+
+def add_watch(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    parser = commands.add_parser(
+        "watch",
+        formatter_class=formatter,
+        help="turn new uploads in a folder or bucket into markers",
+        description="Watch the source store and queue each new image: a folder through file\n"
+        "events (a file is queued once it has not changed for --settle seconds), a bucket\n"
+        "by listing it every --interval seconds. For buckets without S3 notifications; on\n"
+        "AWS, prefer the Lambda (ptif.aws.handler). The poller's cursor lives in the process\n"
+        "store (watch/), so a restart does not queue everything again. Stops cleanly on\n"
+        "SIGTERM or Ctrl-C.",
+        epilog="examples:\n  ptif watch ./incoming --process ./queue --images ./pyramids\n"
+        "  ptif watch s3://scans --endpoint-url http://minio:9000 --interval 60\n"
+        "  ptif watch /mnt/nfs/scans --poll     # network filesystems send no events",
+    )
+    parser.add_argument(
+        "location",
+        nargs="?",
+        metavar="SOURCE",
+        help="the source store to watch, s3://bucket[/prefix] or a folder (default: --source)",
+    )
+    _add_common(parser)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        metavar="SECONDS",
+        help="a folder's file is queued once unchanged this long (default 5; PTIF_WATCH_SETTLE)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="pause between listings when polling (default 30; PTIF_WATCH_INTERVAL)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how far below the newest object seen each poll looks again, for uploads that\n"
+        "show up late, such as long multipart uploads (default 3600)",
+    )
+    parser.add_argument(
+        "--initial-scan",
+        action="store_true",
+        help="also queue the images already there whose output is missing or stale",
+    )
+    parser.add_argument(
+        "--poll", action="store_true", help="list a folder instead of waiting for file events"
+    )
+    parser.add_argument("--prefix", default="", help="only keys starting with this")
+    parser.add_argument("--once", action="store_true", help="one polling pass, then exit")
+    parser.set_defaults(handler=run_watch)
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from ptif.console import configure_logging, wants_json
+    from ptif.watch import WatchOptions, WatchReport, queuer_for, watch
+
+    configure_logging(max(args.verbose, 1), args.quiet, json_lines=wants_json(args.json))
+    settings = _settings(
+        args,
+        source=args.location or args.source,
+        watch_settle=args.settle,
+        watch_interval=args.interval,
+    )
+    source = _open(settings.source, settings)
+    process = _open(settings.process, settings)
+    images = _open(settings.images, settings)
+    options = WatchOptions(
+        settle=settings.watch_settle,
+        interval=settings.watch_interval,
+        overlap=args.overlap,
+        initial_scan=args.initial_scan,
+        prefix=args.prefix,
+        poll=args.poll,
+        once=args.once,
+    )
+    recipes = settings.conversion_profile().recipe_hashes()
+    queuer = queuer_for(process, images, source, settings.queue_prefix, recipes)
+    stop = threading.Event()
+    _stop_on_signals(stop, "watch")
+    if not args.quiet:
+        print(f"ptif watch: watching {source.url} (Ctrl-C to stop)", file=sys.stderr)
+    report = watch(
+        source,
+        queuer,
+        extensions=settings.extension_list(),
+        options=options,
+        stop=stop,
+        report=WatchReport(),
+    )
+    counts = report.to_dict()
+    if args.json:
+        print(json.dumps(counts))
+    if not args.quiet:
+        print(
+            f"ptif watch: marked {counts['marked']} ({counts['up_to_date']} up to date, "
+            f"{counts['not_newer']} already queued, {counts['errors']} errors)",
+            file=sys.stderr,
+        )
+    return 1 if args.once and report.errors else 0
+
+
+def _stop_on_signals(stop: threading.Event, name: str) -> None:
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            print(f"ptif {name}: stopping ({signal.Signals(number).name})", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+# reconcile ---------------------------------------------------------------------------------------
+
+
+def add_reconcile(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    parser = commands.add_parser(
+        "reconcile",
+        formatter_class=formatter,
+        help="queue sources whose output is missing or stale (catches lost events)",
+        description="Compare the source store with the image store and queue every image whose\n"
+        "output is missing, was made from another eTag, or with settings the profile would\n"
+        "not use now. Images already queued keep their marker; images whose output belongs\n"
+        "to another source, or that failed before with the same eTag, are reported, not\n"
+        "queued. Writes a report to the process store's reports/.",
+        epilog="examples:\n  ptif reconcile --dry-run\n  ptif reconcile --prefix maps/ --json",
+    )
+    _add_common(parser)
+    parser.add_argument(
+        "--prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="only keys starting with this (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would be queued; change nothing"
+    )
+    parser.set_defaults(handler=run_reconcile)
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    from ptif.console import configure_logging
+    from ptif.reconcile import ReconcileOptions, reconcile
+
+    configure_logging(args.verbose, args.quiet, json_lines=args.json)
+    settings = _settings(args)
+    options = ReconcileOptions(
+        prefixes=tuple(args.prefix) or ("",),
+        extensions=settings.extension_list(),
+        dry_run=args.dry_run,
+    )
+    report = reconcile(
+        _open(settings.source, settings),
+        _open(settings.process, settings),
+        _open(settings.images, settings),
+        queue_prefix=settings.queue_prefix,
+        recipes=settings.conversion_profile().recipe_hashes(),
+        options=options,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    elif args.dry_run:
+        for key in report.marked_keys:
+            print(key)
+    if not args.quiet:
+        print(f"ptif reconcile: {report.summary()}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+COMMANDS = (add_watch, add_reconcile)

@@ -1,0 +1,506 @@
+"""``ptif watch``: new uploads become markers where no S3 notifications exist.
+
+Two ways to notice them:
+
+- **A folder**, through the operating system's file events (watchfiles: inotify, FSEvents,
+  ReadDirectoryChangesW). Idle, it sleeps in the kernel. A file is queued once its size and
+  modification time have not changed for the settle time, so a file still being copied in is not
+  queued half-written; a file whose modification time is already that old (moved in whole, or
+  copied with its times kept) is queued at once.
+- **A bucket** (or a folder with ``poll``: network filesystems deliver no events), by listing it
+  every ``interval`` seconds. S3 has no "list what changed since", so each pass lists the whole
+  source: cheap on a self-hosted S3 server, ~1,000 requests a pass for a million keys on AWS,
+  where S3 notifications are the better intake.
+
+The poller keeps a cursor in the process store (``watch/<hash of the source>.json``) so that a
+restart does not queue everything again. It holds a high-water mark, the latest LastModified seen,
+and the keys and eTags seen within ``overlap`` seconds below it. A pass only looks at objects
+modified after the mark minus the overlap, and among them only at those not in the cursor with
+the same eTag. The overlap covers what a bare high-water mark would miss: a multipart upload's
+LastModified is when it *started*, so it can show up in a listing after newer objects did. The
+cursor relies on no listing order (SeaweedFS sorts ``/`` first) and on no ``StartAfter``.
+Objects older than the window are the business of ``ptif reconcile``, the safety net.
+
+Before queueing, the output is checked: an output made from the same eTag with a current recipe
+needs no marker. Markers carry the object's modification time as their event time, so seeing the
+same object twice writes nothing (:func:`ptif.markers.write_marker` keeps the marker of an equal
+or newer event).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ptif.errors import ConfigError
+from ptif.intake import Outcome, OutputState, output_state, queue_object, run_bounded
+from ptif.mark import bucket_name, is_candidate
+from ptif.stores.base import ObjectInfo, ObjectMissing, Store
+from ptif.stores.folder import RESERVED, FolderStore
+
+log = logging.getLogger(__name__)
+
+CURSOR_PREFIX = "watch/"
+#: Longest wait between two looks at files that are settling.
+MAX_TICK = 1.0
+#: watchfiles' Change values.
+ADDED, MODIFIED, DELETED = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    settle: float = 5.0
+    interval: float = 30.0
+    overlap: float = 3600.0
+    initial_scan: bool = False
+    prefix: str = ""
+    poll: bool = False
+    once: bool = False
+
+    def __post_init__(self) -> None:
+        if self.settle < 0 or self.interval <= 0:
+            raise ConfigError("the settle time must be ≥ 0 and the poll interval > 0 seconds")
+        if self.overlap <= self.settle:
+            raise ConfigError(
+                f"the overlap ({self.overlap} s) must be longer than the settle time "
+                f"({self.settle} s), or settling files could fall out of the window"
+            )
+
+
+@dataclass
+class WatchReport:
+    """Counts since the watcher started; ``marked_keys`` keeps the first thousand."""
+
+    marked: int = 0
+    not_newer: int = 0
+    up_to_date: int = 0
+    errors: int = 0
+    passes: int = 0
+    marked_keys: list[str] = field(default_factory=list)
+    #: Set once the watcher is on: file events are being received, or the first pass is done.
+    started: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def count(self, outcome: Outcome, key: str) -> None:
+        if outcome is Outcome.MARKED:
+            self.marked += 1
+            if len(self.marked_keys) < 1000:
+                self.marked_keys.append(key)
+        elif outcome is Outcome.NOT_NEWER:
+            self.not_newer += 1
+        elif outcome is Outcome.UP_TO_DATE:
+            self.up_to_date += 1
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "marked": self.marked,
+            "not_newer": self.not_newer,
+            "up_to_date": self.up_to_date,
+            "errors": self.errors,
+            "passes": self.passes,
+        }
+
+
+@dataclass(frozen=True)
+class Queuer:
+    """Queues one object of the source unless its output is current."""
+
+    process: Store
+    images: Store | None
+    queue_prefix: str
+    recipes: frozenset[str]
+    bucket: str = ""
+    origin: str = "watch"
+
+    def offer(self, info: ObjectInfo) -> Outcome:
+        current = self.images is not None and (
+            output_state(self.images, info, self.recipes) is OutputState.CURRENT
+        )
+        if current:
+            return Outcome.UP_TO_DATE
+        written = queue_object(
+            self.process, self.queue_prefix, info, origin=self.origin, bucket=self.bucket
+        )
+        return Outcome.MARKED if written else Outcome.NOT_NEWER
+
+
+def watch(
+    source: Store,
+    queuer: Queuer,
+    *,
+    extensions: tuple[str, ...],
+    options: WatchOptions,
+    stop: threading.Event,
+    report: WatchReport | None = None,
+) -> WatchReport:
+    """Watch ``source`` until ``stop`` is set (or for one pass with ``options.once``)."""
+    report = report or WatchReport()
+    if isinstance(source, FolderStore) and not (options.poll or options.once):
+        try:
+            import watchfiles  # noqa: F401
+        except ImportError:
+            log.warning("watchfiles is not installed (pip install 'ptif[watch]'): polling instead")
+        else:
+            FolderWatcher(source, queuer, extensions, options, report).run(stop)
+            return report
+    Poller(source, queuer, extensions, options, report).run(stop)
+    return report
+
+
+# polling -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cursor:
+    """Where the last pass got to: the high-water LastModified and the recent keys' eTags.
+    A cursor that is not ``started`` belongs to a watcher that has not yet listed the source."""
+
+    started: bool = False
+    high_water: datetime | None = None
+    recent: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    def to_bytes(self, source_id: str) -> bytes:
+        body = {
+            "source": source_id,
+            "started": self.started,
+            "highWater": _iso(self.high_water) if self.high_water else None,
+            "recent": {k: [etag, _iso(when)] for k, (etag, when) in sorted(self.recent.items())},
+            "updated": _iso(datetime.now(UTC)),
+        }
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    @classmethod
+    def parse(cls, data: bytes) -> Cursor:
+        body = json.loads(data)
+        high = body.get("highWater")
+        recent = {k: (str(v[0]), _parse_iso(v[1])) for k, v in body.get("recent", {}).items()}
+        return cls(bool(body.get("started", True)), _parse_iso(high) if high else None, recent)
+
+
+def source_id(store: Store) -> str:
+    """What names a source store wherever the watcher runs: the absolute folder, or the
+    endpoint, bucket and prefix."""
+    if isinstance(store, FolderStore):
+        return f"file://{store.root}"
+    endpoint = getattr(store, "endpoint_url", None) or "aws"
+    return f"{endpoint} {store.url}"
+
+
+def cursor_key(store: Store, prefix: str = "") -> str:
+    digest = hashlib.sha256(f"{source_id(store)}\n{prefix}".encode()).hexdigest()[:24]
+    return f"{CURSOR_PREFIX}{digest}.json"
+
+
+class Poller:
+    """Lists the source every ``interval`` seconds and queues what is new since the cursor."""
+
+    def __init__(
+        self,
+        source: Store,
+        queuer: Queuer,
+        extensions: tuple[str, ...],
+        options: WatchOptions,
+        report: WatchReport,
+    ) -> None:
+        self.source = source
+        self.queuer = queuer
+        self.extensions = extensions
+        self.options = options
+        self.report = report
+        self.key = cursor_key(source, options.prefix)
+        self.settle = options.settle if isinstance(source, FolderStore) else 0.0
+        self.cursor = self._load()
+        self._stop = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        self._stop = stop
+        full = self.options.initial_scan
+        while not stop.is_set():
+            try:
+                if self.poll(full=full):
+                    full = False
+            except ConfigError:
+                raise  # a missing bucket or permission does not come back by waiting
+            except Exception as error:
+                self.report.errors += 1
+                log.error("%s: this pass failed (%s); trying again", self.source.url, error)
+            self.report.started.set()
+            if self.options.once:
+                return
+            stop.wait(self.options.interval)
+
+    def poll(self, *, full: bool = False) -> bool:
+        """One pass. ``full`` looks at every object, not only those after the cursor. Saves the
+        cursor and returns True if every object was handled."""
+        self.report.passes += 1
+        high = self.cursor.high_water
+        baseline = not self.cursor.started and not full
+        cutoff = None if full or high is None else self._window_start(high)
+        state = _Pass(high)
+        items = self._new_objects(cutoff, baseline, state)
+        for info, result in run_bounded(self.queuer.offer, items):
+            if isinstance(result, ConfigError):
+                raise result  # every other object would fail the same way
+            if isinstance(result, Exception):
+                state.failed += 1
+                log.error("%s: could not queue: %s", info.key, result, extra={"key": info.key})
+            else:
+                self.report.count(result, info.key)
+                state.seen[info.key] = (info.etag, info.modified)
+                _log_outcome(info, result)
+        if state.failed or self._stop.is_set():
+            self.report.errors += state.failed
+            return False
+        self._advance(state)
+        return True
+
+    def _new_objects(
+        self, cutoff: datetime | None, baseline: bool, state: _Pass
+    ) -> Iterator[ObjectInfo]:
+        now = time.time()
+        for info in self.source.list(self.options.prefix):
+            if self._stop.is_set():
+                return
+            if cutoff is not None and info.modified < cutoff:
+                continue
+            if not is_candidate(info.key, self.extensions):
+                continue
+            if self.settle and now - info.modified.timestamp() < self.settle:
+                continue  # still being written: the next pass sees it again
+            state.high = max(state.high or info.modified, info.modified)
+            if baseline or self.cursor.recent.get(info.key, ("",))[0] == info.etag:
+                state.seen[info.key] = (info.etag, info.modified)
+                continue
+            yield info
+
+    def _advance(self, state: _Pass) -> None:
+        recent = {**self.cursor.recent, **state.seen}
+        if state.high is not None:
+            start = self._window_start(state.high)
+            recent = {k: v for k, v in recent.items() if v[1] >= start}
+        cursor = Cursor(True, state.high, recent)
+        if cursor != self.cursor:
+            self.queuer.process.put_bytes(self.key, cursor.to_bytes(source_id(self.source)))
+            self.cursor = cursor
+
+    def _window_start(self, high: datetime) -> datetime:
+        return high - timedelta(seconds=self.options.overlap)
+
+    def _load(self) -> Cursor:
+        try:
+            data, _ = self.queuer.process.get_bytes(self.key)
+        except ObjectMissing:
+            return Cursor()
+        try:
+            return Cursor.parse(data)
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            log.warning("%s: unreadable watch cursor (%s); starting afresh", self.key, error)
+            return Cursor()
+
+
+@dataclass
+class _Pass:
+    high: datetime | None
+    seen: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    failed: int = 0
+
+
+# folder events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    size: int
+    mtime_ns: int
+    since: float
+
+
+class Settler:
+    """Files seen changing, until they have been still for ``settle`` seconds."""
+
+    def __init__(self, settle: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settle = settle
+        self.clock = clock
+        self.pending: dict[str, _Snapshot] = {}
+
+    def touch(self, key: str, st: os.stat_result) -> None:
+        old = self.pending.get(key)
+        if old is None or (old.size, old.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            self.pending[key] = _Snapshot(st.st_size, st.st_mtime_ns, self.clock())
+
+    def forget(self, key: str) -> None:
+        self.pending.pop(key, None)
+
+    def due(self, stat_of: Callable[[str], os.stat_result | None]) -> list[str]:
+        """Keys that have settled (they leave the list); files that are gone are dropped."""
+        ready = []
+        for key in list(self.pending):
+            st = stat_of(key)
+            if st is None:
+                self.forget(key)
+            elif self._settled(key, st):
+                ready.append(key)
+                self.forget(key)
+            else:
+                self.touch(key, st)
+        return ready
+
+    def _settled(self, key: str, st: os.stat_result) -> bool:
+        old = self.pending[key]
+        if (old.size, old.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            return False
+        # Untouched for the settle time by its own clock (the file's modification time), or by
+        # ours, which is what counts where the file server's clock runs ahead.
+        untouched = time.time() - st.st_mtime_ns / 1e9 >= self.settle
+        return untouched or self.clock() - old.since >= self.settle
+
+
+class FolderWatcher:
+    """File events on a folder store; files are queued once they have settled."""
+
+    def __init__(
+        self,
+        source: FolderStore,
+        queuer: Queuer,
+        extensions: tuple[str, ...],
+        options: WatchOptions,
+        report: WatchReport,
+    ) -> None:
+        self.source = source
+        self.queuer = queuer
+        self.extensions = extensions
+        self.options = options
+        self.report = report
+        self.settler = Settler(options.settle)
+        # Where the events may name the folder: as given, or with symlinks resolved (macOS
+        # reports /private/tmp for /tmp).
+        self.roots = (source.root, source.root.resolve())
+        self.tick = min(MAX_TICK, max(0.1, options.settle / 4))
+
+    def run(self, stop: threading.Event) -> None:
+        from watchfiles import watch as file_events
+
+        events = file_events(
+            self.source.root,
+            watch_filter=None,
+            stop_event=stop,
+            rust_timeout=int(self.tick * 1000),
+            yield_on_timeout=True,
+            debounce=int(self.tick * 1000),
+            raise_interrupt=False,
+        )
+        for changes in events:
+            if not self.report.started.is_set():
+                # The first tick: the watch is on, so no file slips between it and the scan.
+                if self.options.initial_scan:
+                    self._scan(self.options.prefix)
+                self.report.started.set()
+            for change, path in changes:
+                self._note(int(change), Path(path))
+            self._queue_settled()
+
+    def _scan(self, prefix: str) -> None:
+        """Files already there: those untouched for the settle time are queued now, streaming
+        through (a folder of millions fits), the others wait with the settling ones."""
+        for info, result in run_bounded(self.queuer.offer, self._settled_files(prefix)):
+            self._record(info, result)
+
+    def _settled_files(self, prefix: str) -> Iterator[ObjectInfo]:
+        for info in self.source.list(prefix):
+            if not self._wanted(info.key):
+                continue
+            if time.time() - info.modified.timestamp() >= self.options.settle:
+                yield info
+            elif (st := self._stat(info.key)) is not None:
+                self.settler.touch(info.key, st)
+
+    def _note(self, change: int, path: Path) -> None:
+        key = self._key(path)
+        if key is None:
+            return
+        if change == DELETED:
+            self.settler.forget(key)
+            return
+        st = self._stat(key)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if change == ADDED:  # a folder moved in: its files bring no events of their own
+                self._scan(f"{key}/")
+        elif self._wanted(key):
+            self.settler.touch(key, st)
+
+    def _queue_settled(self) -> None:
+        for key in self.settler.due(self._stat):
+            info = self.source.head(key)
+            if info is not None:
+                self._record(info, _attempt(self.queuer.offer, info))
+
+    def _record(self, info: ObjectInfo, result: Outcome | Exception) -> None:
+        if isinstance(result, ConfigError):
+            raise result
+        if isinstance(result, Exception):
+            self.report.errors += 1
+            log.error("%s: could not queue: %s", info.key, result, extra={"key": info.key})
+        else:
+            self.report.count(result, info.key)
+            _log_outcome(info, result)
+
+    def _wanted(self, key: str) -> bool:
+        return key.startswith(self.options.prefix) and is_candidate(key, self.extensions)
+
+    def _key(self, path: Path) -> str | None:
+        inside = [path.relative_to(root) for root in self.roots if path.is_relative_to(root)]
+        if not inside:
+            return None
+        key = inside[0].as_posix()
+        if key in ("", ".") or key.startswith(RESERVED):
+            return None
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return key
+
+    def _stat(self, key: str) -> os.stat_result | None:
+        try:
+            return os.stat(self.source.root / key)
+        except OSError:
+            return None
+
+
+def _attempt(offer: Callable[[ObjectInfo], Outcome], info: ObjectInfo) -> Outcome | Exception:
+    try:
+        return offer(info)
+    except Exception as error:  # recorded and logged by the caller; the watch goes on
+        return error
+
+
+def _log_outcome(info: ObjectInfo, outcome: Outcome) -> None:
+    level = logging.INFO if outcome is Outcome.MARKED else logging.DEBUG
+    extra: dict[str, Any] = {"key": info.key, "etag": info.etag, "outcome": outcome.value}
+    log.log(level, "%s: %s", info.key, outcome.value, extra=extra)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_iso(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def queuer_for(
+    process: Store, images: Store | None, source: Store, queue_prefix: str, recipes: set[str]
+) -> Queuer:
+    return Queuer(process, images, queue_prefix, frozenset(recipes), bucket_name(source))

@@ -1,0 +1,315 @@
+"""``ptif watch``: file events on a folder (a slow copy is queued once, when complete), polling of
+a folder and of a SeaweedFS bucket with a cursor that survives restarts, and the command itself:
+near-zero CPU when idle, a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from intake_helpers import (  # noqa: F401 (the stores fixture)
+    CURRENT_RECIPE,
+    QUEUE,
+    Stores,
+    consume,
+    folder_stores,
+    marker_etag,
+    markers,
+    put_output,
+    put_source,
+    s3_stores,
+    stores_fixture,
+    wait_for,
+)
+from s3_server import (  # noqa: F401 (the fixtures)
+    S3Server,
+    aws_sandbox_fixture,
+    s3_server_fixture,
+)
+
+from ptif.config import parse_extensions
+from ptif.watch import CURSOR_PREFIX, Poller, Queuer, WatchOptions, WatchReport, queuer_for, watch
+
+EXTENSIONS = parse_extensions("jpg,jpeg,tif,tiff,png")
+PTIF = (sys.executable, "-m", "ptif")
+
+
+def _queuer(stores: Stores) -> Queuer:
+    return queuer_for(stores.process, stores.images, stores.source, QUEUE, {CURRENT_RECIPE})
+
+
+class Running:
+    """``watch`` in a thread, stopped at the end of the test."""
+
+    def __init__(self, stores: Stores, options: WatchOptions) -> None:
+        self.stop = threading.Event()
+        self.report = WatchReport()
+        self.thread = threading.Thread(
+            target=watch,
+            args=(stores.source, _queuer(stores)),
+            kwargs={
+                "extensions": EXTENSIONS,
+                "options": options,
+                "stop": self.stop,
+                "report": self.report,
+            },
+            daemon=True,
+        )
+        self.thread.start()
+        assert self.report.started.wait(10), "the watcher did not start"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the watcher did not stop"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Stores:
+    return folder_stores(tmp_path)
+
+
+@pytest.fixture
+def watching(folder: Stores) -> Iterator[Running]:
+    running = Running(folder, WatchOptions(settle=2.0))
+    yield running
+    running.close()
+
+
+# folder events ---------------------------------------------------------------------------------
+
+
+def test_a_file_copied_in_slowly_is_queued_once_after_it_is_complete(
+    folder: Stores, watching: Running
+) -> None:
+    target = Path(folder.urls["source"]) / "incoming" / "big scan.tif"
+    target.parent.mkdir()
+    chunk = os.urandom(64 * 1024)
+    with open(target, "wb") as out:
+        for _ in range(6):  # 3 seconds of copying, pauses a quarter of the settle time
+            out.write(chunk)
+            out.flush()
+            time.sleep(0.5)
+            assert markers(folder.process) == {}, "queued before the copy was complete"
+
+    queued = wait_for(lambda: markers(folder.process), timeout=6)
+    info = folder.source.head("incoming/big scan.tif")
+    assert info is not None
+    assert list(queued) == ["incoming/big scan.tif"]
+    assert queued["incoming/big scan.tif"]["size"] == 6 * len(chunk)
+    assert queued["incoming/big scan.tif"]["eTag"] == info.etag
+    assert queued["incoming/big scan.tif"]["origin"] == "watch"
+    written = marker_etag(folder.process, "incoming/big scan.tif")
+    time.sleep(1.5)
+    assert marker_etag(folder.process, "incoming/big scan.tif") == written
+    assert watching.report.marked == 1
+
+
+def test_files_and_folders_moved_in_whole_are_queued_at_once(
+    folder: Stores, watching: Running, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    (outside / "box 7").mkdir(parents=True)
+    for name in ("box 7/a.jpg", "box 7/b.png", "box 7/.hidden.jpg", "box 7/notes.txt", "c.tif"):
+        (outside / name).write_bytes(b"pixels")
+    long_ago = time.time() - 3600
+    for path in outside.rglob("*"):
+        os.utime(path, (long_ago, long_ago))  # as cp -p or rsync leave them
+    source = Path(folder.urls["source"])
+
+    os.rename(outside / "c.tif", source / "c.tif")
+    os.rename(outside / "box 7", source / "box 7")
+
+    expected = {"c.tif", "box 7/a.jpg", "box 7/b.png"}
+    assert wait_for(lambda: set(markers(folder.process)) == expected, timeout=3)
+    time.sleep(0.5)
+    assert set(markers(folder.process)) == expected
+
+
+def test_an_initial_scan_queues_what_is_there_unless_its_output_is_current(folder: Stores) -> None:
+    put_source(folder.source, "old/a.jpg")
+    current = put_source(folder.source, "old/b.jpg")
+    put_output(folder.images, "old/b.jpg", current)
+
+    running = Running(folder, WatchOptions(settle=0.5, initial_scan=True))
+    try:
+        assert wait_for(lambda: set(markers(folder.process)) == {"old/a.jpg"}, timeout=3)
+        assert running.report.up_to_date == 1
+    finally:
+        running.close()
+
+
+def test_without_watchfiles_a_folder_is_polled(
+    folder: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # import watchfiles raises ImportError
+    running = Running(folder, WatchOptions(settle=0.0, interval=0.2))
+    try:
+        put_source(folder.source, "polled.jpg")
+        assert wait_for(lambda: "polled.jpg" in markers(folder.process), timeout=5)
+        assert running.report.passes >= 2
+    finally:
+        running.close()
+
+
+# polling ---------------------------------------------------------------------------------------
+
+
+def _poller(
+    stores: Stores, *, settle: float = 0.0, overlap: float = 3600.0, initial_scan: bool = False
+) -> Poller:
+    options = WatchOptions(settle=settle, overlap=overlap, initial_scan=initial_scan, poll=True)
+    return Poller(stores.source, _queuer(stores), EXTENSIONS, options, WatchReport())
+
+
+def test_polling_queues_new_uploads_and_a_restart_does_not_queue_them_again(
+    stores: Stores,
+) -> None:
+    for key in ("a.jpg", "b.jpg", "notes.txt"):
+        put_source(stores.source, key)
+    first = _poller(stores)
+    assert first.poll()
+    assert markers(stores.process) == {}, "without --initial-scan, what was there stays"
+
+    # Names whose orders differ between byte order and SeaweedFS's ('/' first).
+    tricky = {"a b.jpg", "a-b.jpg", "a/b.jpg", "a/b/c.jpg", "a.b.jpg"}
+    for key in tricky:
+        put_source(stores.source, key)
+    assert first.poll()
+    assert set(markers(stores.process)) == tricky
+    assert all(m["origin"] == "watch" for m in markers(stores.process).values())
+
+    consume(stores.process)  # the workers did their job
+    restarted = _poller(stores)
+    assert restarted.poll()
+    assert markers(stores.process) == {}
+
+    new_etag = put_source(stores.source, "a.jpg", b"a new scan")  # replaced
+    put_source(stores.source, "d.jpg")
+    assert restarted.poll()
+    queued = markers(stores.process)
+    assert set(queued) == {"a.jpg", "d.jpg"}
+    assert queued["a.jpg"]["eTag"] == new_etag
+    assert restarted.poll()  # nothing new: nothing written again
+    assert set(markers(stores.process)) == {"a.jpg", "d.jpg"}
+    assert [i.key for i in stores.process.list(CURSOR_PREFIX)] == [restarted.key]
+
+
+def test_a_watcher_started_on_an_empty_source_queues_the_first_upload(stores: Stores) -> None:
+    poller = _poller(stores)
+    assert poller.poll()
+    put_source(stores.source, "first.jpg")
+    assert _poller(stores).poll()
+    assert set(markers(stores.process)) == {"first.jpg"}
+
+
+def test_an_initial_scan_on_a_bucket_skips_current_outputs(stores: Stores) -> None:
+    put_source(stores.source, "x/a.jpg")
+    etag = put_source(stores.source, "x/b.jpg")
+    put_output(stores.images, "x/b.jpg", etag)
+    stale = put_source(stores.source, "x/c.jpg")
+    put_output(stores.images, "x/c.jpg", stale, recipe="0123456789ab")
+
+    poller = _poller(stores, initial_scan=True)
+    assert poller.poll(full=True)
+
+    assert set(markers(stores.process)) == {"x/a.jpg", "x/c.jpg"}
+    assert poller.report.up_to_date == 1
+
+
+def test_the_overlap_window_catches_late_arrivals_and_settling_files(folder: Stores) -> None:
+    source = Path(folder.urls["source"])
+    put_source(folder.source, "first.jpg")
+    poller = _poller(folder, settle=2.0, overlap=1800.0)
+    os.utime(source / "first.jpg", (time.time() - 60, time.time() - 60))
+    assert poller.poll()  # the high-water mark: a minute ago
+
+    now = time.time()
+    for name, age in (("late.jpg", 600), ("too-late.jpg", 7200), ("settling.jpg", 0.5)):
+        (source / name).write_bytes(b"pixels")
+        os.utime(source / name, (now - age, now - age))
+    assert poller.poll()
+    assert set(markers(folder.process)) == {"late.jpg"}  # ten minutes before the mark: inside
+
+    os.utime(source / "settling.jpg", (now - 5, now - 5))  # nobody wrote to it since
+    assert poller.poll()
+    assert set(markers(folder.process)) == {"late.jpg", "settling.jpg"}
+
+
+# the command ------------------------------------------------------------------------------------
+
+
+def _start(stores: Stores, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*PTIF, "watch", *args, "--json"],
+        env=stores.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _idle_cpu_seconds(pid: int, seconds: float) -> float:
+    process = psutil.Process(pid)
+    before = process.cpu_times()
+    time.sleep(seconds)
+    after = process.cpu_times()
+    return (after.user - before.user) + (after.system - before.system)
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[int, dict[str, int], str]:
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=10)
+    return process.returncode, json.loads(out.splitlines()[-1]), err
+
+
+def test_watch_command_on_a_folder_sleeps_when_idle_and_stops_on_sigterm(folder: Stores) -> None:
+    put_source(folder.source, "before.jpg")
+    process = _start(folder, folder.urls["source"], "--settle", "0.5", "--initial-scan")
+    try:
+        assert wait_for(lambda: "before.jpg" in markers(folder.process), timeout=15)
+        put_source(folder.source, "after/scan.png")
+        assert wait_for(lambda: "after/scan.png" in markers(folder.process), timeout=5)
+        time.sleep(0.5)
+        cpu = _idle_cpu_seconds(process.pid, 3.0)
+    finally:
+        code, counts, err = _stop(process)
+
+    assert code == 0, err
+    assert counts["marked"] == 2
+    assert cpu < 0.1, f"the idle watcher used {cpu:.3f} s of CPU in 3 s"
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert {line["key"] for line in lines if line.get("outcome") == "marked"} == {
+        "before.jpg",
+        "after/scan.png",
+    }
+
+
+def test_watch_command_polls_a_bucket_and_stops_on_sigterm(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    stores = s3_stores(tmp_path, s3_server)
+    put_source(stores.source, "scans/one.jpg")
+    process = _start(stores, stores.urls["source"], "--interval", "30", "--initial-scan")
+    try:
+        assert wait_for(lambda: "scans/one.jpg" in markers(stores.process), timeout=15)
+        time.sleep(0.5)
+        cpu = _idle_cpu_seconds(process.pid, 2.0)
+        started = time.monotonic()
+    finally:
+        code, counts, err = _stop(process)
+
+    assert code == 0, err
+    assert time.monotonic() - started < 5, "SIGTERM did not cut the pause short"
+    assert counts["marked"] == 1
+    assert cpu < 0.1, f"the idle poller used {cpu:.3f} s of CPU in 2 s"
+    assert len(list(stores.process.list(CURSOR_PREFIX))) == 1
