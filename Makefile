@@ -13,7 +13,7 @@ setup: $(VENV)/.ready
 $(VENV)/.ready: pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv sync --quiet --frozen --inexact --all-extras --compile-bytecode
+	$(BIN)/uv sync --quiet --frozen --inexact --all-extras --all-groups --compile-bytecode
 	touch $@
 
 ## system-deps: Debian packages for EPS, the second TIFF reader and the IIIF server tests
@@ -32,14 +32,14 @@ test: setup system-deps lint
 
 ## lint: ruff (lint and format check) and mypy
 lint: setup
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples infra scripts
+	$(BIN)/ruff format --check src tests bench examples infra scripts
 	$(BIN)/mypy
 
 ## format: apply ruff's formatting and safe fixes
 format: setup
-	$(BIN)/ruff check --fix src tests bench examples
-	$(BIN)/ruff format src tests bench examples
+	$(BIN)/ruff check --fix src tests bench examples infra scripts
+	$(BIN)/ruff format src tests bench examples infra scripts
 
 ## bench: ptif against the plain libvips call on generated images; prints a table
 # Bytecode is compiled first, as any installed package has it: otherwise every run would pay

@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""The ptif CDK app: run `cdk synth` or `cdk deploy` in this folder (see docs/operations.md).
+
+Settings come from CDK context (``-c sourceBucket=my-scans``) or the environment
+(``PTIF_CDK_SOURCE_BUCKET=my-scans``); ``ptif_infra/settings.py`` lists them all.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ptif_infra.application import build_app
+
+if __name__ == "__main__":
+    build_app()[0].synth()
