@@ -148,15 +148,19 @@ def run_process(args: argparse.Namespace) -> int:
     progress.run_id = worker.run_id
     _stop_on_signals(worker)
     with progress:
-        report = worker.run(options)
+        report = worker.run(options, on_pass=_emit_metrics)
     return _finish(report, args)
 
 
-def _finish(report: Any, args: argparse.Namespace) -> int:
+def _emit_metrics(report: Any) -> None:
+    """In AWS, one CloudWatch embedded-metric line per pass (a --follow worker too)."""
     from ptif.config import in_aws
 
     if in_aws():
         print(report.emf(), flush=True)
+
+
+def _finish(report: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     if not args.quiet:

@@ -93,6 +93,27 @@ class RunReport:
             if self.oldest_pending_age_s is None or age > self.oldest_pending_age_s:
                 self.oldest_pending_age_s = age
 
+    def absorb(self, other: RunReport) -> None:
+        """Add another pass's figures to these."""
+        with self._lock:
+            for name, count in other.counts.items():
+                self.counts[name] += count
+            self.bytes_in += other.bytes_in
+            self.bytes_out += other.bytes_out
+            self.convert_seconds += other.convert_seconds
+            _extend(self.converted, other.converted)
+            _extend(self.failures, other.failures)
+            _extend(self.retry_later, other.retry_later)
+            ages = [
+                a for a in (self.oldest_pending_age_s, other.oldest_pending_age_s) if a is not None
+            ]
+            self.oldest_pending_age_s = max(ages, default=None)
+
+    @property
+    def handled(self) -> int:
+        """Markers this report accounts for (work done, skipped or failed)."""
+        return sum(self.counts.values())
+
     def finish(self) -> None:
         self.finished_at = _now()
         self.wall_seconds = time.monotonic() - self._clock
@@ -167,6 +188,10 @@ class RunReport:
             **metrics,
         }
         return json.dumps(body)
+
+
+def _extend(target: list[Any], values: list[Any]) -> None:
+    target.extend(values[: max(0, MAX_LISTED - len(target))])
 
 
 def _append(target: list[Any], value: Any) -> None:

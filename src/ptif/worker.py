@@ -19,6 +19,7 @@ The guarantees (DESIGN.md, "Worker guarantees"):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -132,24 +133,40 @@ class Worker:
 
     # the run ---------------------------------------------------------------------------------
 
-    def run(self, options: RunOptions | None = None) -> RunReport:
+    def run(
+        self,
+        options: RunOptions | None = None,
+        on_pass: Callable[[RunReport], None] | None = None,
+    ) -> RunReport:
+        """One pass over the queue, or with ``follow`` one pass per poll until stopped.
+
+        Each pass that did anything gets its own report (saved, and given to ``on_pass``, so an
+        always-on worker still feeds metrics); the returned report adds them all up.
+        """
         options = options or RunOptions()
         self.stores.process.check_conditional_writes()
         _tune_libvips(self.settings.workers)
-        report = RunReport(owner=self.owner, run_id=self.run_id)
+        total = RunReport(owner=self.owner, run_id=self.run_id)
         with (
             tempfile.TemporaryDirectory(prefix="ptif-work-") as work,
             self._keeper,
             ThreadPoolExecutor(self.settings.workers * 2, thread_name_prefix="ptif") as pool,
         ):
             self._work = Path(work)
-            while True:
+            for number in itertools.count(1):
+                suffix = f"-{number}" if options.follow else ""
+                report = RunReport(owner=self.owner, run_id=f"{self.run_id}{suffix}")
                 self._pass(pool, options, report)
+                report.finish()
+                if not options.follow or report.handled:
+                    self.save_report(report)
+                    if on_pass:
+                        on_pass(report)
+                total.absorb(report)
                 if not options.follow or self._stop.wait(options.poll_seconds):
                     break
-        report.finish()
-        self.save_report(report)
-        return report
+        total.finish()
+        return total
 
     def save_report(self, report: RunReport) -> None:
         """Keep the report in the process store; a report that cannot be saved is only logged."""
