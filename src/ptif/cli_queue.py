@@ -57,7 +57,7 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
         "queue_prefix": args.queue_prefix,
         **more,
     }
-    if getattr(args, "profile", None):
+    if hasattr(args, "max_pixels"):  # the command takes recipe options
         flags["profile"] = args.profile
         flags["recipe"] = recipe_settings(args) or None
         flags["max_pixels"] = args.max_pixels

@@ -69,8 +69,10 @@ class Settings:
             raise ConfigError(f"queue prefix {self.queue_prefix!r} must end with '/', like 'rbsc/'")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
-        if self.lease_seconds < 5:
-            raise ConfigError(f"lease seconds must be at least 5, not {self.lease_seconds}")
+        if not 5 <= self.lease_seconds <= 86_400:  # also refuses NaN
+            raise ConfigError(f"lease seconds must be 5 to 86400, not {self.lease_seconds}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max pixels must be at least 1, not {self.max_pixels}")
         if self.max_attempts < 1:
             raise ConfigError(f"max attempts must be at least 1, not {self.max_attempts}")
         if self.watch_settle < 0:

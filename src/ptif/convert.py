@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -106,9 +107,21 @@ def libvips_version() -> str:
     return ".".join(str(pyvips.version(i)) for i in range(3))
 
 
-@cache
+_INIT_LOCK = threading.Lock()
+
+
 def init_vips() -> None:
-    """Block every libvips loader but the ones ptif needs (and all that are not fuzzed)."""
+    """Block every libvips loader but the ones ptif needs (and all that are not fuzzed).
+
+    Once per process, under a lock: a second thread re-blocking every loader while the first
+    unblocks them would fail that thread's image as it opens.
+    """
+    with _INIT_LOCK:
+        _blocked_loaders()
+
+
+@cache
+def _blocked_loaders() -> bool:
     pyvips.cache_set_max(0)
     pyvips.block_untrusted_set(True)
     pyvips.operation_block_set("VipsForeignLoad", True)
@@ -116,6 +129,7 @@ def init_vips() -> None:
         gtype = pyvips.type_find("VipsOperation", nickname)
         if gtype:
             pyvips.operation_block_set(pyvips.type_name(gtype), False)
+    return True
 
 
 def convert(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ptif.markers import marker_key, new_marker
@@ -85,10 +85,21 @@ def mark(
     report = MarkReport()
     marker = _Marker(source, process, images, queue_prefix, profile, options, report, on_marked)
     window = threading.BoundedSemaphore(CONCURRENCY * 4)
+    errors: list[BaseException] = []
+
+    def settle(future: Future[None]) -> None:
+        window.release()
+        if future.exception() is not None:
+            errors.append(future.exception())  # type: ignore[arg-type]
+
     with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="ptif-mark") as pool:
         for info in _candidates(source, options, report):
+            if errors:
+                break
             window.acquire()
-            pool.submit(marker.one, info).add_done_callback(lambda _: window.release())
+            pool.submit(marker.one, info).add_done_callback(settle)
+    if errors:
+        raise errors[0]
     return report
 
 

@@ -28,10 +28,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -194,28 +193,42 @@ class Worker:
         report: RunReport,
         busy: list[tuple[float, ObjectInfo]],
     ) -> None:
-        window = threading.BoundedSemaphore(self.settings.workers * 4)
-        pending: list[Future[ItemResult]] = []
+        width = self.settings.workers * 4
+        window = threading.BoundedSemaphore(width)
         for info in markers:
             if self._stop.is_set():
                 break
             window.acquire()
-            future = pool.submit(self._item, info, options)
-            future.add_done_callback(partial(self._done, info, report, busy, window))
-            pending.append(future)
-        for future in pending:
-            future.exception()
+            pool.submit(self._item_accounted, info, options, report, busy, window)
+        for _ in range(width):  # every permit back: every item of this batch is accounted for
+            window.acquire()
+        for _ in range(width):
+            window.release()
 
-    def _done(
+    def _item_accounted(
         self,
         info: ObjectInfo,
+        options: RunOptions,
         report: RunReport,
         busy: list[tuple[float, ObjectInfo]],
         window: threading.BoundedSemaphore,
-        future: Future[ItemResult],
     ) -> None:
-        window.release()
-        item = future.result()
+        """One item, counted before its future completes (done-callbacks may run later than a
+        waiter wakes, which lost items from reports)."""
+        try:
+            self._account(info, self._item(info, options), report, busy)
+        except Exception:
+            log.exception("%s: could not record the outcome", info.key)
+        finally:
+            window.release()
+
+    def _account(
+        self,
+        info: ObjectInfo,
+        item: ItemResult,
+        report: RunReport,
+        busy: list[tuple[float, ObjectInfo]],
+    ) -> None:
         if item.outcome is Outcome.BUSY and item.busy_until is not None:
             busy.append((item.busy_until, info))
             return

@@ -132,8 +132,8 @@ def verify_conditional_writes(store: Store, advice: str) -> None:
     operator what to do about it."""
     key = f"{CHECK_PREFIX}{uuid.uuid4().hex}"
     wrong = "0" * 32
+    etag = store.put_bytes(key, b"first", if_none_match=True)
     try:
-        etag = store.put_bytes(key, b"first", if_none_match=True)
         checks: list[tuple[str, Callable[[], object]]] = [
             ("If-None-Match: * on a put", lambda: store.put_bytes(key, b"2", if_none_match=True)),
             ("If-Match on a put", lambda: store.put_bytes(key, b"3", if_match=wrong)),

@@ -157,9 +157,14 @@ class S3Store:
         size = Path(path).stat().st_size
         if size > MULTIPART_THRESHOLD:
             return self._put_multipart(key, Path(path), size, meta)
-        with open(path, "rb") as body, self._errors("put", key):
+        data = Path(path).read_bytes()
+        with self._errors("put", key):
             response = self.client.put_object(
-                Bucket=self.bucket, Key=self._full(key), Body=body, Metadata=meta
+                Bucket=self.bucket,
+                Key=self._full(key),
+                Body=data,
+                Metadata=meta,
+                ContentMD5=_content_md5(data),
             )
         return _unquote(response["ETag"])
 
@@ -172,7 +177,12 @@ class S3Store:
         if_match: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full(key), "Body": data}
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self._full(key),
+            "Body": data,
+            "ContentMD5": _content_md5(data),
+        }
         args["Metadata"] = _encode_metadata(metadata)
         if if_none_match:
             args["IfNoneMatch"] = "*"
@@ -281,6 +291,7 @@ class S3Store:
                         UploadId=upload,
                         PartNumber=number,
                         Body=data,
+                        ContentMD5=_content_md5(data),
                     )
                 return {"PartNumber": number, "ETag": response["ETag"]}
 
@@ -364,10 +375,22 @@ class S3Store:
             result = UnsafeKey(f"{where}: the key is too long for this server")
         elif code == "NotImplemented" or status == 501:
             result = ConfigError(f"{self.url}: the server does not implement {op} as used ({code})")
+        elif 400 <= status < 500 and status not in (408, 429) and code not in _THROTTLED:
+            result = PtifError(
+                f"{where}: the server refuses to {op} it ({code or status}); "
+                "rename the source, or check the key",
+                code="unsupported",
+            )
         else:
             kind = "throttled" if code in _THROTTLED else f"failed with {code or status}"
             result = StoreError(f"{where}: {op} {kind} after retries; try again later")
         return result
+
+
+def _content_md5(data: bytes) -> str:
+    """Content-MD5 lets the server refuse a body cut short by a dying client; without it,
+    some servers store the empty remainder as the object."""
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
 @functools.cache

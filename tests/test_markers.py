@@ -1,0 +1,228 @@
+"""Markers, the queue contract: where one is stored, which event wins, idempotent writes against
+a real folder store, and reading markers written by the original system or by nobody sane."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ptif.markers import (
+    BadMarker,
+    Marker,
+    failed_key,
+    is_newer,
+    marker_key,
+    new_marker,
+    parse_marker,
+    write_marker,
+)
+from ptif.stores import FolderStore
+
+QUEUE = "rbsc/"
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def hashed(key: str, prefix: str = QUEUE) -> str:
+    return f"{prefix}_long/{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+
+def event(sequencer: str | None = None, when: str | None = None, **extra: object) -> Marker:
+    return Marker({"key": "a/x.jpg", "sequencer": sequencer, "eventTime": when, **extra})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FolderStore:
+    return FolderStore(tmp_path / "process")
+
+
+# naming -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a.jpg", "maps/1850/sheet 1.tif", "ünï/日本.png", "plus+%20#.jpg", "_longer/x.jpg"],
+)
+def test_marker_named_after_the_full_key(key: str) -> None:
+    assert marker_key(key, QUEUE) == f"{QUEUE}{key}.json"
+    assert failed_key(key) == f"failed/{key}.json"
+
+
+def test_key_at_the_s3_limit_keeps_its_name() -> None:
+    room = 1024 - len(QUEUE) - len(".json")
+    folders = "k/" + "/".join(["x" * 200] * 4) + "/"
+    key = folders + "y" * (room - len(folders))
+    assert marker_key(key, QUEUE) == f"{QUEUE}{key}.json"
+    assert len(marker_key(key, QUEUE).encode()) == 1024
+    assert marker_key(key + "y", QUEUE) == hashed(key + "y")
+
+
+def test_long_multibyte_key_is_hashed_by_bytes() -> None:
+    key = "é" * 509 + ".jpg"
+    assert len(key) < 1024 < len(f"{QUEUE}{key}.json".encode())
+    assert marker_key(key, QUEUE) == hashed(key)
+    assert failed_key(key) == hashed(key, "failed/")
+
+
+@pytest.mark.parametrize(
+    "key", ["../../etc/passwd", "a/../b.jpg", "./a.jpg", "a//b.jpg", "/abs.jpg", "a/", "a\0b",
+            "_long/abc.jpg", ".."],
+)  # fmt: skip
+def test_unsafe_keys_are_hashed(key: str) -> None:
+    assert marker_key(key, QUEUE) == hashed(key)
+    assert failed_key(key) == hashed(key, "failed/")
+
+
+def test_queue_prefix_is_used_as_given() -> None:
+    assert marker_key("a.jpg", "jobs/pending/") == "jobs/pending/a.jpg.json"
+
+
+@pytest.mark.parametrize("name", ["x" * 248 + ".jpg", "é" * 124 + ".jpg"])
+def test_marker_for_a_name_near_255_bytes_fits_a_folder(store: FolderStore, name: str) -> None:
+    key = f"a/{name}"
+    assert len(name.encode()) <= 255 < len(f"{name}.json".encode())
+    assert marker_key(key, QUEUE) == hashed(key)
+    assert write_marker(store, new_marker(key, origin="mark"), QUEUE)
+    data, _ = store.get_bytes(marker_key(key, QUEUE))
+    assert parse_marker(data, "m").key == key
+
+
+# newer event wins -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "newer"),
+    [
+        ("0055AED6DCD90281E6", "0055AED6DCD90281E5", True),
+        ("0055AED6DCD90281E5", "0055AED6DCD90281E6", False),
+        ("0055AED6DCD90281E5", "0055AED6DCD90281E5", False),
+        ("0055AED6DCD90281E500", "0055AED6DCD90281E5", False),
+        ("0055AED6DCD90281E5", "0055AED6DCD90281E500", False),
+        ("0055AED6DCD90281E6", "0055AED6DCD90281E500", True),
+        ("0055AED6DCD90281E501", "0055AED6DCD90281E5", True),
+        ("0055aed6dcd90281e6", "0055AED6DCD90281E5", True),
+        ("0055AED6DCD90281F", "0055AED6DCD90281E5FF", True),
+    ],
+)
+def test_sequencers_compare_after_padding(candidate: str, current: str, newer: bool) -> None:
+    late, early = T0.isoformat(), (T0 - timedelta(days=1)).isoformat()
+    assert is_newer(event(candidate, early), event(current, late)) is newer
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "newer"),
+    [
+        ("2024-05-01T12:00:01Z", "2024-05-01T12:00:00Z", True),
+        ("2024-05-01T12:00:00Z", "2024-05-01T12:00:01Z", False),
+        ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00.000Z", False),
+        ("2024-05-01T14:00:01+02:00", "2024-05-01T12:00:00Z", True),
+        ("2024-05-01T12:00:01", "2024-05-01T12:00:00Z", True),
+        ("2024-05-01T12:00:00Z", "not a time", True),
+        ("not a time", "2024-05-01T12:00:00Z", False),
+        ("", "", False),
+    ],
+)
+def test_event_time_decides_without_two_sequencers(
+    candidate: str, current: str, newer: bool
+) -> None:
+    assert is_newer(event(None, candidate), event("FF", current)) is newer
+    assert is_newer(event("01", candidate), event(None, current)) is newer
+
+
+# new_marker and Marker --------------------------------------------------------------------------
+
+
+def test_new_marker_has_the_contract_fields() -> None:
+    marker = new_marker(
+        "maps/1850/x.jpg",
+        origin="s3-event",
+        etag='"abc"',
+        size=12,
+        bucket="rbsc",
+        version_id="v1",
+        sequencer="00FF",
+        event_time=T0,
+        extra={"copyrightStatus": "copyright", "key": "ignored", "origin": "ignored"},
+    )
+    assert marker.fields == {
+        "key": "maps/1850/x.jpg",
+        "path": "maps/1850/",
+        "eTag": "abc",
+        "bucket": "rbsc",
+        "size": 12,
+        "versionId": "v1",
+        "sequencer": "00FF",
+        "eventTime": "2024-05-01T12:00:00Z",
+        "origin": "s3-event",
+        "copyrightStatus": "copyright",
+    }
+    assert new_marker("top.jpg", origin="mark").fields["path"] == ""
+
+
+def test_marker_round_trips_through_bytes() -> None:
+    marker = new_marker("ünï/x.jpg", origin="mark", etag="e").with_fields(attempts=2)
+    again = parse_marker(marker.to_bytes(), "m")
+    assert again == marker and again.attempts == 2 and again.etag == "e"
+    assert "ünï".encode() in marker.to_bytes()
+
+
+# writing ----------------------------------------------------------------------------------------
+
+
+def test_write_marker_is_idempotent(store: FolderStore) -> None:
+    marker = new_marker("a/x.jpg", origin="s3-event", sequencer="0A", event_time=T0)
+    assert write_marker(store, marker, QUEUE) is True
+    data, info = store.get_bytes(f"{QUEUE}a/x.jpg.json")
+    assert write_marker(store, marker, QUEUE) is False
+    assert store.get_bytes(f"{QUEUE}a/x.jpg.json") == (data, info)
+    assert parse_marker(data, "m") == marker
+
+
+def test_newer_event_replaces_older_never_does(store: FolderStore) -> None:
+    first = new_marker("a/x.jpg", origin="s3-event", sequencer="0A", etag="1", event_time=T0)
+    newer = new_marker("a/x.jpg", origin="s3-event", sequencer="0B", etag="2", event_time=T0)
+    older = new_marker("a/x.jpg", origin="s3-event", sequencer="09", etag="0", event_time=T0)
+    tie = new_marker("a/x.jpg", origin="mark", sequencer="0B", etag="3", event_time=T0)
+    assert write_marker(store, first, QUEUE)
+    assert write_marker(store, newer, QUEUE)
+    assert not write_marker(store, older, QUEUE)
+    assert not write_marker(store, tie, QUEUE)
+    data, _ = store.get_bytes(f"{QUEUE}a/x.jpg.json")
+    assert parse_marker(data, "m").etag == "2"
+
+
+def test_unreadable_marker_is_replaced(store: FolderStore) -> None:
+    store.put_bytes(f"{QUEUE}a/x.jpg.json", b"{broken")
+    marker = new_marker("a/x.jpg", origin="mark")
+    assert write_marker(store, marker, QUEUE)
+    assert parse_marker(store.get_bytes(f"{QUEUE}a/x.jpg.json")[0], "m") == marker
+
+
+def test_long_key_marker_lands_under_long(store: FolderStore) -> None:
+    key = "/".join(["d" * 240] * 4) + "/" + "n" * 50 + ".jpg"
+    assert write_marker(store, new_marker(key, origin="mark"), QUEUE)
+    assert [info.key for info in store.list(QUEUE)] == [hashed(key)]
+    assert parse_marker(store.get_bytes(hashed(key))[0], "m").key == key
+
+
+# reading ----------------------------------------------------------------------------------------
+
+
+def test_original_system_markers_are_read() -> None:
+    marker = parse_marker(b'{"key": "maps/x.jpg", "path": "maps/"}', "rbsc/x.json")
+    assert (marker.key, marker.etag, marker.attempts) == ("maps/x.jpg", "", 0)
+    extra = parse_marker(b'{"key": "x.jpg", "copyrightStatus": "copyright"}', "rbsc/x.json")
+    assert extra.fields["copyrightStatus"] == "copyright"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not json", b"\xff\xfe\x00", b"[1, 2]", b"null", b'"x.jpg"', b'{"path": "a/"}',
+     b'{"key": ""}', b'{"key": 5}', b'{"key": null}', b'{"key": ["a"]}'],
+)  # fmt: skip
+def test_garbage_is_a_bad_marker(data: bytes) -> None:
+    with pytest.raises(BadMarker, match=r"rbsc/junk\.json") as info:
+        parse_marker(data, "rbsc/junk.json")
+    assert info.value.code == "bad-marker" and info.value.permanent
