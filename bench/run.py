@@ -1,7 +1,9 @@
 """Benchmark `ptif convert` against the minimal libvips conversion with the same settings.
 
 Usage: .venv/bin/python bench/run.py [--only NAME] [--repeat N] [--skip-gigapixel]
-                                     [--ptif-cmd CMD] [--timeout S]
+                                     [--skip-e2e] [--ptif-cmd CMD] [--timeout S]
+
+`--only e2e` runs just the end-to-end section (bench/e2e.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import e2e
 import pyvips
 from images import INPUTS, Input, ensure
 
@@ -36,6 +39,7 @@ MEASURE = BENCH / "measure.py"
 DEFAULT_PTIF = ".venv/bin/ptif convert"
 TOOLS = ("ptif", "libvips")
 GIGAPIXEL = "gigapixel"
+E2E = "e2e"
 WALL_RATIO_TARGET = 1.10
 GIGAPIXEL_RSS_TARGET = 1 << 30
 MIB = 1 << 20
@@ -93,9 +97,17 @@ class Case:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     names = [item.name for item in INPUTS]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", choices=names, help="run one image (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[*names, E2E],
+        help=f"run one image, or {E2E!r} for the end-to-end section (repeatable)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per tool (median reported)")
     parser.add_argument("--skip-gigapixel", action="store_true", help="leave out the 1 GP image")
+    parser.add_argument(
+        "--skip-e2e", action="store_true", help="leave out the end-to-end (SeaweedFS) section"
+    )
     parser.add_argument(
         "--ptif-cmd",
         default=DEFAULT_PTIF,
@@ -112,9 +124,13 @@ def selected(args: argparse.Namespace) -> list[Input]:
     chosen = [i for i in INPUTS if not args.only or i.name in args.only]
     if args.skip_gigapixel:
         chosen = [i for i in chosen if i.name != GIGAPIXEL]
-    if not chosen:
+    if not chosen and not wants_e2e(args):
         sys.exit("run.py: no images selected")
     return chosen
+
+
+def wants_e2e(args: argparse.Namespace) -> bool:
+    return not args.skip_e2e and (not args.only or E2E in args.only)
 
 
 def log(message: str) -> None:
@@ -351,6 +367,7 @@ def write_json(
     generation: dict[str, float | None],
     cases: list[Case],
     verdicts: list[tuple[str, str]],
+    end_to_end: dict[str, Any] | None,
 ) -> None:
     document = {
         "meta": meta(args),
@@ -358,16 +375,12 @@ def write_json(
         "images": {case.item.name: case_json(case) for case in cases},
         "verdicts": [{"verdict": v, "target": t} for v, t in verdicts],
     }
+    if end_to_end is not None:
+        document["e2e"] = end_to_end
     JSON_PATH.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    items = selected(args)
-    for directory in (INPUT_DIR, RESULT_DIR, LOG_DIR):
-        directory.mkdir(parents=True, exist_ok=True)
-    generation = generate(items)
-    cases = [bench_case(item, args) for item in items]
+def image_section(args: argparse.Namespace, cases: list[Case]) -> list[tuple[str, str]]:
     kind = "stand-in" if args.ptif_cmd != DEFAULT_PTIF else "real CLI"
     print(f"\nptif side: {args.ptif_cmd} ({kind}); libvips {meta(args)['libvips']}; ", end="")
     print(f"median of {args.repeat} run(s)\n")
@@ -377,7 +390,22 @@ def main(argv: list[str]) -> int:
     for verdict, target in verdicts:
         print(f"{verdict}  {target}")
     print_failures(cases)
-    write_json(args, generation, cases, verdicts)
+    return verdicts
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    items = selected(args)
+    for directory in (INPUT_DIR, RESULT_DIR, LOG_DIR):
+        directory.mkdir(parents=True, exist_ok=True)
+    generation = generate(items)
+    cases = [bench_case(item, args) for item in items]
+    verdicts = image_section(args, cases) if cases else []
+    end_to_end = None
+    if wants_e2e(args):
+        e2e_verdicts, end_to_end = e2e.run_e2e(args.repeat, args.timeout, log)
+        verdicts += e2e_verdicts
+    write_json(args, generation, cases, verdicts, end_to_end)
     print(f"\nresults: {JSON_PATH.relative_to(ROOT)}")
     return 0
 
