@@ -140,7 +140,7 @@ def peak_mib(body: str, src: Path, dst: Path) -> float:
 
 @pytest.mark.slow
 def test_memory_is_what_libvips_streaming_needs(tmp_path: Path) -> None:
-    width, height = 8000, 16_000
+    width, height = 8000, 32_000
     noise = pyvips.Image.gaussnoise(width, height, mean=128, sigma=30).cast("uchar")
     src = tmp_path / "tall.jpg"
     noise.bandjoin([noise, noise]).copy(interpretation="srgb").jpegsave(str(src), Q=85)

@@ -130,7 +130,7 @@ def test_files_and_folders_moved_in_whole_are_queued_at_once(
     os.rename(outside / "box 7", source / "box 7")
 
     expected = {"c.tif", "box 7/a.jpg", "box 7/b.png"}
-    assert wait_for(lambda: set(markers(folder.process)) == expected, timeout=3)
+    assert wait_for(lambda: set(markers(folder.process)) == expected, timeout=10)
     time.sleep(0.5)
     assert set(markers(folder.process)) == expected
 
@@ -142,8 +142,12 @@ def test_an_initial_scan_queues_what_is_there_unless_its_output_is_current(folde
 
     running = Running(folder, WatchOptions(settle=0.5, initial_scan=True))
     try:
-        assert wait_for(lambda: set(markers(folder.process)) == {"old/a.jpg"}, timeout=3)
-        assert running.report.up_to_date == 1
+        assert wait_for(
+            lambda: (
+                set(markers(folder.process)) == {"old/a.jpg"} and running.report.up_to_date == 1
+            ),
+            timeout=10,
+        )
     finally:
         running.close()
 
@@ -155,7 +159,7 @@ def test_without_watchfiles_a_folder_is_polled(
     running = Running(folder, WatchOptions(settle=0.0, interval=0.2))
     try:
         put_source(folder.source, "polled.jpg")
-        assert wait_for(lambda: "polled.jpg" in markers(folder.process), timeout=5)
+        assert wait_for(lambda: "polled.jpg" in markers(folder.process), timeout=10)
         assert running.report.passes >= 2
     finally:
         running.close()
@@ -278,7 +282,7 @@ def test_watch_command_on_a_folder_sleeps_when_idle_and_stops_on_sigterm(folder:
     try:
         assert wait_for(lambda: "before.jpg" in markers(folder.process), timeout=15)
         put_source(folder.source, "after/scan.png")
-        assert wait_for(lambda: "after/scan.png" in markers(folder.process), timeout=5)
+        assert wait_for(lambda: "after/scan.png" in markers(folder.process), timeout=10)
         time.sleep(0.5)
         cpu = _idle_cpu_seconds(process.pid, 3.0)
     finally:
