@@ -15,7 +15,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ptif.cli_queue import add_store_options
+from ptif.cli_queue import add_store_options, store_flags
 
 if TYPE_CHECKING:
     from ptif.config import Settings
@@ -25,15 +25,7 @@ if TYPE_CHECKING:
 def _settings(args: argparse.Namespace, **more: Any) -> Settings:
     from ptif.config import load_settings, parse_extensions
 
-    flags = {
-        "source": args.source,
-        "process": args.process,
-        "images": args.images,
-        "endpoint_url": args.endpoint_url,
-        "queue_prefix": args.queue_prefix,
-        "profile": args.profile,
-        **more,
-    }
+    flags = {**store_flags(args), "profile": args.profile, **more}
     if args.ext:
         flags["extensions"] = ",".join(parse_extensions(",".join(args.ext)))
     return load_settings(flags, config_file=args.config)

@@ -49,14 +49,7 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
     from ptif.cli import recipe_settings
     from ptif.config import load_settings
 
-    flags = {
-        "source": args.source,
-        "process": args.process,
-        "images": args.images,
-        "endpoint_url": args.endpoint_url,
-        "queue_prefix": args.queue_prefix,
-        **more,
-    }
+    flags = {**store_flags(args), **more}
     if hasattr(args, "max_pixels"):  # the command takes recipe options
         flags["profile"] = args.profile
         flags["recipe"] = recipe_settings(args) or None
@@ -245,15 +238,7 @@ def run_mark(args: argparse.Namespace) -> int:
     configure_logging(args.verbose, args.quiet, json_lines=False)
     extensions = parse_extensions(",".join(args.ext)) if args.ext else None
     settings = load_settings(
-        {
-            "source": args.source,
-            "process": args.process,
-            "images": args.images,
-            "endpoint_url": args.endpoint_url,
-            "queue_prefix": args.queue_prefix,
-            "profile": args.profile,
-        },
-        config_file=args.config,
+        {**store_flags(args), "profile": args.profile}, config_file=args.config
     )
     stores = open_stores(settings)
     options = MarkOptions(
@@ -318,7 +303,7 @@ def run_status(args: argparse.Namespace) -> int:
     from ptif.queue import status
     from ptif.stores import open_store
 
-    settings = load_settings(_store_flags(args), config_file=args.config)
+    settings = load_settings(store_flags(args), config_file=args.config)
     process = open_store(settings.process, endpoint_url=settings.endpoint_url)
     result = status(process, settings.queue_prefix).to_dict()
     if args.json:
@@ -340,7 +325,8 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _store_flags(args: argparse.Namespace) -> dict[str, Any]:
+def store_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The store flags every queue and intake command takes (``add_store_options``)."""
     return {
         "source": args.source,
         "process": args.process,
@@ -374,7 +360,7 @@ def run_retry(args: argparse.Namespace) -> int:
     from ptif.queue import retry
     from ptif.stores import open_store
 
-    settings = load_settings(_store_flags(args), config_file=args.config)
+    settings = load_settings(store_flags(args), config_file=args.config)
     process = open_store(settings.process, endpoint_url=settings.endpoint_url)
     report = retry(
         process,
