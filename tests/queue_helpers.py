@@ -32,7 +32,6 @@ import pyvips
 from conftest import read_pyramid
 
 from ptif.config import Settings
-from ptif.convert import init_vips
 from ptif.markers import (
     CLAIMS_PREFIX,
     FAILED_PREFIX,
@@ -114,9 +113,6 @@ class Bench:
         return replace(base, **changes)
 
     def worker(self, stores: Stores | None = None, **changes: Any) -> Worker:
-        """A worker on these stores; libvips is set up first, on this thread alone (see
-        test_worker.py::test_first_conversions_of_a_worker_do_not_block_each_other)."""
-        init_vips()
         return Worker(self.settings(**changes), stores or self.stores)
 
     def run(self, options: RunOptions | None = None, **changes: Any) -> RunReport:

@@ -62,9 +62,7 @@ STATUS_FIELDS = {"pending", "claimed", "failed", "failed_by_code", "oldest_pendi
 
 
 def process(bench: Bench, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """One conversion at a time: two at once can fail a good image at start-up (see
-    test_worker.py::test_first_conversions_of_a_worker_do_not_block_each_other)."""
-    return run_ptif(bench, "process", "--workers", "1", "--json", *args, env=bench.env(**env))
+    return run_ptif(bench, "process", "--workers", "2", "--json", *args, env=bench.env(**env))
 
 
 def status(bench: Bench) -> dict[str, Any]:
