@@ -244,12 +244,6 @@ def assert_converts_apart(bench: Bench, sources: tuple[str, ...]) -> None:
     assert pending(bench) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outputs.output_metadata stores the source key percent-encoded in ptif-source-key: "
-    "a 1,020-byte key of accented letters takes 3,053 bytes, over S3's 2 KB of user metadata, "
-    "so put_file raises ValueError and the image is retried as 'internal' until it fails",
-)
 def test_long_accented_key_converts(bench: Bench) -> None:
     assert_converts_apart(bench, (LONG_ACCENTED, "short.jpg"))
 

@@ -4,13 +4,16 @@ The output key is the source's folder and name with the extension ``.tif``, as i
 system. The output's user metadata names the source and its eTag and the recipe hash, so a
 later run can tell an up-to-date output (skip it) from a stale one (redo it) or from another
 source's output that happens to have the same name (an ``output-conflict``, never overwritten).
-S3 user metadata must be ASCII, so the source key is stored percent-encoded.
+The source key is stored as it is, with only ``%`` escaped (``%25``), so values written
+percent-encoded by earlier versions read back the same; the store carries non-ASCII text in
+its own way (an RFC 2047 encoded word on S3, as AWS does). Percent-encoding every accented
+letter would triple it: a 1,000-byte key would pass S3's 2 KB of user metadata.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from ptif import __version__
 from ptif.errors import ConversionError
@@ -40,7 +43,7 @@ def output_metadata(
 ) -> dict[str, str]:
     return {
         **conversion,
-        SOURCE_KEY: quote(source_key, safe="/"),
+        SOURCE_KEY: source_key.replace("%", "%25"),
         SOURCE_ETAG: source_etag,
         VERSION: __version__,
     }
