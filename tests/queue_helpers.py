@@ -32,6 +32,7 @@ import pyvips
 from conftest import read_pyramid
 
 from ptif.config import Settings
+from ptif.leases import claim_key
 from ptif.markers import (
     CLAIMS_PREFIX,
     FAILED_PREFIX,
@@ -239,6 +240,11 @@ def live_claims(bench: Bench) -> list[dict[str, Any]]:
     """Leases not yet expired; an unreadable one counts as expired, as it does for workers."""
     claims = (_claim(bench.process, key) for key in keys(bench.process, CLAIMS_PREFIX))
     return [claim for claim in claims if float(claim.get("expires", 0)) > time.time()]
+
+
+def claim_of(bench: Bench, source_key: str) -> dict[str, Any]:
+    """The claim object of the source's output, live or released."""
+    return read_json(bench.process, claim_key(output_key(source_key)))
 
 
 def _claim(store: Store, key: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from queue_helpers import (
     Wrapped,
     add_images,
     add_source,
+    claim_of,
     folder_bench,
     jpeg,
     keys,
@@ -47,7 +48,15 @@ from ptif.convert import _blocked_loaders, convert, init_vips
 from ptif.errors import PtifError
 from ptif.formats import sniff
 from ptif.mark import MarkOptions, mark
-from ptif.markers import Marker, failed_key, marker_key, new_marker, parse_marker, write_marker
+from ptif.markers import (
+    CLAIMS_PREFIX,
+    Marker,
+    failed_key,
+    marker_key,
+    new_marker,
+    parse_marker,
+    write_marker,
+)
 from ptif.outputs import SOURCE_KEY, output_key
 from ptif.profiles import get_profile
 from ptif.reports import ItemResult, RunReport
@@ -321,13 +330,45 @@ def test_transient_failure_keeps_the_marker(bench: Bench) -> None:
     report = bench.worker(flaky).run()
     assert report.counts["retry-later"] == 1 and report.retry_later[0]["key"] == "t/x.jpg"
     marker = read_json(bench.process, marker_key("t/x.jpg", QUEUE))
-    assert marker["attempts"] == 1 and marker["lastErrorCode"] == "store-unreachable"
+    assert "attempts" not in marker and "lastError" not in marker
+    claim = claim_of(bench, "t/x.jpg")
+    assert claim["attempts"] == 1 and claim["lastErrorCode"] == "store-unreachable"
+    assert claim["expires"] == 0 and claim["markerKey"] == marker_key("t/x.jpg", QUEUE)
     assert keys(bench.images) == [] and keys(bench.process, "failed/") == []
     assert bench.run().converted == ["t/x.jpg"]
-    assert pending(bench) == []
+    assert pending(bench) == [] and keys(bench.process, CLAIMS_PREFIX) == []
 
 
-def test_too_many_attempts_moves_to_failed(bench: Bench) -> None:
+def test_transient_failures_add_up_to_too_many_attempts(bench: Bench) -> None:
+    add_images(bench, {"t/x.jpg": SMALL})
+    flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
+    for attempt in (1, 2):
+        assert bench.worker(flaky, max_attempts=2).run().counts["retry-later"] == 1
+        assert claim_of(bench, "t/x.jpg")["attempts"] == attempt
+    report = bench.worker(flaky, max_attempts=2).run()
+    assert report.counts["failed"] == 1 and keys(bench.images) == []
+    record = read_json(bench.process, failed_key("t/x.jpg"))
+    assert record["code"] == "too-many-attempts" and record["attempts"] == 2
+    assert "gave up after 2 attempts" in record["message"]
+    assert record["lastErrorCode"] == "store-unreachable"
+    assert pending(bench) == [] and keys(bench.process, CLAIMS_PREFIX) == []
+
+
+def test_a_newer_event_starts_the_count_again(bench: Bench) -> None:
+    add_images(bench, {"t/x.jpg": SMALL})
+    flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
+    bench.worker(flaky, max_attempts=1).run()
+    assert claim_of(bench, "t/x.jpg")["attempts"] == 1
+    add_source(bench, "t/x.jpg", jpeg(*SMALL, seed=7))  # uploaded again: a newer event
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    etag = bench.source.head("t/x.jpg").etag  # type: ignore[union-attr]
+    newer = new_marker("t/x.jpg", origin="s3-event", etag=etag, event_time=later)
+    assert write_marker(bench.process, newer, QUEUE)
+    assert bench.run(max_attempts=1).converted == ["t/x.jpg"]
+    verify_output(bench, "t/x.jpg", SMALL)
+
+
+def test_attempts_counted_in_the_marker_by_version_0_1_still_count(bench: Bench) -> None:
     add_source(bench, "t/x.jpg", jpeg(*SMALL))
     queue(bench, "t/x.jpg", attempts=3, lastError="the worker crashed")
     report = bench.run(max_attempts=3)

@@ -290,8 +290,9 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "status",
         formatter_class=formatter,
         help="pending, claimed and failed counts",
-        description="Count the queue: pending markers (and the oldest one's age), live claims,\n"
-        "and failure records by code.",
+        description="Count the queue: pending markers (and the oldest one's age, and how many\n"
+        "wait to be tried again after a transient error), live claims, and failure records\n"
+        "by code.",
     )
     add_store_options(parser)
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -311,6 +312,8 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     age = result["oldest_pending_age_s"]
     print(f"pending  {result['pending']}" + (f"  (oldest {_age(age)})" if age is not None else ""))
+    if result["retrying"]:
+        print(f"  {'waiting to retry':<20} {result['retrying']}")
     print(f"claimed  {result['claimed']}")
     print(f"failed   {result['failed']}")
     for code, count in result["failed_by_code"].items():

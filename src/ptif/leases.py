@@ -1,11 +1,14 @@
-"""Leases: who is converting which marker right now.
+"""Leases: who is converting which marker right now, and how often it was tried.
 
-A lease is a small object under ``claims/`` named by a hash of the marker's key, holding its
+A lease is a small object under ``claims/`` named by a hash of the output key, holding its
 owner and expiry. Taking one is a create-if-absent; taking over an expired one, renewing and
 releasing are replace/delete-if-match, so two workers never hold the same marker at once, on one
 machine or many. Leases are short and renewed in the background while work goes on, so a crashed
 worker's markers are taken over within minutes. Clocks of the workers are assumed to agree to
 within a few seconds (NTP), far less than a lease's length.
+
+The claim also counts the attempts at the marker it is for, and a transient failure leaves it
+behind, released, with the error: the marker is never rewritten, so it keeps its age.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ptif.errors import PtifError
 from ptif.markers import CLAIMS_PREFIX
@@ -30,30 +33,70 @@ class LeaseLost(PtifError):
     code = "lease-lost"
 
 
-def claim_key(marker_key: str) -> str:
-    return f"{CLAIMS_PREFIX}{hashlib.sha256(marker_key.encode()).hexdigest()[:40]}.json"
+def claim_key(subject: str) -> str:
+    return f"{CLAIMS_PREFIX}{hashlib.sha256(subject.encode()).hexdigest()[:40]}.json"
+
+
+@dataclass(frozen=True)
+class Tries:
+    """What the claim remembers of earlier attempts at one version of one marker."""
+
+    marker: str = ""
+    marker_etag: str = ""
+    attempts: int = 0
+    last_error: str = ""
+    last_error_code: str = ""
+
+    def of(self, marker: str, marker_etag: str) -> Tries:
+        """These tries if they were at that marker's version, else none: a newer event that
+        replaced the marker starts the count again."""
+        if (self.marker, self.marker_etag) == (marker, marker_etag):
+            return self
+        return Tries(marker, marker_etag)
+
+    def fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {"attempts": self.attempts}
+        if self.marker:
+            fields |= {"markerKey": self.marker, "markerETag": self.marker_etag}
+        if self.last_error:
+            fields |= {"lastError": self.last_error, "lastErrorCode": self.last_error_code}
+        return fields
 
 
 @dataclass
 class Lease:
-    """A marker held by this worker until ``expires`` (epoch seconds)."""
+    """``subject`` (an output key) held by this worker until ``expires`` (epoch seconds).
+
+    The claim object also counts the attempts at the marker being worked on. It is written when
+    the lease is taken, so an image that kills its worker every time is still counted, and it
+    outlives a transient failure (released, with the error noted), so the marker itself is never
+    rewritten and keeps the age of its event.
+    """
 
     store: Store
-    marker_key: str
+    subject: str
     owner: str
     seconds: float
+    tries: Tries = field(default_factory=Tries)
     etag: str = ""
     expires: float = 0.0
     lost: bool = field(default=False)
 
     @property
     def key(self) -> str:
-        return claim_key(self.marker_key)
+        return claim_key(self.subject)
+
+    @property
+    def attempts(self) -> int:
+        return self.tries.attempts
 
     def _body(self) -> bytes:
         self.expires = time.time() + self.seconds
-        body = {"marker": self.marker_key, "owner": self.owner, "expires": self.expires}
-        return json.dumps(body).encode()
+        return self._encode(self.owner, self.expires)
+
+    def _encode(self, owner: str, expires: float) -> bytes:
+        body = {"subject": self.subject, "owner": owner, "expires": expires}
+        return json.dumps(body | self.tries.fields(), ensure_ascii=False).encode()
 
     def renew(self) -> None:
         """Push the expiry forward; raises :class:`LeaseLost` if someone else holds it."""
@@ -61,27 +104,38 @@ class Lease:
             self.etag = self.store.put_bytes(self.key, self._body(), if_match=self.etag)
         except (PreconditionFailed, ObjectMissing) as error:
             self.lost = True
-            raise LeaseLost(f"{self.marker_key}: the lease was taken over") from error
+            raise LeaseLost(f"{self.subject}: the lease was taken over") from error
 
     def release(self) -> None:
-        """Give the marker back; fine if it was already taken over."""
+        """Give the subject back, forgetting the attempts; fine if it was taken over."""
         try:
             self.store.delete(self.key, if_match=self.etag)
         except (PreconditionFailed, ObjectMissing):
-            log.info("%s: lease already gone when released", self.marker_key)
+            log.info("%s: lease already gone when released", self.subject)
+
+    def release_noting(self, code: str, message: str) -> None:
+        """Give the subject back at once, keeping the attempts and the error for the next try."""
+        self.tries = replace(self.tries, last_error=message, last_error_code=code)
+        try:
+            self.store.put_bytes(self.key, self._encode("", 0.0), if_match=self.etag)
+        except (PreconditionFailed, ObjectMissing):
+            log.info("%s: lease already gone when released", self.subject)
 
 
 @dataclass(frozen=True)
 class Busy:
-    """The marker is held by someone else until ``expires``."""
+    """The subject is held by someone else until ``expires``."""
 
     owner: str
     expires: float
 
 
-def acquire(store: Store, marker_key: str, owner: str, seconds: float) -> Lease | Busy:
-    """Take the marker's lease, taking over an expired one; else say who holds it."""
-    lease = Lease(store, marker_key, owner, seconds)
+def acquire(
+    store: Store, subject: str, owner: str, seconds: float, *, marker: str = "", etag: str = ""
+) -> Lease | Busy:
+    """Take the lease of ``subject``, taking over an expired or released one, and count one
+    more attempt at version ``etag`` of ``marker``; else say who holds it."""
+    lease = Lease(store, subject, owner, seconds, Tries(marker, etag, 1))
     try:
         lease.etag = store.put_bytes(lease.key, lease._body(), if_none_match=True)
         return lease
@@ -90,24 +144,39 @@ def acquire(store: Store, marker_key: str, owner: str, seconds: float) -> Lease 
     try:
         data, info = store.get_bytes(lease.key)
     except ObjectMissing:
-        return acquire(store, marker_key, owner, seconds)
-    holder = _holder(data)
+        return acquire(store, subject, owner, seconds, marker=marker, etag=etag)
+    holder, before = read_claim(data)
     if holder.expires > time.time():
         return holder
+    before = before.of(marker, etag)
+    lease.tries = replace(before, attempts=before.attempts + 1)
     try:
         lease.etag = store.put_bytes(lease.key, lease._body(), if_match=info.etag)
     except (PreconditionFailed, ObjectMissing):
         return Busy("another worker", time.time() + seconds)
-    log.info("%s: took over the expired lease of %s", marker_key, holder.owner)
+    if holder.owner:
+        log.info("%s: took over the expired lease of %s", subject, holder.owner)
     return lease
 
 
-def _holder(data: bytes) -> Busy:
+def read_claim(data: bytes) -> tuple[Busy, Tries]:
+    """Who holds a claim until when, and the attempts it records."""
     try:
         body = json.loads(data)
-        return Busy(str(body["owner"]), float(body["expires"]))
+        holder = Busy(str(body["owner"]), float(body["expires"]))
     except (ValueError, KeyError, TypeError):
-        return Busy("unknown (unreadable lease)", 0.0)
+        return Busy("unknown (unreadable lease)", 0.0), Tries()
+    try:
+        tries = Tries(
+            str(body.get("markerKey") or ""),
+            str(body.get("markerETag") or ""),
+            int(body.get("attempts") or 0),
+            str(body.get("lastError") or ""),
+            str(body.get("lastErrorCode") or ""),
+        )
+    except (ValueError, TypeError):
+        tries = Tries()
+    return holder, tries
 
 
 class LeaseKeeper:
@@ -130,11 +199,11 @@ class LeaseKeeper:
 
     def hold(self, lease: Lease) -> None:
         with self._lock:
-            self._held[lease.marker_key] = lease
+            self._held[lease.subject] = lease
 
     def drop(self, lease: Lease) -> None:
         with self._lock:
-            self._held.pop(lease.marker_key, None)
+            self._held.pop(lease.subject, None)
 
     def held(self) -> list[Lease]:
         with self._lock:
@@ -149,7 +218,7 @@ class LeaseKeeper:
         try:
             lease.renew()
         except LeaseLost:
-            log.warning("%s: lost the lease; another worker will finish it", lease.marker_key)
+            log.warning("%s: lost the lease; another worker will finish it", lease.subject)
             self.drop(lease)
         except PtifError as error:
-            log.warning("%s: could not renew the lease yet (%s)", lease.marker_key, error)
+            log.warning("%s: could not renew the lease yet (%s)", lease.subject, error)

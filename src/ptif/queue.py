@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ptif.leases import Busy, Tries, read_claim
 from ptif.markers import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER, Marker, marker_key
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
 
@@ -30,6 +31,7 @@ FAILURE_FIELDS = (
 class QueueStatus:
     pending: int = 0
     claimed: int = 0
+    retrying: int = 0
     failed: int = 0
     failed_by_code: Counter[str] = field(default_factory=Counter)
     oldest_pending_age_s: float | None = None
@@ -38,6 +40,7 @@ class QueueStatus:
         return {
             "pending": self.pending,
             "claimed": self.claimed,
+            "retrying": self.retrying,
             "failed": self.failed,
             "failed_by_code": dict(sorted(self.failed_by_code.items())),
             "oldest_pending_age_s": self.oldest_pending_age_s,
@@ -53,6 +56,14 @@ def _read_json(store: Store, key: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def _read_claim(store: Store, key: str) -> tuple[Busy, Tries]:
+    try:
+        data, _ = store.get_bytes(key)
+    except ObjectMissing:
+        return Busy("", 0.0), Tries()
+    return read_claim(data)
+
+
 def _json_objects(store: Store, prefix: str) -> Iterator[ObjectInfo]:
     return (info for info in store.list(prefix) if info.key.endswith(".json"))
 
@@ -66,10 +77,13 @@ def status(process: Store, queue_prefix: str) -> QueueStatus:
         if result.oldest_pending_age_s is None or age > result.oldest_pending_age_s:
             result.oldest_pending_age_s = max(0.0, age)
     with ThreadPoolExecutor(READERS) as pool:
-        claims = pool.map(
-            lambda i: _read_json(process, i.key), _json_objects(process, CLAIMS_PREFIX)
-        )
-        result.claimed = sum(1 for c in claims if c and float(c.get("expires", 0)) > time.time())
+        for holder, tries in pool.map(
+            lambda i: _read_claim(process, i.key), _json_objects(process, CLAIMS_PREFIX)
+        ):
+            if holder.expires > time.time():
+                result.claimed += 1
+            elif tries.last_error_code:
+                result.retrying += 1
         records = pool.map(
             lambda i: _read_json(process, i.key), _json_objects(process, FAILED_PREFIX)
         )

@@ -11,8 +11,9 @@ The guarantees (DESIGN.md, "Worker guarantees"):
 - each output key is held by one lease at a time, so two workers never convert the same image,
   and ``a/x.png`` and ``a/x.jpg`` cannot race for ``a/x.tif``: the second is an
   ``output-conflict``;
-- every marker's attempts are counted when it is claimed, so an image that crashes the worker
-  every time still ends in ``failed/`` after ``max_attempts``;
+- every marker's attempts are counted in its claim as it is taken, so an image that crashes the
+  worker every time still ends in ``failed/`` after ``max_attempts``; the marker itself is never
+  rewritten, so its age is the age of its event;
 - permanent failures move to ``failed/`` with a code and message; transient ones stay queued.
 """
 
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUMP_ATTEMPTS = 3
 #: How soon to look again at a marker another worker holds: most finish in seconds.
 BUSY_RECHECK_SECONDS = 2.0
 
@@ -272,21 +272,28 @@ class Worker:
         read = self._read(info.key)
         if isinstance(read, ItemResult):
             return read
-        marker, _ = read
+        marker, etag = read
         if options.prefix and not marker.key.startswith(options.prefix):
             return ItemResult(info.key, Outcome.OUT_OF_SCOPE)
         got = acquire(
-            self.stores.process, output_key(marker.key), self.owner, self.settings.lease_seconds
+            self.stores.process,
+            output_key(marker.key),
+            self.owner,
+            self.settings.lease_seconds,
+            marker=info.key,
+            etag=etag,
         )
         if isinstance(got, Busy):
             recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS)
             return ItemResult(info.key, Outcome.BUSY, marker.key, busy_until=recheck)
         self._keeper.hold(got)
+        result = None
         try:
-            return self._claimed(info.key, got)
+            result = self._claimed(info.key, marker, etag, got)
+            return result
         finally:
             self._keeper.drop(got)
-            got.release()
+            _release(got, result)
 
     def _read(self, key: str) -> tuple[Marker, str] | ItemResult:
         """The marker and its eTag, or the outcome when it is gone or unreadable."""
@@ -299,41 +306,33 @@ class Worker:
         except BadMarker as error:
             return self._fail_unreadable(key, info.etag, data, error)
 
-    def _claimed(self, key: str, lease: Lease) -> ItemResult:
-        bumped = self._bump(key)
-        if isinstance(bumped, ItemResult):
-            return bumped
-        marker, etag = bumped
+    def _claimed(self, key: str, marker: Marker, etag: str, lease: Lease) -> ItemResult:
+        now = self.stores.process.head(key)
+        if now is None:  # finished by another worker between our read and our claim
+            return ItemResult(key, Outcome.GONE)
+        if now.etag != etag:  # replaced meanwhile: read it again soon
+            return ItemResult(key, Outcome.BUSY, marker.key, busy_until=time.time())
+        tried = max(lease.attempts - 1, marker.attempts)  # markers of ptif 0.1 counted there
+        if tried >= self.settings.max_attempts:
+            reason = lease.tries.last_error or marker.fields.get("lastError")
+            error = PtifError(
+                f"{marker.key}: gave up after {tried} attempts; last: "
+                f"{reason or 'it never finished (worker crashes?)'}",
+                code="too-many-attempts",
+            )
+            if lease.tries.last_error:
+                marker = marker.with_fields(
+                    lastError=lease.tries.last_error, lastErrorCode=lease.tries.last_error_code
+                )
+            return self._fail(key, marker, etag, error, tried)
         try:
             result = self._convert(marker, lease)
         except PtifError as error:
             if error.permanent:
-                return self._fail(key, marker, etag, error)
-            return self._leave(key, marker, etag, error)
+                return self._fail(key, marker, etag, error, tried + 1)
+            log.debug("%s: will retry (%s): %s", marker.key, error.code, error)
+            return ItemResult(key, Outcome.RETRY, marker.key, error.code, str(error))
         return self._finish(key, etag, result)
-
-    def _bump(self, key: str) -> tuple[Marker, str] | ItemResult:
-        """Count the attempt in the marker itself before any work, so crashes count too."""
-        for _ in range(BUMP_ATTEMPTS):
-            if self._stop.is_set():
-                return ItemResult(key, Outcome.RETRY, code="interrupted", message="run stopped")
-            read = self._read(key)
-            if isinstance(read, ItemResult):
-                return read
-            marker, etag = read
-            if marker.attempts >= self.settings.max_attempts:
-                reason = marker.fields.get("lastError") or "it never finished (worker crashes?)"
-                error = PtifError(
-                    f"{marker.key}: gave up after {marker.attempts} attempts; last: {reason}",
-                    code="too-many-attempts",
-                )
-                return self._fail(key, marker, etag, error)
-            marker = marker.with_fields(attempts=marker.attempts + 1, lastAttemptAt=now_iso())
-            try:
-                return marker, self.stores.process.put_bytes(key, marker.to_bytes(), if_match=etag)
-            except (PreconditionFailed, ObjectMissing):
-                continue
-        return ItemResult(key, Outcome.REPLACED, message="the marker kept changing")
 
     def _convert(self, marker: Marker, lease: Lease) -> ItemResult:
         source_key = marker.key
@@ -388,12 +387,14 @@ class Worker:
 
     # failures --------------------------------------------------------------------------------
 
-    def _fail(self, key: str, marker: Marker, etag: str, error: PtifError) -> ItemResult:
+    def _fail(
+        self, key: str, marker: Marker, etag: str, error: PtifError, attempts: int
+    ) -> ItemResult:
         record = {
             **marker.fields,
             "code": error.code,
             "message": str(error),
-            "attempts": marker.attempts,
+            "attempts": attempts,
             "failedAt": now_iso(),
             "markerKey": key,
             "worker": self.owner,
@@ -424,17 +425,16 @@ class Worker:
         except (PreconditionFailed, ObjectMissing):
             log.info("%s: replaced meanwhile; the newer marker stays queued", key)
 
-    def _leave(self, key: str, marker: Marker, etag: str, error: PtifError) -> ItemResult:
-        """A transient failure: note it in the marker, which stays for a later attempt."""
-        noted = marker.with_fields(lastError=str(error), lastErrorCode=error.code)
-        try:
-            self.stores.process.put_bytes(key, noted.to_bytes(), if_match=etag)
-        except (PreconditionFailed, ObjectMissing):
-            pass
-        except PtifError as store_error:
-            log.warning("%s: could not note the error in the marker: %s", key, store_error)
-        log.debug("%s: will retry (%s): %s", marker.key, error.code, error)
-        return ItemResult(key, Outcome.RETRY, marker.key, error.code, str(error))
+
+def _release(lease: Lease, result: ItemResult | None) -> None:
+    """Let go of the claim. After a transient failure (or a bug) it stays behind, released,
+    with the attempts and the error, so the next try counts on from there."""
+    if result is None:
+        lease.release_noting("internal", "an unexpected failure; see the worker's log")
+    elif result.outcome is Outcome.RETRY and result.code != Stopping.code:
+        lease.release_noting(result.code or "internal", result.message or "")
+    else:
+        lease.release()
 
 
 def convert_labelled(
