@@ -4,6 +4,7 @@ markers, transient and permanent failures, and a network that drops, stalls and 
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
 import unicodedata
@@ -62,7 +63,7 @@ from ptif.profiles import get_profile
 from ptif.reports import ItemResult, RunReport
 from ptif.stores import ObjectInfo, Store
 from ptif.stores.s3 import S3Store, Timeouts
-from ptif.worker import Stores
+from ptif.worker import WORK_LOCK, WORK_PREFIX, Stores, sweep_work_folders
 
 SMALL: Size = (64, 48)
 NFC = unicodedata.normalize("NFC", "accents/café.jpg")
@@ -551,3 +552,35 @@ def test_first_conversions_of_a_worker_do_not_block_each_other(
     b.join(20)
     assert rendezvous.errors == []
     assert read_pyramid(tmp_path / "a.tif").sizes == read_pyramid(tmp_path / "b.tif").sizes
+
+
+# work folders ------------------------------------------------------------------------------------
+
+
+def test_work_folders_of_killed_runs_are_swept(tmp_path: Path) -> None:
+    dead = tmp_path / f"{WORK_PREFIX}dead"
+    dead.mkdir()
+    (dead / WORK_LOCK).touch()
+    (dead / "abc.src").write_bytes(b"half a download")
+    alive = tmp_path / f"{WORK_PREFIX}alive"
+    alive.mkdir()
+    starting = tmp_path / f"{WORK_PREFIX}starting"  # made, not locked yet
+    starting.mkdir()
+    unrelated = tmp_path / "ptif-other"
+    unrelated.mkdir()
+    with (alive / WORK_LOCK).open("wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert sweep_work_folders(tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (alive, starting, unrelated)
+    )
+
+
+def test_a_run_sweeps_and_cleans_up(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = bench.root / "scratch"
+    (scratch / f"{WORK_PREFIX}old").mkdir(parents=True)
+    (scratch / f"{WORK_PREFIX}old" / WORK_LOCK).touch()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    add_images(bench, {"w/a.jpg": SMALL})
+    assert bench.run().converted == ["w/a.jpg"]
+    assert list(scratch.iterdir()) == []
