@@ -10,16 +10,20 @@ Exit codes: 0 all done; 1 the work ran but some images failed; 2 bad usage or co
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ptif import __version__, cli_intake, cli_queue
+from ptif import __version__
 from ptif.console import configure_logging
 from ptif.errors import ConfigError, PtifError
 from ptif.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, Recipe, get_profile
+
+if TYPE_CHECKING:
+    from ptif.convert import ConversionResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -117,10 +121,10 @@ def recipe_settings(args: argparse.Namespace) -> dict[str, Any]:
 # convert ---------------------------------------------------------------------------------------
 
 
-def _add_convert(commands: Any) -> None:
+def add_convert(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     parser = commands.add_parser(
         "convert",
-        formatter_class=_Formatter,
+        formatter_class=formatter,
         help="one file to one pyramid TIFF, no stores",
         description="Convert one file SRC into a verified pyramid TIFF at DST\n"
         "(a file, or a folder to put SRC's name with .tif in).",
@@ -169,14 +173,21 @@ def _convert(args: argparse.Namespace) -> int:
     else:
         results = [convert(args.src, target, recipe, page=args.page, max_pixels=args.max_pixels)]
     for result in results:
-        if args.json:
-            print(json.dumps(result.to_dict()))
-        else:
-            print(
-                f"{result.path}: {result.width}x{result.height}, {len(result.levels)} levels, "
-                f"{result.bytes / 1e6:.1f} MB, {result.seconds:.2f} s"
-            )
+        print(_json_text(result.to_dict()) if args.json else _summary(result))
     return EXIT_OK
+
+
+def _summary(result: ConversionResult) -> str:
+    return (
+        f"{result.path}: {result.width}x{result.height}, {len(result.levels)} levels, "
+        f"{result.bytes / 1e6:.1f} MB, {result.seconds:.2f} s"
+    )
+
+
+def _json_text(data: dict[str, Any], indent: int | None = None) -> str:
+    import json  # only --json needs it; a one-shot convert starts faster without it
+
+    return json.dumps(data, indent=indent)
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
@@ -187,10 +198,10 @@ def _recipe(args: argparse.Namespace) -> Recipe:
 # formats ---------------------------------------------------------------------------------------
 
 
-def _add_formats(commands: Any) -> None:
+def add_formats(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     parser = commands.add_parser(
         "formats",
-        formatter_class=_Formatter,
+        formatter_class=formatter,
         help="what this installation reads and writes",
         description="List the formats this installation reads (and with which decoder),\n"
         "and the tile compressions it writes.",
@@ -217,7 +228,7 @@ def _formats(args: argparse.Namespace) -> int:
     compressions = list(writable_compressions())
     if args.json:
         writes = {"format": "tiff", "layout": "tiled pyramid", "compressions": compressions}
-        print(json.dumps({"read": rows, "write": writes}, indent=2))
+        print(_json_text({"read": rows, "write": writes}, indent=2))
         return EXIT_OK
     print("Reads (chosen by the file's content, not its name):")
     for row in rows:
@@ -237,25 +248,48 @@ def _missing_hint(name: str) -> str:
 
 # entry point -----------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[Any], None]] = [_add_convert, _add_formats]
+#: Every command, in the order ``ptif --help`` lists them, and the module whose ``add_<command>``
+#: adds its parser. A run builds only its own command's parser, so ``ptif convert`` never loads
+#: the queue's and intake's modules.
+COMMANDS: dict[str, str] = {
+    "convert": __name__,
+    "formats": __name__,
+    "process": "ptif.cli_queue",
+    "mark": "ptif.cli_queue",
+    "status": "ptif.cli_queue",
+    "retry": "ptif.cli_queue",
+    "watch": "ptif.cli_intake",
+    "reconcile": "ptif.cli_intake",
+}
+#: What may stand before the command name without changing which parsers are needed.
+_OUTPUT_FLAGS = re.compile(r"-[vq]+|--verbose|--quiet")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``ptif``, with every command, or with ``command`` alone."""
     parser = argparse.ArgumentParser(
         prog="ptif", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
     )
     parser.add_argument("--version", action="version", version=f"ptif {__version__}")
     _add_output_options(parser, default=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for add in COMMANDS:
-        add(commands)
-    for add_queue_command in cli_queue.COMMANDS:
-        add_queue_command(commands, _Formatter)
-    for add_intake_command in cli_intake.COMMANDS:
-        add_intake_command(commands, _Formatter)
-    for command in commands.choices.values():
-        _add_output_options(command, default=argparse.SUPPRESS)
+    for name in [command] if command else COMMANDS:
+        add_command = getattr(import_module(COMMANDS[name]), f"add_{name}")
+        add_command(commands, _Formatter)
+    for command_parser in commands.choices.values():
+        _add_output_options(command_parser, default=argparse.SUPPRESS)
     return parser
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs, when only -v or -q stand before it; else ``None``, so that
+    help, errors and anything unusual see every command."""
+    for arg in argv:
+        if arg in COMMANDS:
+            return arg
+        if not _OUTPUT_FLAGS.fullmatch(arg):
+            return None
+    return None
 
 
 def _add_output_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -281,7 +315,8 @@ def report_error(error: PtifError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_in(argv)).parse_args(argv)
     args.verbose, args.quiet = args.verbose or 0, bool(args.quiet)
     configure_logging(args.verbose, args.quiet, json_lines=False)
     handler: Handler = args.handler

@@ -1,0 +1,93 @@
+"""The command line builds only the parser of the command it runs: same help, fewer imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from ptif import cli, cli_intake, cli_queue
+
+#: Modules of the queue and intake commands, which ``ptif convert`` has no use for.
+NOT_FOR_CONVERT = {
+    "ptif.cli_queue",
+    "ptif.cli_intake",
+    "ptif.config",
+    "ptif.queue",
+    "ptif.stores",
+    "ptif.worker",
+    "ptif.watch",
+    "ptif.reconcile",
+    "ptif.mark",
+}
+
+
+def help_text(
+    parser_command: str | None, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> str:
+    with pytest.raises(SystemExit) as done:
+        cli.build_parser(parser_command).parse_args(argv)
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_table_names_every_command() -> None:
+    for module in (cli_queue, cli_intake):
+        listed = [f"add_{name}" for name, where in cli.COMMANDS.items() if where == module.__name__]
+        assert listed == [add.__name__ for add in module.COMMANDS]
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_help_of_a_command_alone_is_the_full_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alone = help_text(command, [command, "--help"], capsys)
+    assert alone == help_text(None, [command, "--help"], capsys)
+    assert f"usage: ptif {command} " in alone
+
+
+def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(None, ["--help"], capsys)
+    for command in cli.COMMANDS:
+        assert f"\n    {command} " in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["convert", "a.jpg", "b.tif"], "convert"),
+        (["-q", "-vv", "--verbose", "process", "--limit", "1"], "process"),
+        (["-vq", "formats"], "formats"),
+        (["-h", "convert"], None),  # the top-level help lists every command
+        (["--verb", "convert"], None),  # an abbreviation argparse may read otherwise
+        (["--version"], None),
+        (["convrt", "a.jpg"], None),  # the error lists every command
+        ([], None),
+    ],
+)
+def test_command_in(argv: list[str], command: str | None) -> None:
+    assert cli.command_in(argv) == command
+
+
+def test_convert_loads_no_queue_modules(tmp_path: Path) -> None:
+    src, dst = tmp_path / "tiny.jpg", tmp_path / "tiny.tif"
+    pyvips.Image.black(8, 8).write_to_file(str(src))
+    script = (
+        "import json, sys\n"
+        "from ptif.cli import main\n"
+        f"code = main(['-q', 'convert', {str(src)!r}, {str(dst)!r}, '--json'])\n"
+        "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = proc.stdout.splitlines()
+    assert json.loads(lines[0])["width"] == 8
+    outcome = json.loads(lines[-1])
+    assert outcome["code"] == 0
+    assert dst.is_file()
+    assert NOT_FOR_CONVERT.isdisjoint(outcome["modules"])
