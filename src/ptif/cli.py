@@ -15,14 +15,16 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from ptif import __version__
 from ptif.console import configure_logging
 from ptif.errors import ConfigError, PtifError
 from ptif.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, Recipe, get_profile
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
+    from typing import Any
+
     from ptif.convert import ConversionResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

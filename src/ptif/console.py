@@ -11,9 +11,11 @@ import threading
 import time
 from collections import Counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
+    from typing import Any
+
     from ptif.reports import ItemResult
 
 ITEM_LOGGER = "ptif.items"

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pyvips
 
@@ -29,6 +28,10 @@ from ptif.loaders import DEFAULT_MAX_PIXELS, Opened, OpenRequest, open_page
 from ptif.profiles import DEFAULT_RECIPE, Recipe
 from ptif.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
 from ptif.verify import verify_pyramid
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyvips
 
@@ -22,6 +21,10 @@ from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, Unsuppo
 __all__ = ["DEFAULT_MAX_PIXELS", "OpenRequest", "Opened", "open_page"]
 from ptif.formats import Format, decoder_for
 from ptif.profiles import DEFAULT_MAX_PIXELS
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,15 @@ those arguments produce, so that the writer, the verifier and the recipe hash ag
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 import pyvips
 
 from ptif.errors import ConfigError
 from ptif.profiles import COMPRESSIONS, Recipe
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Classic TIFF offsets are 32-bit. Switch to BigTIFF well before the limit, because the
 #: compressed size is only known once written, and deflate or JPEG can exceed the raw size on noise.

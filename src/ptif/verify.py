@@ -10,11 +10,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import pyvips
 
 from ptif.errors import VerificationError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 _TAGS = {
     256: "width",
