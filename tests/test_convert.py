@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -227,7 +226,7 @@ def test_page_out_of_range(page: int, corpus: Corpus, out_dir: Path) -> None:
 
 @pytest.mark.parametrize("tile", [256, 512])
 def test_tile_size(tile: int, converted: Convert) -> None:
-    recipe = dataclasses.replace(DEFAULT, tile_size=tile)
+    recipe = DEFAULT.replace(tile_size=tile)
     c = converted("jpeg_srgb", recipe)
     assert c.pyramid.sizes == expected_levels(320, 240, tile)
     assert_pyramid(c.pyramid, recipe, 3)
@@ -235,26 +234,26 @@ def test_tile_size(tile: int, converted: Convert) -> None:
 
 
 def test_deflate_compression(converted: Convert) -> None:
-    c = converted("jpeg_srgb", dataclasses.replace(DEFAULT, compression="deflate"))
+    c = converted("jpeg_srgb", DEFAULT.replace(compression="deflate"))
     assert {level.compression for level in c.pyramid.levels} == {ADOBE_DEFLATE}
     assert_probes(c.result.path, c.sample.pages[0])
 
 
 def test_max_box_downscales(converted: Convert) -> None:
-    c = converted("jpeg_srgb", dataclasses.replace(DEFAULT, max_width=160, max_height=160))
+    c = converted("jpeg_srgb", DEFAULT.replace(max_width=160, max_height=160))
     assert c.pyramid.sizes[0] == (160, 120)
     assert_probes(c.result.path, c.sample.pages[0])
 
 
 def test_dpi_is_written(converted: Convert) -> None:
-    c = converted("jpeg_srgb", dataclasses.replace(DEFAULT, dpi=300.0))
+    c = converted("jpeg_srgb", DEFAULT.replace(dpi=300.0))
     assert c.pyramid.full.dpi == pytest.approx((300.0, 300.0), abs=0.01)
 
 
 def test_recipe_hash_follows_settings(converted: Convert) -> None:
     a = converted("jpeg_srgb").result
     same = converted("jpeg_grey").result
-    other = converted("jpeg_srgb", dataclasses.replace(DEFAULT, compression="deflate")).result
+    other = converted("jpeg_srgb", DEFAULT.replace(compression="deflate")).result
     assert isinstance(a.recipe_hash, str) and len(a.recipe_hash) >= 8
     assert a.recipe_hash == same.recipe_hash
     assert a.recipe_hash != other.recipe_hash

@@ -4,18 +4,21 @@ A :class:`Profile` is a named set of settings plus a policy that reads a marker'
 ``marble`` profile shrinks images whose ``copyrightStatus`` is ``copyright``). Resolving a profile
 against those fields gives a :class:`Recipe`: the exact settings one conversion uses. The recipe's
 short hash is stored with every output, so a change of settings makes old outputs stale.
+
+Both are plain classes, not dataclasses: the dataclasses module loads inspect, ast and dis, which
+a one-shot ``ptif convert`` would pay for at every start. Their attributes are ``Final``, so mypy
+rejects any assignment after ``__init__``; ``Recipe.replace`` makes a changed copy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
 
 from ptif.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Final
 
 COMPRESSIONS = ("jpeg", "deflate", "lzw", "webp", "zstd", "none")
 
@@ -23,20 +26,41 @@ COMPRESSIONS = ("jpeg", "deflate", "lzw", "webp", "zstd", "none")
 PIPELINE_VERSION = 1
 #: Default pixel budget: three gigapixels, room for a 60,000 x 50,000 map scan.
 DEFAULT_MAX_PIXELS = 3_000_000_000
+#: A recipe's settings, in the order they are shown.
+RECIPE_SETTINGS = ("compression", "quality", "tile_size", "dpi", "max_width", "max_height")
 
 
-@dataclass(frozen=True)
 class Recipe:
-    """Exactly how one source becomes one pyramid."""
+    """Exactly how one source becomes one pyramid: a value, equal to any with the same settings."""
 
-    compression: str = "jpeg"
-    quality: int = 90
-    tile_size: int = 256
-    dpi: float | None = None
-    max_width: int | None = None
-    max_height: int | None = None
+    __slots__ = RECIPE_SETTINGS
 
-    def __post_init__(self) -> None:
+    compression: Final[str]
+    quality: Final[int]
+    tile_size: Final[int]
+    dpi: Final[float | None]
+    max_width: Final[int | None]
+    max_height: Final[int | None]
+
+    def __init__(
+        self,
+        *,
+        compression: str = "jpeg",
+        quality: int = 90,
+        tile_size: int = 256,
+        dpi: float | None = None,
+        max_width: int | None = None,
+        max_height: int | None = None,
+    ) -> None:
+        self.compression = compression
+        self.quality = quality
+        self.tile_size = tile_size
+        self.dpi = dpi
+        self.max_width = max_width
+        self.max_height = max_height
+        self._check()
+
+    def _check(self) -> None:
         if self.compression not in COMPRESSIONS:
             raise ConfigError(
                 f"unknown compression {self.compression!r}; choose one of {', '.join(COMPRESSIONS)}"
@@ -52,6 +76,26 @@ class Recipe:
             if value is not None and value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} {value} must be at least 1")
 
+    def settings(self) -> dict[str, Any]:
+        """Every setting by name, as given: what the hash covers."""
+        return {name: getattr(self, name) for name in RECIPE_SETTINGS}
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with some settings changed, checked like any new recipe."""
+        return Recipe(**{**self.settings(), **changes})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recipe):
+            return NotImplemented
+        return self.settings() == other.settings()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.settings().values()))
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{name}={value!r}" for name, value in self.settings().items())
+        return f"Recipe({settings})"
+
     @property
     def hash(self) -> str:
         """A short, stable digest of the settings and the pipeline version."""
@@ -59,29 +103,43 @@ class Recipe:
         import json
 
         body = json.dumps(
-            {"pipeline": PIPELINE_VERSION, **asdict(self)}, sort_keys=True, separators=(",", ":")
+            {"pipeline": PIPELINE_VERSION, **self.settings()}, sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def describe(self) -> dict[str, Any]:
-        return {**asdict(self), "hash": self.hash}
+        return {**self.settings(), "hash": self.hash}
 
 
-@dataclass(frozen=True)
 class Profile:
     """Named settings, with an optional smaller box for images under copyright."""
 
-    name: str
-    recipe: Recipe
-    copyright_box: tuple[int, int] | None = None
-    description: str = field(default="", compare=False)
+    __slots__ = ("copyright_box", "description", "name", "recipe")
+
+    name: Final[str]
+    recipe: Final[Recipe]
+    copyright_box: Final[tuple[int, int] | None]
+    description: Final[str]
+
+    def __init__(
+        self,
+        name: str,
+        recipe: Recipe,
+        *,
+        copyright_box: tuple[int, int] | None = None,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.recipe = recipe
+        self.copyright_box = copyright_box
+        self.description = description
 
     def resolve(self, fields: Mapping[str, object] | None = None) -> Recipe:
         """The recipe for one source, given its marker's fields."""
         fields = fields or {}
         if self.copyright_box and str(fields.get("copyrightStatus", "")).lower() == "copyright":
             width, height = self.copyright_box
-            return replace(self.recipe, max_width=width, max_height=height)
+            return self.recipe.replace(max_width=width, max_height=height)
         return self.recipe
 
     def recipe_hashes(self) -> set[str]:
@@ -96,7 +154,10 @@ class Profile:
         given = {k: v for k, v in settings.items() if v is not None}
         if not given:
             return self
-        return replace(self, recipe=replace(self.recipe, **given))
+        recipe = self.recipe.replace(**given)
+        return Profile(
+            self.name, recipe, copyright_box=self.copyright_box, description=self.description
+        )
 
 
 PROFILES: dict[str, Profile] = {
