@@ -19,7 +19,14 @@ from pathlib import Path
 from ptif import __version__
 from ptif.console import configure_logging
 from ptif.errors import ConfigError, PtifError
-from ptif.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, Recipe, get_profile
+from ptif.profiles import (
+    COMPRESSIONS,
+    DEFAULT_MAX_PIXELS,
+    PROFILES,
+    RECIPE_SETTINGS,
+    Recipe,
+    get_profile,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
@@ -108,12 +115,9 @@ def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-RECIPE_FIELDS = ("compression", "quality", "tile_size", "dpi", "max_width", "max_height")
-
-
 def recipe_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe settings given on the command line (``--max-size`` sets width and height)."""
-    settings = {name: getattr(args, name) for name in RECIPE_FIELDS}
+    settings = {name: getattr(args, name) for name in RECIPE_SETTINGS}
     if args.max_size is not None:
         settings["max_width"] = settings["max_width"] or args.max_size
         settings["max_height"] = settings["max_height"] or args.max_size
