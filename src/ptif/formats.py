@@ -8,7 +8,6 @@ can read, for ``ptif formats`` and for choosing the decoder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -19,18 +18,53 @@ from ptif.errors import (
     UnsupportedFormatError,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from typing import Final
+
 HEAD_BYTES = 4096
 
 
-@dataclass(frozen=True)
 class Format:
-    name: str
-    title: str
-    extensions: tuple[str, ...]
-    vips_loader: str | None
-    fallback: str | None
-    multipage: bool = False
-    prefer_fallback: bool = False
+    """One format ptif reads, and the decoders that can read it (a plain class, not a
+    dataclass, so that a one-shot ``ptif convert`` need not load the dataclasses module)."""
+
+    __slots__ = (
+        "extensions",
+        "fallback",
+        "multipage",
+        "name",
+        "prefer_fallback",
+        "title",
+        "vips_loader",
+    )
+
+    name: Final[str]
+    title: Final[str]
+    extensions: Final[tuple[str, ...]]
+    vips_loader: Final[str | None]
+    fallback: Final[str | None]
+    multipage: Final[bool]
+    prefer_fallback: Final[bool]
+
+    def __init__(
+        self,
+        name: str,
+        title: str,
+        extensions: tuple[str, ...],
+        vips_loader: str | None,
+        fallback: str | None,
+        *,
+        multipage: bool = False,
+        prefer_fallback: bool = False,
+    ) -> None:
+        self.name = name
+        self.title = title
+        self.extensions = extensions
+        self.vips_loader = vips_loader
+        self.fallback = fallback
+        self.multipage = multipage
+        self.prefer_fallback = prefer_fallback
 
 
 FORMATS: dict[str, Format] = {
