@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyvips
@@ -24,7 +23,7 @@ from ptif.profiles import DEFAULT_MAX_PIXELS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +35,36 @@ GHOSTSCRIPT_TIMEOUT_S = 600
 _STREAMABLE_ORIENTATIONS = (None, 1, 2)
 
 
-@dataclass
 class Opened:
     """One page of a source, ready for the pixel pipeline."""
+
+    __slots__ = ("decoder", "image", "pages")
 
     image: pyvips.Image
     pages: int
     decoder: str
 
+    def __init__(self, image: pyvips.Image, pages: int, decoder: str) -> None:
+        self.image = image
+        self.pages = pages
+        self.decoder = decoder
 
-@dataclass(frozen=True)
+
 class OpenRequest:
-    path: Path
-    fmt: Format
-    page: int
-    max_pixels: int
+    """Which page of which source to open, within what pixel budget."""
+
+    __slots__ = ("fmt", "max_pixels", "page", "path")
+
+    path: Final[Path]
+    fmt: Final[Format]
+    page: Final[int]
+    max_pixels: Final[int]
+
+    def __init__(self, path: Path, fmt: Format, page: int, max_pixels: int) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.page = page
+        self.max_pixels = max_pixels
 
 
 def open_page(request: OpenRequest) -> Opened:
