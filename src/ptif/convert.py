@@ -14,7 +14,6 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from ptif.verify import verify_pyramid
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +45,64 @@ _IO_PROBLEM = re.compile(r"permission denied|read-only file system|input/output 
 _WRITER = re.compile(r"vips2tiff|wbuffer_write|TIFFWrite", re.I)
 
 
-@dataclass(frozen=True)
 class ConversionResult:
     """What was written: enough for callers to store as metadata and for people to read."""
 
-    path: Path
-    width: int
-    height: int
-    levels: tuple[tuple[int, int], ...]
-    tile_size: int
-    bands: int
-    bytes: int
-    bigtiff: bool
-    recipe: Recipe
-    source_format: str
-    decoder: str
-    page: int
-    pages: int
-    seconds: float
-    warnings: tuple[str, ...] = field(default=())
+    __slots__ = (
+        "bands", "bigtiff", "bytes", "decoder", "height", "levels", "page", "pages", "path",
+        "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
+    )  # fmt: skip
+
+    path: Final[Path]
+    width: Final[int]
+    height: Final[int]
+    levels: Final[tuple[tuple[int, int], ...]]
+    tile_size: Final[int]
+    bands: Final[int]
+    bytes: Final[int]
+    bigtiff: Final[bool]
+    recipe: Final[Recipe]
+    source_format: Final[str]
+    decoder: Final[str]
+    page: Final[int]
+    pages: Final[int]
+    seconds: Final[float]
+    warnings: Final[tuple[str, ...]]
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        width: int,
+        height: int,
+        levels: tuple[tuple[int, int], ...],
+        tile_size: int,
+        bands: int,
+        bytes: int,
+        bigtiff: bool,
+        recipe: Recipe,
+        source_format: str,
+        decoder: str,
+        page: int,
+        pages: int,
+        seconds: float,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        self.path = path
+        self.width = width
+        self.height = height
+        self.levels = levels
+        self.tile_size = tile_size
+        self.bands = bands
+        self.bytes = bytes
+        self.bigtiff = bigtiff
+        self.recipe = recipe
+        self.source_format = source_format
+        self.decoder = decoder
+        self.page = page
+        self.pages = pages
+        self.seconds = seconds
+        self.warnings = warnings
 
     @property
     def recipe_hash(self) -> str:
