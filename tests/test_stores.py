@@ -10,6 +10,7 @@ import os
 import shutil
 import threading
 import time
+import tracemalloc
 import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -129,11 +130,14 @@ def test_bytes_round_trip(store: Store) -> None:
     assert store.head("dir/obj.bin") == info
 
 
-def test_empty_object(store: Store) -> None:
+def test_empty_object(store: Store, tmp_path: Path) -> None:
     store.put_bytes("empty", b"")
     assert store.get_bytes("empty")[0] == b""
     head = store.head("empty")
     assert head is not None and head.size == 0
+    (tmp_path / "empty").write_bytes(b"")
+    store.put_file("empty.tif", tmp_path / "empty")
+    assert store.get_bytes("empty.tif")[0] == b""
 
 
 def test_file_round_trip_with_metadata(store: Store, tmp_path: Path) -> None:
@@ -542,6 +546,12 @@ def through(proxy: FaultProxy, bucket: str, timeouts: Timeouts = FAST) -> S3Stor
     return S3Store(bucket, "p", endpoint_url=proxy.endpoint_url, timeouts=timeouts)
 
 
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multipart from 6 MiB, in 5 MiB parts (S3's smallest), so tests need no 64 MiB files."""
+    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 6 * 1024 * 1024)
+    monkeypatch.setattr(s3_module, "PART_SIZE", 5 * 1024 * 1024)
+
+
 @pytest.fixture
 def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
     with FaultProxy(s3_server.endpoint_url, seed=1234) as running:
@@ -652,8 +662,7 @@ def test_s3_failed_multipart_upload_is_aborted(
     proxy: FaultProxy, s3_bucket: str, s3_server: S3Server, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 6 * 1024 * 1024)
-    monkeypatch.setattr(s3_module, "PART_SIZE", 5 * 1024 * 1024)
+    small_parts(monkeypatch)
     src = tmp_path / "src"
     src.write_bytes(os.urandom(12 * 1024 * 1024))
     proxy.set_rules([Rule(Fault.SLOWDOWN, lambda r: "partNumber=2" in r.query)])
@@ -679,6 +688,61 @@ def test_s3_put_file_that_keeps_failing_leaves_nothing(
         store.put_file("x", src)
     proxy.set_rules([])
     assert store.head("x") is None
+
+
+@pytest.mark.parametrize("change", ["rewritten", "truncated"])
+def test_s3_put_file_never_stores_a_body_unlike_its_md5(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:  # fmt: skip
+    """Uploads stream from the file after its Content-MD5 is taken. If the file then changes,
+    the server gets a body that does not match (rewritten) or that stops short (truncated), as
+    after a disk error or a client dying mid-upload: it must refuse it, keeping the old version."""
+    store = S3Store(s3_bucket, "p", endpoint_url=s3_server.endpoint_url, timeouts=FAST)
+    store.put_bytes("x.tif", b"old version")
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3_000_000))
+    content_md5 = s3_module.FilePart.content_md5
+
+    def then_change(part: s3_module.FilePart) -> str:
+        digest = content_md5(part)
+        if change == "truncated":
+            os.truncate(src, 1_000_000)
+        else:
+            with open(src, "r+b") as f:
+                f.write(b"changed")
+        return digest
+
+    monkeypatch.setattr(s3_module.FilePart, "content_md5", then_change)
+    # A changed body is refused (BadDigest); a short one is an error of the file or the upload.
+    with pytest.raises(StoreError if change == "rewritten" else (StoreError, OSError)):
+        store.put_file("x.tif", src)
+    assert store.get_bytes("x.tif")[0] == b"old version"
+    assert keys(store) == ["x.tif"]
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["single", "parts"])
+def test_s3_put_file_streams(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    multipart: bool,
+) -> None:  # fmt: skip
+    """An upload holds chunks, not the file nor its parts: memory stays flat whatever the size."""
+    if multipart:
+        small_parts(monkeypatch)
+    store = S3Store(s3_bucket, "p", endpoint_url=s3_server.endpoint_url)
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(24 * 1024 * 1024))
+    store.put_bytes("warm-up", b"x")
+    tracemalloc.start()
+    try:
+        etag = store.put_file("big.tif", src)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # A few chunks in flight (four parts at once, 1 MiB each for botocore's hashing at most).
+    assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.1f} MiB held for a 24 MiB upload"
+    assert etag.endswith("-5") if multipart else "-" not in etag
+    assert store.get_bytes("big.tif")[0] == src.read_bytes()
 
 
 @pytest.mark.usefixtures("aws_sandbox")

@@ -2,7 +2,11 @@
 
 One client per store, built with an explicit configuration: standard retries, bounded timeouts,
 and checksums only where the API requires them, so that S3-compatible servers that do not know
-the newer checksum headers still work. Every failure leaves as a ptif error that says what to do:
+the newer checksum headers still work.
+
+Uploads stream from the file: its Content-MD5 is computed a chunk at a time before the upload,
+so memory stays flat whatever the size, and a server refuses a body cut short or changed on the
+way instead of storing it. Every failure leaves as a ptif error that says what to do:
 a network problem or throttling that outlived the retries is a :class:`StoreError` (try later), a
 missing bucket, refused credentials or a missing permission is a :class:`ConfigError`.
 
@@ -58,6 +62,9 @@ STREAM_ATTEMPTS = 5
 CHUNK = 1 << 20
 
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
+#: The server refused a body that did not match its Content-MD5 or Content-Length: it was damaged
+#: or cut short on the way, and nothing was stored.
+_DAMAGED = {"BadDigest", "IncompleteBody"}
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 _PERMISSION = {
     "get": "s3:GetObject",
@@ -154,18 +161,20 @@ class S3Store:
 
     def put_file(self, key: str, path: Path, metadata: Mapping[str, str] | None = None) -> str:
         meta = _encode_metadata(metadata)
-        size = Path(path).stat().st_size
-        if size > MULTIPART_THRESHOLD:
-            return self._put_multipart(key, Path(path), size, meta)
-        data = Path(path).read_bytes()
-        with self._errors("put", key):
-            response = self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._full(key),
-                Body=data,
-                Metadata=meta,
-                ContentMD5=_content_md5(data),
-            )
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            if size > MULTIPART_THRESHOLD:
+                return self._put_multipart(key, source, size, meta)
+            body = FilePart(source, 0, size)
+            with self._errors("put", key):
+                response = self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._full(key),
+                    Body=body,
+                    ContentLength=size,
+                    ContentMD5=body.content_md5(),
+                    Metadata=meta,
+                )
         return _unquote(response["ETag"])
 
     def put_bytes(
@@ -258,7 +267,7 @@ class S3Store:
             response = self.client.get_object(**args)
         return response["Body"], info or _info(key, response, response["ContentLength"])
 
-    def _put_multipart(self, key: str, path: Path, size: int, meta: dict[str, str]) -> str:
+    def _put_multipart(self, key: str, source: BinaryIO, size: int, meta: dict[str, str]) -> str:
         """Parts in parallel from one file; any failure aborts the upload, so no invisible
         parts are left to bill or to complete later."""
         full = self._full(key)
@@ -267,7 +276,7 @@ class S3Store:
                 Bucket=self.bucket, Key=full, Metadata=meta
             )["UploadId"]
         try:
-            parts = self._upload_parts(key, upload, path, size)
+            parts = self._upload_parts(key, upload, source, size)
             with self._errors("put", key):
                 response = self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=full, UploadId=upload, MultipartUpload={"Parts": parts}
@@ -277,21 +286,24 @@ class S3Store:
             raise
         return _unquote(response["ETag"])
 
-    def _upload_parts(self, key: str, upload: str, path: Path, size: int) -> Parts:
+    def _upload_parts(self, key: str, upload: str, source: BinaryIO, size: int) -> Parts:
+        """Each part streams from its own slice of the file, its Content-MD5 computed a chunk
+        at a time: memory does not grow with the part size or the number of parts in flight."""
         part_size = max(PART_SIZE, math.ceil(size / MAX_PARTS / CHUNK) * CHUNK)
         offsets = range(0, size, part_size)
-        with open(path, "rb") as source, ThreadPoolExecutor(PART_WORKERS) as pool:
+        with ThreadPoolExecutor(PART_WORKERS) as pool:
 
             def send(number: int, offset: int) -> dict[str, Any]:
-                data = os.pread(source.fileno(), part_size, offset)
+                body = FilePart(source, offset, min(part_size, size - offset))
                 with self._errors("put", key):
                     response = self.client.upload_part(
                         Bucket=self.bucket,
                         Key=self._full(key),
                         UploadId=upload,
                         PartNumber=number,
-                        Body=data,
-                        ContentMD5=_content_md5(data),
+                        Body=body,
+                        ContentLength=body.length,
+                        ContentMD5=body.content_md5(),
                     )
                 return {"PartNumber": number, "ETag": response["ETag"]}
 
@@ -369,6 +381,11 @@ class S3Store:
                 f"{self.url}: access denied to {op} {where}: the credentials need "
                 f"{_PERMISSION.get(op, 's3:*')} on arn:aws:s3:::{self.bucket}/{self.prefix}*"
             )
+        elif code in _DAMAGED:
+            result = StoreError(
+                f"{where}: the server refused the upload as damaged on the way ({code}); "
+                "nothing was stored; try again later"
+            )
         elif code in _CREDENTIALS:
             result = ConfigError(f"{self.url}: the AWS credentials were refused ({code})")
         elif code == "KeyTooLongError":
@@ -385,6 +402,64 @@ class S3Store:
             kind = "throttled" if code in _THROTTLED else f"failed with {code or status}"
             result = StoreError(f"{where}: {op} {kind} after retries; try again later")
         return result
+
+
+class FilePart(io.RawIOBase):
+    """``length`` bytes of an open file from ``offset``: an upload body that botocore can hash,
+    send and rewind for a retry, read a chunk at a time with ``pread``, so that several parts of
+    one file can be read at once and none is ever held in memory whole. A file that shrinks
+    under it is an error rather than a short body."""
+
+    def __init__(self, source: BinaryIO, offset: int, length: int) -> None:
+        super().__init__()
+        self.name = getattr(source, "name", "")
+        self.length = length
+        self._fd = source.fileno()
+        self._offset = offset
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.length}[whence]
+        self._position = max(0, start + offset)
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Straight from the file into new bytes (the inherited ``read`` copies twice)."""
+        left = self.length - self._position
+        wanted = left if size is None or size < 0 else min(size, left)
+        if wanted <= 0:
+            return b""
+        data = os.pread(self._fd, wanted, self._offset + self._position)
+        if not data:
+            raise OSError(f"{self.name}: the file shrank while it was being uploaded")
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self.length - self._position)
+        if wanted <= 0:
+            return 0
+        count = os.preadv(self._fd, [memoryview(buffer)[:wanted]], self._offset + self._position)
+        if count == 0:
+            raise OSError(f"{self.name}: the file shrank while it was being uploaded")
+        self._position += count
+        return count
+
+    def content_md5(self) -> str:
+        """The Content-MD5 of the whole part, read a chunk at a time; leaves the part rewound."""
+        self.seek(0)
+        digest = hashlib.file_digest(self, lambda: hashlib.md5(usedforsecurity=False))
+        self.seek(0)
+        return base64.b64encode(digest.digest()).decode()
 
 
 def _content_md5(data: bytes) -> str:
