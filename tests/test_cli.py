@@ -13,11 +13,16 @@ from ptif import cli, cli_intake, cli_queue
 from ptif.verify import read_layout
 
 #: Modules ``ptif convert`` has no use for: the queue's and intake's, and standard ones that
-#: would only add to its start-up time.
+#: would only add to its start-up time (dataclasses brings inspect, ast and dis, none of which
+#: pyvips loads).
 NOT_FOR_CONVERT = {
     "json",
     "signal",
     "typing",
+    "dataclasses",
+    "inspect",
+    "ast",
+    "dis",
     "ptif.cli_queue",
     "ptif.cli_intake",
     "ptif.config",

@@ -26,8 +26,7 @@ HEAD_BYTES = 4096
 
 
 class Format:
-    """One format ptif reads, and the decoders that can read it (a plain class, not a
-    dataclass, so that a one-shot ``ptif convert`` need not load the dataclasses module)."""
+    """One format ptif reads, and the decoders that can read it."""
 
     __slots__ = (
         "extensions",

@@ -8,7 +8,6 @@ to prove the tiles' codec data is sound.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyvips
@@ -17,7 +16,7 @@ from ptif.errors import VerificationError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from typing import BinaryIO, Final
 
 _TAGS = {
     256: "width",
@@ -35,28 +34,67 @@ _STRUCT = {1: "B", 3: "H", 4: "I", 16: "Q"}
 MAX_DIRECTORIES = 64
 
 
-@dataclass(frozen=True)
 class Directory:
     """The fields of one TIFF image directory (one pyramid level) that the check needs."""
 
-    width: int
-    height: int
-    bits: int
-    samples: int
-    compression: int
-    photometric: int
-    tile_width: int
-    tile_height: int
-    tile_count: int = 0
-    empty_tiles: int = 0
-    data_end: int = 0
+    __slots__ = (
+        "bits", "compression", "data_end", "empty_tiles", "height", "photometric", "samples",
+        "tile_count", "tile_height", "tile_width", "width",
+    )  # fmt: skip
+
+    width: Final[int]
+    height: Final[int]
+    bits: Final[int]
+    samples: Final[int]
+    compression: Final[int]
+    photometric: Final[int]
+    tile_width: Final[int]
+    tile_height: Final[int]
+    tile_count: Final[int]
+    empty_tiles: Final[int]
+    data_end: Final[int]
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        height: int,
+        bits: int,
+        samples: int,
+        compression: int,
+        photometric: int,
+        tile_width: int,
+        tile_height: int,
+        tile_count: int = 0,
+        empty_tiles: int = 0,
+        data_end: int = 0,
+    ) -> None:
+        self.width = width
+        self.height = height
+        self.bits = bits
+        self.samples = samples
+        self.compression = compression
+        self.photometric = photometric
+        self.tile_width = tile_width
+        self.tile_height = tile_height
+        self.tile_count = tile_count
+        self.empty_tiles = empty_tiles
+        self.data_end = data_end
 
 
-@dataclass(frozen=True)
 class TiffLayout:
-    bigtiff: bool
-    directories: tuple[Directory, ...]
-    size: int
+    """A TIFF file's image directories, in order, and its size in bytes."""
+
+    __slots__ = ("bigtiff", "directories", "size")
+
+    bigtiff: Final[bool]
+    directories: Final[tuple[Directory, ...]]
+    size: Final[int]
+
+    def __init__(self, bigtiff: bool, directories: tuple[Directory, ...], size: int) -> None:
+        self.bigtiff = bigtiff
+        self.directories = directories
+        self.size = size
 
 
 def read_layout(path: Path) -> TiffLayout:
