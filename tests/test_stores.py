@@ -721,6 +721,37 @@ def test_s3_put_file_never_stores_a_body_unlike_its_md5(
     assert keys(store) == ["x.tif"]
 
 
+def test_s3_bodies_go_with_their_md5_and_type(
+    proxy: FaultProxy, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every body carries a Content-MD5, which the server checks, and no CRC32 checksum on top.
+    Pyramids are declared as TIFF: SeaweedFS gzips chunks of an undeclared type that look
+    compressible."""
+    small_parts(monkeypatch)
+    seen: list[Request] = []
+    proxy.set_rules([Rule(Fault.SLOWDOWN, lambda r: bool(seen.append(r)))])
+    store = through(proxy, s3_bucket)
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(12 * 1024 * 1024))
+    store.put_bytes("m.json", b"{}")
+    (tmp_path / "one").write_bytes(b"II*\x00" + bytes(100_000))
+    store.put_file("one.tif", tmp_path / "one")
+    store.put_file("parts.tif", src)
+    bodies = [r for r in seen if int(r.headers.get("Content-Length") or 0) > 0]
+    assert len(bodies) == 6  # the marker, one.tif, three parts and the part list
+    for request in bodies[:-1]:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert "content-md5" in headers, request
+        assert not any(name.startswith("x-amz-checksum") for name in headers), request
+    declared = {
+        (r.method, r.path.rsplit("/", 1)[1], r.query): {k.lower(): v for k, v in r.headers.items()}
+        for r in seen
+    }
+    assert declared[("PUT", "m.json", "")]["content-type"] == "application/json"
+    assert declared[("PUT", "one.tif", "")]["content-type"] == "image/tiff"
+    assert declared[("POST", "parts.tif", "uploads")]["content-type"] == "image/tiff"
+
+
 @pytest.mark.parametrize("multipart", [False, True], ids=["single", "parts"])
 def test_s3_put_file_streams(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
