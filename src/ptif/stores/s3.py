@@ -490,7 +490,14 @@ def _session() -> Any:
 
 
 def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
+    """Over plain HTTP botocore would also sign each body's SHA-256, a second pass over every
+    pyramid on top of its MD5. Every body ptif sends carries a Content-MD5 that the signature
+    covers (the multipart completion gets one here), so the payload need not be signed, as
+    botocore already decides for uploads over HTTPS."""
     s3: dict[str, Any] = {"addressing_style": "path"} if endpoint_url else {}
+    plain_http = (endpoint_url or "").lower().startswith("http://")
+    if plain_http:
+        s3["payload_signing_enabled"] = False
     config = Config(
         retries={"mode": "standard", "max_attempts": timeouts.max_attempts},
         connect_timeout=timeouts.connect,
@@ -501,7 +508,17 @@ def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
         s3=s3,
     )
     with _SESSION_LOCK:  # sessions are not thread-safe; the clients they make are
-        return _session().client("s3", endpoint_url=endpoint_url, config=config)
+        client = _session().client("s3", endpoint_url=endpoint_url, config=config)
+    if plain_http:
+        client.meta.events.register("before-sign.s3.CompleteMultipartUpload", _add_content_md5)
+    return client
+
+
+def _add_content_md5(request: Any, **_: Any) -> None:
+    """Content-MD5 for a request body that botocore sends without one."""
+    body = request.body
+    if isinstance(body, bytes) and body and "Content-MD5" not in request.headers:
+        request.headers["Content-MD5"] = _content_md5(body)
 
 
 def _retried(error: PtifError) -> bool:
