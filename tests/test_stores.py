@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
+import botocore.session
 import pytest
 from fault_proxy import Fault, FaultProxy, Request, Rule
 from s3_server import (  # noqa: F401 (the fixtures)
@@ -241,13 +241,13 @@ def test_start_after_a_folder_name(store: Store, request: pytest.FixtureRequest)
 
 
 def test_listing_streams_page_by_page(
-    store: Store, kind: str, monkeypatch: pytest.MonkeyPatch
+    store: Store, kind: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """2,500 keys (1,050 where another kind already covers the case) take S3 three pages."""
     folders = 50 if kind in ("folder", "s3-prefix") else 21
     names = [f"d{d:02}/f{f:03}.jpg" for d in range(folders) for f in range(50)]
     put_many(store, names)
-    calls = _count_listing_calls(store, monkeypatch)
+    calls = _count_listing_calls(store, monkeypatch, request)
     listing = store.list()
     assert next(listing).key == names[0]
     assert calls() == 1  # one page (S3), or the root and the first folder's entries
@@ -256,13 +256,16 @@ def test_listing_streams_page_by_page(
     assert calls() >= 2
 
 
-def _count_listing_calls(store: Store, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+def _count_listing_calls(
+    store: Store, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Callable[[], int]:
     """Pages fetched (S3) or folders read beyond the root (folder store) so far."""
     seen: list[object] = []
     if isinstance(store, S3Store):
-        store.client.meta.events.register(
-            "before-call.s3.ListObjectsV2", lambda **_: seen.append(1)
-        )
+        events, event = store.client.meta.events, "before-call.s3.ListObjectsV2"
+        # The client is shared with other stores: take the counter off after the test.
+        events.register(event, lambda **_: seen.append(1), unique_id="count-listing")
+        request.addfinalizer(lambda: events.unregister(event, unique_id="count-listing"))
         return lambda: len(seen)
     scandir = os.scandir
 
@@ -804,7 +807,9 @@ def test_s3_configuration_errors(s3_server: S3Server, monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="bucket 'no-such-bucket-here' does not exist"):
         list(missing.list())
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-    monkeypatch.setattr(s3_module, "_session", functools.cache(boto3.session.Session))
+    # A session and clients of their own, which read the wrong secret.
+    monkeypatch.setattr(s3_module, "_session", functools.cache(botocore.session.get_session))
+    monkeypatch.setattr(s3_module, "_client", functools.cache(s3_module._client.__wrapped__))
     refused = open_store("s3://anything", endpoint_url=s3_server.endpoint_url)
     with pytest.raises(ConfigError, match="credentials"):
         refused.put_bytes("k", b"x")

@@ -1,8 +1,8 @@
-"""A bucket (and optional prefix) of AWS S3 or an S3-compatible server, through boto3.
+"""A bucket (and optional prefix) of AWS S3 or an S3-compatible server, through botocore.
 
-One client per store, built with an explicit configuration: standard retries, bounded timeouts,
-and checksums only where the API requires them, so that S3-compatible servers that do not know
-the newer checksum headers still work.
+One client per endpoint, shared by every store that uses it, built with an explicit
+configuration: standard retries, bounded timeouts, and checksums only where the API requires
+them, so that S3-compatible servers that do not know the newer checksum headers still work.
 
 Uploads stream from the file: its Content-MD5 is computed a chunk at a time before the upload,
 so memory stays flat whatever the size, and a server refuses a body cut short or changed on the
@@ -37,8 +37,8 @@ from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import boto3
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config
 
 from ptif.errors import ConfigError, PtifError
@@ -60,6 +60,8 @@ MAX_PARTS = 10_000
 PART_WORKERS = 4
 STREAM_ATTEMPTS = 5
 CHUNK = 1 << 20
+#: Connections each client keeps open; the source, process and images stores share one client.
+POOL_CONNECTIONS = 64
 #: Declared types by extension. Undeclared, a server guesses: SeaweedFS, finding no type it
 #: knows, gzips any chunk whose first bytes compress, which costs it CPU on a pyramid for nothing.
 CONTENT_TYPES = {".tif": "image/tiff", ".tiff": "image/tiff", ".json": "application/json"}
@@ -483,14 +485,18 @@ def _content_type(key: str) -> dict[str, str]:
 
 @functools.cache
 def _session() -> Any:
-    """One boto3 session for the process: a new one per store would load the service model
-    again (a tenth of a second each). Credentials resolve once, and refresh themselves when
-    they come from a role."""
-    return boto3.session.Session()
+    """One botocore session for the process: each client it makes reuses the service model it
+    loaded once. Credentials resolve once, and refresh themselves when they come from a role.
+    (botocore rather than boto3, whose import adds s3transfer and its managers for nothing.)"""
+    return botocore.session.get_session()
 
 
+@functools.cache
 def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
-    """Over plain HTTP botocore would also sign each body's SHA-256, a second pass over every
+    """One client per endpoint and timeouts, shared by the stores on it: a client costs tens
+    of milliseconds to make, and its connection pool serves every bucket.
+
+    Over plain HTTP botocore would also sign each body's SHA-256, a second pass over every
     pyramid on top of its MD5. Every body ptif sends carries a Content-MD5 that the signature
     covers (the multipart completion gets one here), so the payload need not be signed, as
     botocore already decides for uploads over HTTPS."""
@@ -502,13 +508,13 @@ def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
         retries={"mode": "standard", "max_attempts": timeouts.max_attempts},
         connect_timeout=timeouts.connect,
         read_timeout=timeouts.read,
-        max_pool_connections=32,
+        max_pool_connections=POOL_CONNECTIONS,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3=s3,
     )
     with _SESSION_LOCK:  # sessions are not thread-safe; the clients they make are
-        client = _session().client("s3", endpoint_url=endpoint_url, config=config)
+        client = _session().create_client("s3", endpoint_url=endpoint_url, config=config)
     if plain_http:
         client.meta.events.register("before-sign.s3.CompleteMultipartUpload", _add_content_md5)
     return client
