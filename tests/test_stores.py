@@ -358,6 +358,22 @@ def test_check_conditional_writes_catches_a_careless_store(tmp_path: Path) -> No
     assert keys(store) == []
 
 
+class StubbornFolder(FolderStore):
+    """A store that refuses every If-Match, the right eTag too."""
+
+    def put_bytes(self, key: str, data: bytes, **kwargs: Any) -> str:
+        if kwargs.get("if_match") is not None:
+            raise PreconditionFailed(f"{key}: refused")
+        return super().put_bytes(key, data, **kwargs)
+
+
+def test_check_conditional_writes_catches_a_store_refusing_the_right_etag(tmp_path: Path) -> None:
+    store = StubbornFolder(tmp_path / "s", url="stubborn")
+    with pytest.raises(ConfigError, match=r"stubborn: .*refuses conditional writes whose eTag"):
+        store.check_conditional_writes()
+    assert keys(store) == []
+
+
 # -- atomicity -----------------------------------------------------------------------------------
 
 

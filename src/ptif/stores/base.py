@@ -129,7 +129,10 @@ def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
 def verify_conditional_writes(store: Store, advice: str) -> None:
     """Try each conditional operation on a scratch key, where losing is expected, and raise
     :class:`ConfigError` naming the first condition the store let through. ``advice`` tells the
-    operator what to do about it."""
+    operator what to do about it.
+
+    Six requests, each needed once: create-if-absent, three that must lose, a replace and a
+    delete that must win with the right eTag (the delete also clears the scratch key)."""
     key = f"{CHECK_PREFIX}{uuid.uuid4().hex}"
     wrong = "0" * 32
     etag = store.put_bytes(key, b"first", if_none_match=True)
@@ -141,10 +144,17 @@ def verify_conditional_writes(store: Store, advice: str) -> None:
         ]
         for what, attempt in checks:
             _expect_refusal(store, what, attempt, advice)
-        etag = store.put_bytes(key, b"second", if_match=etag)
-        store.delete(key, if_match=etag)
-    finally:
+        try:
+            etag = store.put_bytes(key, b"second", if_match=etag)
+            store.delete(key, if_match=etag)
+        except PreconditionFailed as error:
+            raise ConfigError(
+                f"{store.url}: this store refuses conditional writes whose eTag matches; ptif "
+                f"needs them to share a queue safely; {advice}"
+            ) from error
+    except BaseException:
         store.delete(key)
+        raise
 
 
 def _expect_refusal(store: Store, what: str, attempt: Callable[[], object], advice: str) -> None:
