@@ -211,12 +211,17 @@ def long_key(folder: str) -> str:
 
 
 def test_prefix_takes_only_that_folder(bench: Bench) -> None:
-    wanted = images(2, "a") | {long_key("a"): SMALL}
-    others = images(2, "b") | {long_key("b"): SMALL, "ab/x.jpg": SMALL}
-    add_images(bench, wanted | others)
+    wanted = images(2, "a") | {long_key("a"): SMALL, "a/by-basename.jpg": SMALL}
+    others = images(2, "b") | {long_key("b"): SMALL, "ab/x.jpg": SMALL, "top.jpg": SMALL}
+    add_images(bench, {k: v for k, v in (wanted | others).items() if "basename" not in k})
+    add_source(bench, "a/by-basename.jpg", jpeg(*SMALL))
+    original = b'{"key": "a/by-basename.jpg", "path": "a/"}'  # as the original system named it
+    bench.process.put_bytes(f"{QUEUE}by-basename.json", original)
     done = process(bench, "--prefix", "a/")
     assert done.returncode == 0, done.stderr
-    assert sorted(json_report(done)["converted"]) == sorted(wanted)
+    report = json_report(done)
+    assert sorted(report["converted"]) == sorted(wanted)
+    assert report["counts"]["converted"] == len(wanted)
     verify_all(bench, wanted)
     assert sorted(pending(bench)) == sorted(marker_key(key, QUEUE) for key in others)
 

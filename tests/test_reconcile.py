@@ -162,8 +162,10 @@ class _Watched:
         self.source = source
         self.images = images
 
-    def list(self, prefix: str = "", *, start_after: str = "") -> Iterator[ObjectInfo]:
-        for info in self.source.list(prefix, start_after=start_after):
+    def list(
+        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+    ) -> Iterator[ObjectInfo]:
+        for info in self.source.list(prefix, start_after=start_after, recursive=recursive):
             self.listed += 1
             self.most_ahead = max(self.most_ahead, self.listed - self.looked_up)
             yield info

@@ -224,6 +224,15 @@ def test_list_prefix_and_start_after(store: Store) -> None:
     assert infos[0].etag == store.head("a/1").etag  # type: ignore[union-attr]
 
 
+def test_list_one_folder(store: Store) -> None:
+    put_many(store, ["a/1", "a/b/2", "a/c/d/3", "a/x y.json", "ab", "b/1", "top"])
+    shallow = [info.key for info in store.list("a/", recursive=False)]
+    assert shallow == ["a/1", "a/x y.json"]
+    assert [info.key for info in store.list(recursive=False)] == ["ab", "top"]
+    assert [info.key for info in store.list("a/b/", recursive=False)] == ["a/b/2"]
+    assert [info.key for info in store.list("nothing/", recursive=False)] == []
+
+
 def test_list_is_in_utf8_byte_order(store: Store, request: pytest.FixtureRequest) -> None:
     if on_seaweed(store):
         request.applymarker(pytest.mark.xfail(strict=True, reason=SEAWEED_ORDER))

@@ -242,12 +242,18 @@ class Worker:
             self.on_item(item)
 
     def _listing(self, options: RunOptions, report: RunReport) -> Iterator[ObjectInfo]:
-        prefixes = [self.queue + options.prefix]
+        """The markers a run may take. With a prefix, markers not named by their key are looked
+        at too (and skipped if their ``key`` is elsewhere): hashed ones under ``_long/``, and the
+        original system's, named by basename at the top of the queue."""
+        scoped = self.queue + options.prefix
+        listings = [self.stores.process.list(scoped)]
         if options.prefix:
-            prefixes.append(self.queue + HASHED_FOLDER)
+            listings.append(self.stores.process.list(self.queue + HASHED_FOLDER))
+            top = self.stores.process.list(self.queue, recursive=False)
+            listings.append(info for info in top if not info.key.startswith(scoped))
         count = 0
-        for prefix in prefixes:
-            for info in self.stores.process.list(prefix):
+        for listing in listings:
+            for info in listing:
                 if not info.key.endswith(".json"):
                     continue
                 report.saw_pending(info.modified)

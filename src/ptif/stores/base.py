@@ -95,9 +95,12 @@ class Store(Protocol):
         """The object's info with user metadata, or ``None`` if there is none."""
         ...
 
-    def list(self, prefix: str = "", *, start_after: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+    ) -> Iterator[ObjectInfo]:
         """Objects under ``prefix``, in key order (UTF-8 byte order), streamed page by page.
-        ``metadata`` is empty in listings."""
+        ``metadata`` is empty in listings. With ``recursive=False``, only the keys with no
+        ``/`` after ``prefix``: the files of one folder, not of its subfolders."""
         ...
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:

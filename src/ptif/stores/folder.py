@@ -93,11 +93,14 @@ class FolderStore:
         except ObjectMissing:
             return None
 
-    def list(self, prefix: str = "", *, start_after: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+    ) -> Iterator[ObjectInfo]:
         folder, _, _ = prefix.rpartition("/")
         start = self._path(folder) if folder else self.root
         rel = f"{folder}/" if folder else ""
-        for key, st in _walk(start, rel, prefix, start_after, top=not folder):
+        walk = _walk(start, rel, prefix, start_after, top=not folder, recursive=recursive)
+        for key, st in walk:
             yield ObjectInfo(key, st.st_size, _etag(st), _modified(st))
 
     # -- writing -------------------------------------------------------------------------------
@@ -347,6 +350,7 @@ def _walk(
     start_after: str,
     *,
     top: bool,
+    recursive: bool = True,
     above: frozenset[tuple[int, int]] = frozenset(),
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Files below ``folder`` in S3 key order, one directory in memory at a time. Sorting a
@@ -360,6 +364,8 @@ def _walk(
         if not is_dir:
             if key.startswith(prefix) and key > start_after:
                 yield key, st
+            continue
+        if not recursive:
             continue
         here = (st.st_dev, st.st_ino)
         if here in above:

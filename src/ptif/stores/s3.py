@@ -149,10 +149,14 @@ class S3Store:
             return None
         return _info(key, response, response["ContentLength"])
 
-    def list(self, prefix: str = "", *, start_after: str = "") -> Iterator[ObjectInfo]:
+    def list(
+        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+    ) -> Iterator[ObjectInfo]:
         args = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
         if start_after:
             args["StartAfter"] = self.prefix + start_after
+        if not recursive:
+            args["Delimiter"] = "/"
         pages = self.client.get_paginator("list_objects_v2").paginate(**args)
         with self._errors("list", prefix):
             for page in pages:
