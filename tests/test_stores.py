@@ -39,6 +39,7 @@ from ptif.stores import (
     open_store,
 )
 from ptif.stores import s3 as s3_module
+from ptif.stores.folder import STALE_STAGED_S, TMP_DIR
 from ptif.stores.s3 import S3Store, Timeouts
 
 KINDS = ["folder", "folder-sidecar", "s3", "s3-prefix"]
@@ -838,3 +839,18 @@ def test_s3_configuration_errors(s3_server: S3Server, monkeypatch: pytest.Monkey
     refused = open_store("s3://anything", endpoint_url=s3_server.endpoint_url)
     with pytest.raises(ConfigError, match="credentials"):
         refused.put_bytes("k", b"x")
+
+
+def test_folder_store_sweeps_writes_of_killed_writers(tmp_path: Path) -> None:
+    FolderStore(tmp_path / "s")
+    staged = tmp_path / "s" / TMP_DIR
+    old, fresh, other = staged / "put-old", staged / "put-fresh", staged / "keep-me"
+    for path in (old, fresh, other):
+        path.write_bytes(b"half a pyramid")
+    an_hour_ago = time.time() - STALE_STAGED_S - 60
+    for path in (old, other):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    store = FolderStore(tmp_path / "s")
+    assert sorted(p.name for p in staged.iterdir()) == ["keep-me", "lock", "put-fresh"]
+    store.put_bytes("a", b"works")
+    assert store.get_bytes("a")[0] == b"works"

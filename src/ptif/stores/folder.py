@@ -23,6 +23,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 RESERVED = ".ptif-"
 TMP_DIR = ".ptif-tmp"
+STAGED_PREFIX = "put-"
+#: A staged write untouched this long belongs to a writer that was killed.
+STALE_STAGED_S = 3600.0
 META_DIR = ".ptif-meta"
 XATTR = "user.ptif.meta"
 NAME_MAX = 255
@@ -63,6 +67,21 @@ class FolderStore:
             self._lock_path().touch(exist_ok=True)
         except OSError as error:
             raise ConfigError(f"{self.url}: cannot use this folder as a store: {error}") from error
+        self._sweep_staged()
+
+    def _sweep_staged(self) -> None:
+        """Remove staged writes that a killed writer left behind. A live write keeps touching
+        its file, and a written one is moved into place within moments, so a file untouched
+        for STALE_STAGED_S is nobody's."""
+        stale_before = time.time() - STALE_STAGED_S
+        with contextlib.suppress(OSError), os.scandir(self.root / TMP_DIR) as entries:
+            for entry in entries:
+                if not entry.name.startswith(STAGED_PREFIX):
+                    continue
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime < stale_before:
+                        os.unlink(entry.path)
 
     def __repr__(self) -> str:
         return f"FolderStore({self.url!r})"
@@ -167,7 +186,7 @@ class FolderStore:
             staged.unlink(missing_ok=True)
 
     def _stage(self, write: Callable[[BinaryIO], object]) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.root / TMP_DIR, prefix="put-")
+        fd, name = tempfile.mkstemp(dir=self.root / TMP_DIR, prefix=STAGED_PREFIX)
         try:
             with os.fdopen(fd, "wb") as dst:
                 write(dst)
