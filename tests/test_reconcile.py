@@ -23,7 +23,6 @@ from intake_helpers import (  # noqa: F401 (the stores fixture)
     put_source,
     stores_fixture,
 )
-from s3_server import aws_sandbox_fixture, s3_server_fixture  # noqa: F401 (the fixtures)
 
 from ptif import aws
 from ptif.config import parse_extensions

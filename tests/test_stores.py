@@ -21,12 +21,7 @@ from typing import Any
 import botocore.session
 import pytest
 from fault_proxy import Fault, FaultProxy, Request, Rule
-from s3_server import (  # noqa: F401 (the fixtures)
-    S3Server,
-    aws_sandbox_fixture,
-    free_ports,
-    s3_server_fixture,
-)
+from s3_server import S3Server, free_ports
 
 from ptif.errors import ConfigError
 from ptif.stores import (

@@ -30,11 +30,7 @@ from intake_helpers import (  # noqa: F401 (the stores fixture)
     stores_fixture,
     wait_for,
 )
-from s3_server import (  # noqa: F401 (the fixtures)
-    S3Server,
-    aws_sandbox_fixture,
-    s3_server_fixture,
-)
+from s3_server import S3Server
 
 from ptif.config import parse_extensions
 from ptif.watch import CURSOR_PREFIX, Poller, Queuer, WatchOptions, WatchReport, queuer_for, watch

@@ -39,11 +39,7 @@ from queue_helpers import (
     verify_output,
 )
 from queue_helpers import bench as bench
-from s3_server import (  # noqa: F401 (the fixtures)
-    S3Server,
-    aws_sandbox_fixture,
-    s3_server_fixture,
-)
+from s3_server import S3Server
 
 from ptif.convert import _blocked_loaders, convert, init_vips
 from ptif.errors import PtifError

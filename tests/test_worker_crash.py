@@ -25,7 +25,6 @@ from queue_helpers import (
     wait_for,
 )
 from queue_helpers import bench as bench
-from s3_server import aws_sandbox_fixture, s3_server_fixture  # noqa: F401 (the fixtures)
 
 from ptif.markers import CLAIMS_PREFIX
 from ptif.outputs import output_key
