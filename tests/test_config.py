@@ -143,7 +143,18 @@ def test_bad_environment_values(environ: dict[str, str], message: str) -> None:
         ("[ptif]\nbogus = 1\nworkerz = 2\n", r"ptif.toml: unknown setting\(s\) bogus, workerz"),
         ("[ptif\nworkers = 1\n", "ptif.toml: cannot read the configuration"),
         ("[ptif]\nworkers = 0\n", "workers must be at least 1"),
-        ('[ptif]\nrecipe = {compression = "gif"}\n', "unknown compression 'gif'"),
+        (
+            '[ptif]\nrecipe = {compression = "gif"}\n',
+            "ptif.toml: in 'recipe', unknown compression 'gif'",
+        ),
+        (
+            '[ptif]\nrecipe = {colour = "grey"}\n',
+            r"unknown conversion setting\(s\) colour in 'recipe'",
+        ),
+        ('[ptif]\nrecipe = {quality = "high"}\n', "quality must be a whole number, not 'high'"),
+        ("[ptif]\nrecipe = {dpi = true}\n", "dpi must be a number, not True"),
+        ("[ptif]\nrecipe = {max_width = 2.5}\n", "max-width must be a whole number, not 2.5"),
+        ('[ptif]\nrecipe = "marble"\n', "'recipe' must be a table"),
     ],
 )
 def test_bad_files(elsewhere: Path, text: str, message: str) -> None:

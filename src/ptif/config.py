@@ -13,7 +13,13 @@ from typing import Any
 
 from ptif.errors import ConfigError
 from ptif.formats import ORIGINAL_EXTENSIONS
-from ptif.profiles import DEFAULT_MAX_PIXELS, Profile, get_profile
+from ptif.profiles import (
+    DEFAULT_MAX_PIXELS,
+    RECIPE_SETTINGS,
+    Profile,
+    Recipe,
+    get_profile,
+)
 
 DEFAULT_ROOT = Path("ptif-data")
 CONFIG_FILE = "ptif.toml"
@@ -137,6 +143,19 @@ def _from_file(path: Path | None) -> dict[str, Any]:
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    recipe = table.get("recipe", {})
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"{path}: 'recipe' must be a table of conversion settings")
+    unknown = sorted(set(recipe) - set(RECIPE_SETTINGS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown conversion setting(s) {', '.join(unknown)} in 'recipe'; "
+            f"known: {', '.join(RECIPE_SETTINGS)}"
+        )
+    try:
+        Recipe(**recipe)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: in 'recipe', {error}") from error
     return dict(table)
 
 

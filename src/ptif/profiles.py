@@ -61,6 +61,7 @@ class Recipe:
         self._check()
 
     def _check(self) -> None:
+        self._check_types()
         if self.compression not in COMPRESSIONS:
             raise ConfigError(
                 f"unknown compression {self.compression!r}; choose one of {', '.join(COMPRESSIONS)}"
@@ -75,6 +76,26 @@ class Recipe:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} {value} must be at least 1")
+
+    def _check_types(self) -> None:
+        """Settings from a file or the environment may be of any type: refuse, with the
+        setting's name, what is not a number where a number belongs."""
+        for name in RECIPE_SETTINGS:
+            value = getattr(self, name)
+            if name == "compression":
+                wanted, ok = "a name", isinstance(value, str)
+            elif name == "dpi":
+                wanted = "a number"
+                ok = value is None or (
+                    isinstance(value, int | float) and not isinstance(value, bool)
+                )
+            else:
+                wanted = "a whole number"
+                ok = (value is None and name.startswith("max_")) or (
+                    isinstance(value, int) and not isinstance(value, bool)
+                )
+            if not ok:
+                raise ConfigError(f"{name.replace('_', '-')} must be {wanted}, not {value!r}")
 
     def settings(self) -> dict[str, Any]:
         """Every setting by name, as given: what the hash covers."""
