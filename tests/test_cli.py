@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,20 @@ def test_convert_loads_only_what_it_needs(tmp_path: Path) -> None:
     assert read_layout(dst).directories[0].width == 8
     assert "ptif.convert" in loaded
     assert NOT_FOR_CONVERT.isdisjoint(loaded)
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error() -> None:
+    """`ptif formats | head -1`: here the reader has gone before the first line is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ptif", "formats"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141
+    assert proc.stderr == b""

@@ -12,6 +12,7 @@ Exit codes: 0 all done; 1 the work ran but some images failed; 2 bad usage or co
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -335,6 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ptif: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ptif formats | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit flush does not fail again
+        return 141
 
 
 def run() -> None:
