@@ -57,7 +57,7 @@ from ptif.markers import (
 from ptif.outputs import SOURCE_KEY, output_key
 from ptif.profiles import get_profile
 from ptif.reports import ItemResult, RunReport
-from ptif.stores import ObjectInfo, Store
+from ptif.stores import ObjectInfo, Store, StoreError
 from ptif.stores.s3 import S3Store, Timeouts
 from ptif.worker import WORK_LOCK, WORK_PREFIX, Stores, sweep_work_folders
 
@@ -334,6 +334,26 @@ def test_transient_failure_keeps_the_marker(bench: Bench) -> None:
     assert keys(bench.images) == [] and keys(bench.process, "failed/") == []
     assert bench.run().converted == ["t/x.jpg"]
     assert pending(bench) == [] and keys(bench.process, CLAIMS_PREFIX) == []
+
+
+class _MarkerHeadFails(Wrapped):
+    """A process store whose HEAD of a queued marker fails as an unreachable store does."""
+
+    def head(self, key: str) -> ObjectInfo | None:
+        if key.startswith(QUEUE):
+            raise StoreError(f"{key}: connection reset (test)")
+        return self.inner.head(key)  # type: ignore[no-any-return]
+
+
+def test_a_store_error_after_the_claim_is_a_transient_failure(bench: Bench) -> None:
+    add_images(bench, {"t/x.jpg": SMALL})
+    shaky = Stores(bench.source, _MarkerHeadFails(bench.process), bench.images)  # type: ignore[arg-type]
+    report = bench.worker(shaky).run()
+    assert report.counts["retry-later"] == 1
+    assert report.retry_later[0]["code"] == "store-unreachable"
+    claim = claim_of(bench, "t/x.jpg")
+    assert claim["attempts"] == 1 and claim["lastErrorCode"] == "store-unreachable"
+    assert bench.run().converted == ["t/x.jpg"]
 
 
 def test_transient_failures_add_up_to_too_many_attempts(bench: Bench) -> None:

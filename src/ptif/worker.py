@@ -316,7 +316,10 @@ class Worker:
             return self._fail_unreadable(key, info.etag, data, error)
 
     def _claimed(self, key: str, marker: Marker, etag: str, lease: Lease) -> ItemResult:
-        now = self.stores.process.head(key)
+        try:
+            now = self.stores.process.head(key)
+        except PtifError as unreachable:
+            return ItemResult(key, Outcome.RETRY, marker.key, unreachable.code, str(unreachable))
         if now is None:  # finished by another worker between our read and our claim
             return ItemResult(key, Outcome.GONE)
         if now.etag != etag:  # replaced meanwhile: read it again soon
