@@ -36,16 +36,20 @@ HEAVY: Size = (12000, 9000)
 KILLS = 12
 KILL_WINDOW = (0.05, 1.5)
 CRASH_SEED = 20240611
+FIRST_WAVE = 18
 
 
 def size_of(number: int) -> Size:
-    return HEAVY if number < 3 else LARGE if number % 5 == 0 else SMALL
+    """Three heavy images in the first wave; then every other wave brings one, so that most
+    kills find a run still at work however fast the rest converts."""
+    heavy = number < 3 or (number >= FIRST_WAVE and number % 2 == 0)
+    return HEAVY if heavy else LARGE if number % 5 == 0 else SMALL
 
 
 IMAGES = [(f"crash/{i:02}.jpg", size_of(i)) for i in range(30)]
 BATCH = dict(IMAGES)
 #: Most of the batch at first, then one more image before each run, as uploads keep coming.
-WAVES = [dict(IMAGES[:18])] + [dict([item]) for item in IMAGES[18:]]
+WAVES = [dict(IMAGES[:FIRST_WAVE])] + [dict([item]) for item in IMAGES[FIRST_WAVE:]]
 PROCESS = ("process", "--workers", "2", "--quiet")
 
 
