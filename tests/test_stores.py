@@ -153,6 +153,13 @@ def test_file_round_trip_with_metadata(store: Store, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
 
+def test_metadata_with_control_characters(store: Store) -> None:
+    meta = {"ptif-source-key": "scans/tab\there/new\nline.jpg", "note": "=?not/encoded?="}
+    store.put_bytes("meta/x", b"x", metadata=meta)
+    head = store.head("meta/x")
+    assert head is not None and dict(head.metadata) == meta
+
+
 def test_missing_objects(store: Store, tmp_path: Path) -> None:
     with pytest.raises(ObjectMissing):
         store.get_bytes("nothing/here")

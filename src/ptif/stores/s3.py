@@ -568,7 +568,7 @@ def _encode_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _encode_value(value: str) -> str:
-    if value.isascii() and "=?" not in value:
+    if value.isascii() and value.isprintable() and "=?" not in value:
         return value
     return f"=?UTF-8?B?{base64.b64encode(value.encode()).decode()}?="
 
