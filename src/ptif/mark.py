@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ptif.markers import marker_key, new_marker
+from ptif.markers import create_marker, new_marker
 from ptif.outputs import RECIPE, SOURCE_ETAG, output_key
 from ptif.profiles import Profile
-from ptif.stores.base import ObjectInfo, PreconditionFailed, Store
+from ptif.stores.base import ObjectInfo, Store
 
 CONCURRENCY = 16
 
@@ -149,10 +149,4 @@ class _Marker:
             size=info.size,
             bucket=bucket_name(self.source),
         )
-        try:
-            self.process.put_bytes(
-                marker_key(info.key, self.queue_prefix), marker.to_bytes(), if_none_match=True
-            )
-        except PreconditionFailed:
-            return False
-        return True
+        return create_marker(self.process, marker, self.queue_prefix)

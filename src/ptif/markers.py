@@ -177,6 +177,16 @@ def write_marker(store: Store, marker: Marker, queue_prefix: str) -> bool:
     raise PtifError(f"{key}: the marker kept changing while it was written; try again")
 
 
+def create_marker(store: Store, marker: Marker, queue_prefix: str) -> bool:
+    """Queue ``marker`` only if nothing is queued for its key: a queued marker may carry fields
+    (such as ``copyrightStatus``) that this one would lose. True if written."""
+    try:
+        store.put_bytes(marker_key(marker.key, queue_prefix), marker.to_bytes(), if_none_match=True)
+    except PreconditionFailed:
+        return False
+    return True
+
+
 def _parse_or_none(data: bytes, key: str) -> Marker | None:
     try:
         return parse_marker(data, key)

@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ptif.leases import Busy, Tries, read_claim
-from ptif.markers import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER, Marker, marker_key
+from ptif.markers import (
+    CLAIMS_PREFIX,
+    FAILED_PREFIX,
+    HASHED_FOLDER,
+    Marker,
+    create_marker,
+)
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
 
 READERS = 16
@@ -146,10 +152,8 @@ def _retry_one(
     if not dry_run:
         fields = {k: v for k, v in record.items() if k not in FAILURE_FIELDS}
         marker = Marker({**fields, "origin": "retry"})
-        target = marker_key(key, queue_prefix)
         # A marker already queued for the source is newer than this record: keep it.
-        with contextlib.suppress(PreconditionFailed):
-            process.put_bytes(target, marker.to_bytes(), if_none_match=True)
+        create_marker(process, marker, queue_prefix)
         with contextlib.suppress(PreconditionFailed, ObjectMissing):
             process.delete(info.key, if_match=info.etag)
     report.requeued += 1

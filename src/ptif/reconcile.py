@@ -34,8 +34,8 @@ from typing import Any
 from ptif.errors import ConfigError
 from ptif.intake import OutputState, output_state, run_bounded
 from ptif.mark import bucket_name, is_candidate
-from ptif.markers import REPORTS_PREFIX, failed_key, marker_key, new_marker
-from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
+from ptif.markers import REPORTS_PREFIX, create_marker, failed_key, new_marker
+from ptif.stores.base import ObjectInfo, ObjectMissing, Store
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +181,7 @@ class Reconciler:
             bucket=bucket_name(self.source),
             event_time=info.modified,
         )
-        try:
-            self.process.put_bytes(
-                marker_key(info.key, self.queue_prefix), marker.to_bytes(), if_none_match=True
-            )
-        except PreconditionFailed:
-            return False
-        return True
+        return create_marker(self.process, marker, self.queue_prefix)
 
 
 def reconcile(
