@@ -15,11 +15,10 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ptif.cli_queue import add_store_options, store_flags
+from ptif.cli_queue import add_store_options, open_stores, store_flags
 
 if TYPE_CHECKING:
     from ptif.config import Settings
-    from ptif.stores import Store
 
 
 def _settings(args: argparse.Namespace, **more: Any) -> Settings:
@@ -29,12 +28,6 @@ def _settings(args: argparse.Namespace, **more: Any) -> Settings:
     if args.ext:
         flags["extensions"] = ",".join(parse_extensions(",".join(args.ext)))
     return load_settings(flags, config_file=args.config)
-
-
-def _open(url: str, settings: Settings) -> Store:
-    from ptif.stores import open_store
-
-    return open_store(url, endpoint_url=settings.endpoint_url)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -122,9 +115,7 @@ def run_watch(args: argparse.Namespace) -> int:
         watch_settle=args.settle,
         watch_interval=args.interval,
     )
-    source = _open(settings.source, settings)
-    process = _open(settings.process, settings)
-    images = _open(settings.images, settings)
+    stores = open_stores(settings)
     options = WatchOptions(
         settle=settings.watch_settle,
         interval=settings.watch_interval,
@@ -135,13 +126,15 @@ def run_watch(args: argparse.Namespace) -> int:
         once=args.once,
     )
     recipes = settings.conversion_profile().recipe_hashes()
-    queuer = queuer_for(process, images, source, settings.queue_prefix, recipes)
+    queuer = queuer_for(
+        stores.process, stores.images, stores.source, settings.queue_prefix, recipes
+    )
     stop = threading.Event()
     _stop_on_signals(stop, "watch")
     if not args.quiet:
-        print(f"ptif watch: watching {source.url} (Ctrl-C to stop)", file=sys.stderr)
+        print(f"ptif watch: watching {stores.source.url} (Ctrl-C to stop)", file=sys.stderr)
     report = watch(
-        source,
+        stores.source,
         queuer,
         extensions=settings.extension_list(),
         options=options,
@@ -205,15 +198,16 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
     configure_logging(args.verbose, args.quiet, json_lines=args.json)
     settings = _settings(args)
+    stores = open_stores(settings)
     options = ReconcileOptions(
         prefixes=tuple(args.prefix) or ("",),
         extensions=settings.extension_list(),
         dry_run=args.dry_run,
     )
     report = reconcile(
-        _open(settings.source, settings),
-        _open(settings.process, settings),
-        _open(settings.images, settings),
+        stores.source,
+        stores.process,
+        stores.images,
         queue_prefix=settings.queue_prefix,
         recipes=settings.conversion_profile().recipe_hashes(),
         options=options,
