@@ -99,7 +99,7 @@ def ensure_inputs(log: Callable[[str], None]) -> tuple[list[Path], float | None]
 #: that the figures would count as ptif's. Whole packages, for the modules loaded lazily.
 BYTECODE_SCRIPT = """
 import compileall, sys, sysconfig
-import botocore.session, ptif.cli, ptif.cli_queue, ptif.convert, ptif.stores.s3, ptif.worker
+import botocore.session, ptif.cli, ptif.cli.queue, ptif.convert, ptif.stores.s3, ptif.queue.worker
 roots = (sysconfig.get_paths()["purelib"], sys.argv[1])
 for top in sorted({name.partition(".")[0] for name in list(sys.modules)}):
     path = getattr(sys.modules.get(top), "__file__", None) or ""

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from ptif.markers import marker_key
-from ptif.outputs import RECIPE, output_key, output_metadata
-from ptif.profiles import PROFILES
+from ptif.convert.profiles import PROFILES
+from ptif.queue.markers import marker_key
+from ptif.queue.outputs import RECIPE, output_key, output_metadata
 from ptif.stores import Store, StoreError, open_store
 
 EVENTS = Path(__file__).parent / "events"

@@ -31,8 +31,9 @@ import pyvips
 from conftest import read_pyramid
 
 from ptif.config import Settings
-from ptif.leases import claim_key
-from ptif.markers import (
+from ptif.convert.pyramid import expected_levels
+from ptif.queue.leases import claim_key
+from ptif.queue.markers import (
     CLAIMS_PREFIX,
     FAILED_PREFIX,
     REPORTS_PREFIX,
@@ -40,12 +41,11 @@ from ptif.markers import (
     new_marker,
     write_marker,
 )
-from ptif.outputs import SOURCE_ETAG, SOURCE_KEY, output_key
-from ptif.pyramid import expected_levels
-from ptif.reports import RunReport
+from ptif.queue.outputs import SOURCE_ETAG, SOURCE_KEY, output_key
+from ptif.queue.reports import RunReport
+from ptif.queue.worker import RunOptions, Stores, Worker
 from ptif.stores import FolderStore, ObjectInfo, Store, StoreError, open_store
 from ptif.stores.folder import RESERVED
-from ptif.worker import RunOptions, Stores, Worker
 
 KINDS = ("folder", "s3")
 QUEUE = "rbsc/"

@@ -28,7 +28,8 @@ from intake_helpers import (  # noqa: F401 (the stores fixture)
 from s3_server import S3Server
 
 from ptif import aws
-from ptif.intake import Intake, SourceScope
+from ptif.intake.enqueue import Intake
+from ptif.intake.scope import SourceScope
 
 NFC = unicodedata.normalize("NFC", "accents/café.jpg")
 NFD = unicodedata.normalize("NFD", "accents/café.jpg")

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from ptif import cli, cli_intake, cli_queue
-from ptif.verify import read_layout
+from ptif.cli import convert as cli_convert
+from ptif.cli import intake as cli_intake
+from ptif.cli import main as cli
+from ptif.cli import queue as cli_queue
+from ptif.convert.verify import read_layout
 
 #: Modules ``ptif convert`` has no use for: the queue's and intake's, and standard ones that
 #: would only add to its start-up time (dataclasses brings inspect, ast and dis, none of which
@@ -24,15 +27,16 @@ NOT_FOR_CONVERT = {
     "inspect",
     "ast",
     "dis",
-    "ptif.cli_queue",
-    "ptif.cli_intake",
+    "ptif.cli.queue",
+    "ptif.cli.intake",
     "ptif.config",
     "ptif.queue",
     "ptif.stores",
-    "ptif.worker",
-    "ptif.watch",
-    "ptif.reconcile",
-    "ptif.mark",
+    "ptif.queue.worker",
+    "ptif.intake",
+    "ptif.intake.watch",
+    "ptif.intake.reconcile",
+    "ptif.intake.mark",
 }
 
 
@@ -46,7 +50,7 @@ def help_text(
 
 
 def test_table_names_every_command() -> None:
-    for module in (cli_queue, cli_intake):
+    for module in (cli_convert, cli_queue, cli_intake):
         listed = [f"add_{name}" for name, where in cli.COMMANDS.items() if where == module.__name__]
         assert listed == [add.__name__ for add in module.COMMANDS]
 
@@ -90,7 +94,7 @@ def test_convert_loads_only_what_it_needs(tmp_path: Path) -> None:
         "import sys\n"
         "import pyvips\n"
         "before = set(sys.modules)\n"
-        "from ptif.cli import main\n"
+        "from ptif.cli.main import main\n"
         f"code = main(['-q', 'convert', {str(src)!r}, {str(dst)!r}])\n"
         "print(code, *sorted(set(sys.modules) - before))\n"
     )
@@ -100,7 +104,7 @@ def test_convert_loads_only_what_it_needs(tmp_path: Path) -> None:
     code, *loaded = proc.stdout.splitlines()[-1].split()
     assert code == "0"
     assert read_layout(dst).directories[0].width == 8
-    assert "ptif.convert" in loaded
+    assert "ptif.convert.engine" in loaded
     assert NOT_FOR_CONVERT.isdisjoint(loaded)
 
 

@@ -23,8 +23,8 @@ from conftest import (
 from corpus import GOOD, Corpus, Page, Sample
 
 from ptif.convert import ConversionResult, convert, convert_pages
+from ptif.convert.profiles import Recipe, get_profile
 from ptif.errors import PixelBudgetError, PtifError
-from ptif.profiles import Recipe, get_profile
 
 DEFAULT = get_profile("default").resolve({})
 MARBLE = get_profile("marble").resolve({})

@@ -16,7 +16,7 @@ from iiif_server import iiif_server, open_url, server_logs
 from PIL import Image, ImageStat
 
 from ptif.convert import ConversionResult, convert
-from ptif.profiles import Recipe, get_profile
+from ptif.convert.profiles import Recipe, get_profile
 
 pytestmark = pytest.mark.iiif
 

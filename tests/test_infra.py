@@ -368,7 +368,7 @@ def test_task_image_is_built_from_the_dockerfile_without_docker_at_synth(new: Sy
     context = new.outdir / image["source"]["directory"]
     files = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
     assert {"Dockerfile", "pyproject.toml", "uv.lock", "scripts/smoke-test.py"} <= files
-    assert "src/ptif/worker.py" in files
+    assert "src/ptif/queue/worker.py" in files
     assert not [f for f in files if f.startswith((".venv", ".git/", "tests/", "infra/"))]
 
 

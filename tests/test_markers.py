@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ptif.markers import (
+from ptif.queue.markers import (
     BadMarker,
     Marker,
     failed_key,

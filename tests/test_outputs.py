@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from ptif.outputs import (
+from ptif.queue.outputs import (
     SOURCE_KEY,
     OutputConflict,
     check_owner,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ptif.convert.profiles import DEFAULT_RECIPE, Recipe, get_profile
 from ptif.errors import ConfigError
-from ptif.profiles import DEFAULT_RECIPE, Recipe, get_profile
 
 
 def test_recipe_hashes_stay_what_outputs_record() -> None:

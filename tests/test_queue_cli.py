@@ -46,12 +46,12 @@ from s3_server import (
     free_ports,
 )
 
-from ptif.leases import acquire
-from ptif.markers import failed_key, marker_key
-from ptif.outputs import output_key
-from ptif.pyramid import expected_levels
-from ptif.queue import status as queue_status
-from ptif.worker import Stores
+from ptif.convert.pyramid import expected_levels
+from ptif.queue.leases import acquire
+from ptif.queue.markers import failed_key, marker_key
+from ptif.queue.outputs import output_key
+from ptif.queue.status import status as queue_status
+from ptif.queue.worker import Stores
 
 SMALL: Size = (64, 48)
 STOP_LIMIT_S = 30.0

@@ -27,8 +27,8 @@ from intake_helpers import (  # noqa: F401 (the stores fixture)
 from ptif import aws
 from ptif.config import parse_extensions
 from ptif.errors import ConfigError
-from ptif.markers import REPORTS_PREFIX, failed_key, marker_key, new_marker
-from ptif.reconcile import ReconcileOptions, ReconcileReport, reconcile
+from ptif.intake.reconcile import ReconcileOptions, ReconcileReport, reconcile
+from ptif.queue.markers import REPORTS_PREFIX, failed_key, marker_key, new_marker
 from ptif.stores import ObjectInfo, Store
 
 EXTENSIONS = parse_extensions("jpg,jpeg,tif,tiff,png")

@@ -13,11 +13,11 @@ import pyvips
 import tifffile
 from conftest import read_pyramid
 
-from ptif import pyramid
-from ptif.convert import convert, init_vips
+from ptif.convert import pyramid
+from ptif.convert.engine import convert, init_vips
+from ptif.convert.pyramid import expected_levels, needs_bigtiff
+from ptif.convert.verify import read_layout, verify_pyramid
 from ptif.errors import VerificationError
-from ptif.pyramid import expected_levels, needs_bigtiff
-from ptif.verify import read_layout, verify_pyramid
 
 
 def flat_jpeg(path: Path, width: int, height: int) -> Path:

@@ -33,7 +33,15 @@ from intake_helpers import (  # noqa: F401 (the stores fixture)
 from s3_server import S3Server
 
 from ptif.config import parse_extensions
-from ptif.watch import CURSOR_PREFIX, Poller, Queuer, WatchOptions, WatchReport, queuer_for, watch
+from ptif.intake.watch import (
+    CURSOR_PREFIX,
+    Poller,
+    Queuer,
+    WatchOptions,
+    WatchReport,
+    queuer_for,
+    watch,
+)
 
 EXTENSIONS = parse_extensions("jpg,jpeg,tif,tiff,png")
 PTIF = (sys.executable, "-m", "ptif")

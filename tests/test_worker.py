@@ -41,11 +41,12 @@ from queue_helpers import (
 from queue_helpers import bench as bench
 from s3_server import S3Server
 
-from ptif.convert import _blocked_loaders, convert, init_vips
+from ptif.convert.engine import _blocked_loaders, convert, init_vips
+from ptif.convert.formats import sniff
+from ptif.convert.profiles import get_profile
 from ptif.errors import PtifError
-from ptif.formats import sniff
-from ptif.mark import MarkOptions, mark
-from ptif.markers import (
+from ptif.intake.mark import MarkOptions, mark
+from ptif.queue.markers import (
     CLAIMS_PREFIX,
     Marker,
     failed_key,
@@ -54,12 +55,11 @@ from ptif.markers import (
     parse_marker,
     write_marker,
 )
-from ptif.outputs import SOURCE_KEY, output_key
-from ptif.profiles import get_profile
-from ptif.reports import ItemResult, RunReport
+from ptif.queue.outputs import SOURCE_KEY, output_key
+from ptif.queue.reports import ItemResult, RunReport
+from ptif.queue.worker import WORK_LOCK, WORK_PREFIX, Stores, sweep_work_folders
 from ptif.stores import ObjectInfo, Store, StoreError
 from ptif.stores.s3 import S3Store, Timeouts
-from ptif.worker import WORK_LOCK, WORK_PREFIX, Stores, sweep_work_folders
 
 SMALL: Size = (64, 48)
 NFC = unicodedata.normalize("NFC", "accents/café.jpg")
@@ -541,7 +541,7 @@ def install(rendezvous: Rendezvous, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(pyvips, "operation_block_set", operation_block_set)
     monkeypatch.setattr(pyvips, "cache_set_max", cache_set_max)
-    monkeypatch.setattr("ptif.convert.sniff", slow_sniff)
+    monkeypatch.setattr("ptif.convert.engine.sniff", slow_sniff)
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from queue_helpers import (
 )
 from queue_helpers import bench as bench
 
-from ptif.markers import CLAIMS_PREFIX
-from ptif.outputs import output_key
+from ptif.queue.markers import CLAIMS_PREFIX
+from ptif.queue.outputs import output_key
 
 SMALL: Size = (64, 48)
 LARGE: Size = (3000, 2000)

@@ -1,5 +1,5 @@
 """`python -m ptif` runs the command line."""
 
-from ptif.cli import run
+from ptif.cli.main import run
 
 run()

@@ -1,7 +1,7 @@
 """The AWS Lambda entry point, ``ptif.aws.handler``: S3 notifications in, markers out.
 
 It takes S3 notifications delivered directly, through SNS, through SQS or from EventBridge, one
-or many records at a time (:mod:`ptif.events` reads them all), and queues each new image with
+or many records at a time (:mod:`ptif.intake.events` reads them all), and queues each new image with
 :class:`ptif.intake.Intake`. It adapts and nothing more:
 
 - A store error raises, so that Lambda retries the event and then hands it to the function's
@@ -26,8 +26,9 @@ from typing import Any
 
 from ptif.config import Settings, load_settings
 from ptif.errors import PtifError
-from ptif.events import ObjectEvent, is_sqs, object_events, sqs_messages
-from ptif.intake import Intake, Outcome, SourceScope
+from ptif.intake.enqueue import Intake, Outcome
+from ptif.intake.events import ObjectEvent, is_sqs, object_events, sqs_messages
+from ptif.intake.scope import SourceScope
 from ptif.stores import open_store
 
 log = logging.getLogger("ptif.aws")

@@ -11,15 +11,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ptif.errors import ConfigError
-from ptif.formats import ORIGINAL_EXTENSIONS
-from ptif.profiles import (
+from ptif.convert.formats import ORIGINAL_EXTENSIONS
+from ptif.convert.profiles import (
     DEFAULT_MAX_PIXELS,
     RECIPE_SETTINGS,
     Profile,
     Recipe,
     get_profile,
 )
+from ptif.errors import ConfigError
 
 DEFAULT_ROOT = Path("ptif-data")
 CONFIG_FILE = "ptif.toml"

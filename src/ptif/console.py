@@ -16,7 +16,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every r
 if TYPE_CHECKING:
     from typing import Any
 
-    from ptif.reports import ItemResult
+    from ptif.queue.reports import ItemResult
 
 ITEM_LOGGER = "ptif.items"
 _EXTRA_KEYS = (
@@ -118,13 +118,13 @@ class ItemProgress:
             self._log(item)
 
     def _describe(self) -> str:
-        from ptif.reports import Outcome
+        from ptif.queue.reports import Outcome
 
         order = [o.value for o in Outcome]
         return "  ".join(f"{self._counts[name]} {name}" for name in order if self._counts[name])
 
     def _log(self, item: ItemResult) -> None:
-        from ptif.reports import UNFINISHED
+        from ptif.queue.reports import UNFINISHED
 
         level = logging.WARNING if item.outcome in UNFINISHED else logging.INFO
         key = item.source_key or item.marker_key

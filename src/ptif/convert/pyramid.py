@@ -8,8 +8,8 @@ from functools import cache
 
 import pyvips
 
+from ptif.convert.profiles import COMPRESSIONS, Recipe
 from ptif.errors import ConfigError
-from ptif.profiles import COMPRESSIONS, Recipe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:

@@ -20,13 +20,13 @@ from pathlib import Path
 import pyvips
 
 from ptif import __version__
-from ptif.colour import to_display
+from ptif.convert.colour import to_display
+from ptif.convert.formats import Format, sniff
+from ptif.convert.loaders import DEFAULT_MAX_PIXELS, Opened, OpenRequest, open_page
+from ptif.convert.profiles import DEFAULT_RECIPE, Recipe
+from ptif.convert.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
+from ptif.convert.verify import verify_pyramid
 from ptif.errors import OutputWriteError, PtifError, UndecodableError
-from ptif.formats import Format, sniff
-from ptif.loaders import DEFAULT_MAX_PIXELS, Opened, OpenRequest, open_page
-from ptif.profiles import DEFAULT_RECIPE, Recipe
-from ptif.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
-from ptif.verify import verify_pyramid
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:

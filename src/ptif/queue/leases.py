@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ptif.errors import PtifError
-from ptif.markers import CLAIMS_PREFIX
+from ptif.queue.markers import CLAIMS_PREFIX
 from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
 
 log = logging.getLogger(__name__)

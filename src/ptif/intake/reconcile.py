@@ -32,9 +32,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ptif.errors import ConfigError
-from ptif.intake import OutputState, output_state, run_bounded
-from ptif.mark import bucket_name, is_candidate
-from ptif.markers import REPORTS_PREFIX, create_marker, failed_key, new_marker
+from ptif.intake.bounded import run_bounded
+from ptif.intake.scope import bucket_name, is_candidate
+from ptif.queue.markers import REPORTS_PREFIX, create_marker, failed_key, new_marker
+from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, ObjectMissing, Store
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import pyvips
 from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, UnsupportedFormatError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "OpenRequest", "Opened", "open_page"]
-from ptif.formats import Format, decoder_for
-from ptif.profiles import DEFAULT_MAX_PIXELS
+from ptif.convert.formats import Format, decoder_for
+from ptif.convert.profiles import DEFAULT_MAX_PIXELS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:

@@ -10,13 +10,14 @@ eTag or with other settings are marked.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ptif.markers import create_marker, new_marker
-from ptif.outputs import RECIPE, SOURCE_ETAG, output_key
-from ptif.profiles import Profile
+from ptif.convert.profiles import Profile
+from ptif.intake.scope import bucket_name, is_candidate
+from ptif.queue.markers import create_marker, new_marker
+from ptif.queue.outputs import RECIPE, SOURCE_ETAG, output_key
 from ptif.stores.base import ObjectInfo, Store
 
 CONCURRENCY = 16
@@ -55,21 +56,6 @@ class MarkReport:
             "up_to_date": self.up_to_date,
             "ignored": self.ignored,
         }
-
-
-def is_candidate(key: str, extensions: Iterable[str]) -> bool:
-    """An image key to mark: not a folder placeholder or dot-file, with a listed extension."""
-    if not key or key.endswith("/"):
-        return False
-    if any(part.startswith(".") for part in key.split("/")):
-        return False
-    name = key.rsplit("/", 1)[-1].lower()
-    return any(name.endswith(ext) for ext in extensions)
-
-
-def bucket_name(store: Store) -> str:
-    url = store.url
-    return url[5:].split("/", 1)[0] if url.startswith("s3://") else ""
 
 
 def mark(

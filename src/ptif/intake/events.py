@@ -11,7 +11,8 @@ sign, other bytes UTF-8 percent-encoded. They are decoded with ``unquote_plus``,
 kept as they are (NFC and NFD spellings of an accent are different keys in S3). EventBridge
 events are decoded the same way.
 
-This module reads JSON and nothing else; what to do with an event is :mod:`ptif.intake`'s job.
+This module reads JSON and nothing else; what to do with an event is
+:mod:`ptif.intake.enqueue`'s job.
 """
 
 from __future__ import annotations

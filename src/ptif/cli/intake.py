@@ -1,33 +1,20 @@
 """The intake commands of the ``ptif`` command line: watch and reconcile.
 
-Built like :mod:`ptif.cli_queue`: each parses its flags into :class:`~ptif.config.Settings`,
-opens the stores and calls the library (:mod:`ptif.watch`, :mod:`ptif.reconcile`). Only the
-parsers are built at import, so ``ptif convert`` does not pay for these modules.
+Built like :mod:`ptif.cli.queue`: each parses its flags into :class:`~ptif.config.Settings`,
+opens the stores and calls the library (:mod:`ptif.intake.watch`,
+:mod:`ptif.intake.reconcile`). Only the parsers are built at import, so ``ptif convert`` does not
+pay for these modules.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ptif.cli_queue import add_store_options, open_stores, store_flags
-
-if TYPE_CHECKING:
-    from ptif.config import Settings
-
-
-def _settings(args: argparse.Namespace, **more: Any) -> Settings:
-    from ptif.config import load_settings, parse_extensions
-
-    flags = {**store_flags(args), "profile": args.profile, **more}
-    if args.ext:
-        flags["extensions"] = ",".join(parse_extensions(",".join(args.ext)))
-    return load_settings(flags, config_file=args.config)
+from ptif.cli.common import add_store_options, open_stores, settings_from, stop_on_signals
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -106,10 +93,10 @@ def add_watch(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 def run_watch(args: argparse.Namespace) -> int:
     from ptif.console import configure_logging, wants_json
-    from ptif.watch import WatchOptions, WatchReport, queuer_for, watch
+    from ptif.intake.watch import WatchOptions, WatchReport, queuer_for, watch
 
     configure_logging(max(args.verbose, 1), args.quiet, json_lines=wants_json(args.json))
-    settings = _settings(
+    settings = settings_from(
         args,
         source=args.location or args.source,
         watch_settle=args.settle,
@@ -154,13 +141,12 @@ def run_watch(args: argparse.Namespace) -> int:
 
 
 def _stop_on_signals(stop: threading.Event, name: str) -> None:
-    def on_signal(number: int, frame: FrameType | None) -> None:
+    def on_stop(signal_name: str) -> None:
         if not stop.is_set():
-            print(f"ptif {name}: stopping ({signal.Signals(number).name})", file=sys.stderr)
+            print(f"ptif {name}: stopping ({signal_name})", file=sys.stderr)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(on_stop)
 
 
 # reconcile ---------------------------------------------------------------------------------------
@@ -194,10 +180,10 @@ def add_reconcile(commands: Any, formatter: type[argparse.HelpFormatter]) -> Non
 
 def run_reconcile(args: argparse.Namespace) -> int:
     from ptif.console import configure_logging
-    from ptif.reconcile import ReconcileOptions, reconcile
+    from ptif.intake.reconcile import ReconcileOptions, reconcile
 
     configure_logging(args.verbose, args.quiet, json_lines=args.json)
-    settings = _settings(args)
+    settings = settings_from(args)
     stores = open_stores(settings)
     options = ReconcileOptions(
         prefixes=tuple(args.prefix) or ("",),

@@ -39,22 +39,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ptif.config import Settings
+from ptif.convert.profiles import Recipe
 from ptif.errors import PtifError, SourceMissingError
-from ptif.leases import Busy, Lease, LeaseKeeper, LeaseLost, acquire
-from ptif.markers import (
+from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, acquire
+from ptif.queue.markers import (
     HASHED_FOLDER,
     BadMarker,
     Marker,
     failed_key,
     parse_marker,
 )
-from ptif.outputs import check_owner, is_up_to_date, output_key, output_metadata
-from ptif.profiles import Recipe
-from ptif.reports import ItemResult, Outcome, RunReport
+from ptif.queue.outputs import check_owner, is_up_to_date, output_key, output_metadata
+from ptif.queue.reports import ItemResult, Outcome, RunReport
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
 
 if TYPE_CHECKING:
-    from ptif.convert import ConversionResult
+    from ptif.convert.engine import ConversionResult
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +504,7 @@ def convert_labelled(
     src: Path, dst: Path, recipe: Recipe, label: str, max_pixels: int
 ) -> ConversionResult:
     """Convert, with errors naming the source key rather than the worker's temporary file."""
-    from ptif.convert import convert
+    from ptif.convert.engine import convert
 
     try:
         return convert(src, dst, recipe, max_pixels=max_pixels)

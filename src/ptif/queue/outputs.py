@@ -12,17 +12,28 @@ letter would triple it: a 1,000-byte key would pass S3's 2 KB of user metadata.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from urllib.parse import unquote
 
 from ptif import __version__
 from ptif.errors import ConversionError
-from ptif.stores.base import ObjectInfo
+from ptif.stores.base import ObjectInfo, Store
 
 SOURCE_KEY = "ptif-source-key"
 SOURCE_ETAG = "ptif-source-etag"
 RECIPE = "ptif-recipe"
 VERSION = "ptif-version"
+
+
+class OutputState(StrEnum):
+    """How a source's output compares with the source and the current settings."""
+
+    CURRENT = "current"
+    MISSING = "missing"
+    OTHER_ETAG = "other-etag"
+    OTHER_RECIPE = "other-recipe"
+    CONFLICT = "conflict"  # the output holds another source's pyramid
 
 
 class OutputConflict(ConversionError):
@@ -72,3 +83,18 @@ def is_up_to_date(info: ObjectInfo | None, source_etag: str, recipe_hash: str) -
     return (
         info.metadata.get(SOURCE_ETAG) == source_etag and info.metadata.get(RECIPE) == recipe_hash
     )
+
+
+def output_state(images: Store, source: ObjectInfo, recipes: Iterable[str]) -> OutputState:
+    """Whether the output of ``source`` is there, made from this eTag with a current recipe."""
+    output = images.head(output_key(source.key))
+    if output is None:
+        return OutputState.MISSING
+    owner = recorded_source(output)
+    if owner is not None and owner != source.key:
+        return OutputState.CONFLICT
+    if output.metadata.get(SOURCE_ETAG) != source.etag:
+        return OutputState.OTHER_ETAG
+    if output.metadata.get(RECIPE) not in set(recipes):
+        return OutputState.OTHER_RECIPE
+    return OutputState.CURRENT

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ptif.leases import Busy, Tries, read_claim
-from ptif.markers import (
+from ptif.queue.leases import Busy, Tries, read_claim
+from ptif.queue.markers import (
     CLAIMS_PREFIX,
     FAILED_PREFIX,
     HASHED_FOLDER,

@@ -43,8 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from ptif.errors import ConfigError
-from ptif.intake import Outcome, OutputState, output_state, queue_object, run_bounded
-from ptif.mark import bucket_name, is_candidate
+from ptif.intake.bounded import run_bounded
+from ptif.intake.enqueue import Outcome, queue_object
+from ptif.intake.scope import bucket_name, is_candidate
+from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, ObjectMissing, Store
 from ptif.stores.folder import RESERVED, FolderStore
 

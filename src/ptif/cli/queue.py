@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
-from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ptif.config import Settings
+from ptif.cli.common import (
+    add_recipe_options,
+    add_store_options,
+    open_stores,
+    settings_from,
+    stop_on_signals,
+)
 
 # Only the parsers are built at import; everything else loads inside the command that needs it,
 # so that `ptif convert` does not pay for the queue's modules.
@@ -26,54 +28,7 @@ if TYPE_CHECKING:
 STOP_GRACE_SECONDS = 25.0
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "stores",
-        "Each is s3://bucket[/prefix] or a folder. A flag beats PTIF_SOURCE/PTIF_PROCESS/\n"
-        "PTIF_IMAGES (or RBSC_BUCKET/PROCESS_BUCKET/IMAGE_BUCKET), which beat ptif.toml;\n"
-        "the default is ./ptif-data/{source,process,images}.",
-    )
-    group.add_argument("--source", metavar="URL", help="where the images are uploaded")
-    group.add_argument("--process", metavar="URL", help="the queue: markers, leases, reports")
-    group.add_argument("--images", metavar="URL", help="where the pyramids go")
-    group.add_argument(
-        "--endpoint-url",
-        metavar="URL",
-        help="S3-compatible server (MinIO, SeaweedFS, Ceph); else AWS",
-    )
-    group.add_argument("--config", type=Path, metavar="FILE", help="a ptif.toml to read")
-    group.add_argument("--queue-prefix", metavar="PREFIX", help="marker folder (default rbsc/)")
-
-
-def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
-    from ptif.cli import recipe_settings
-    from ptif.config import load_settings
-
-    flags = {**store_flags(args), **more}
-    if hasattr(args, "max_pixels"):  # the command takes recipe options
-        flags["profile"] = args.profile
-        flags["recipe"] = recipe_settings(args) or None
-        flags["max_pixels"] = args.max_pixels
-    return load_settings(flags, config_file=args.config)
-
-
-def open_stores(settings: Settings) -> Any:
-    from ptif.stores import open_store
-    from ptif.worker import Stores
-
-    return Stores(
-        source=open_store(settings.source, endpoint_url=settings.endpoint_url),
-        process=open_store(settings.process, endpoint_url=settings.endpoint_url),
-        images=open_store(settings.images, endpoint_url=settings.endpoint_url),
-    )
-
-
-# process ---------------------------------------------------------------------------------------
-
-
 def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
-    from ptif.cli import add_recipe_options
-
     parser = commands.add_parser(
         "process",
         formatter_class=formatter,
@@ -123,7 +78,7 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 def run_process(args: argparse.Namespace) -> int:
     from ptif.console import ItemProgress, configure_logging, wants_json
-    from ptif.worker import RunOptions, Worker
+    from ptif.queue.worker import RunOptions, Worker
 
     json_lines = wants_json(args.json)
     configure_logging(args.verbose, args.quiet, json_lines=json_lines)
@@ -166,20 +121,16 @@ def _finish(report: Any, args: argparse.Namespace) -> int:
 def _stop_on_signals(worker: Any) -> None:
     """SIGTERM or Ctrl-C: finish what is in hand; after the grace period, release and leave."""
 
-    def on_signal(number: int, frame: FrameType | None) -> None:
+    def stop(name: str) -> None:
         if worker.stopping:
             _abandon(worker)
-        print(
-            f"ptif: stopping ({signal.Signals(number).name}); finishing work in hand",
-            file=sys.stderr,
-        )
+        print(f"ptif: stopping ({name}); finishing work in hand", file=sys.stderr)
         worker.stop()
         timer = threading.Timer(STOP_GRACE_SECONDS, _abandon, args=(worker,))
         timer.daemon = True
         timer.start()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(stop)
 
 
 def _abandon(worker: Any) -> None:
@@ -231,19 +182,15 @@ def add_mark(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_mark(args: argparse.Namespace) -> int:
-    from ptif.config import load_settings, parse_extensions
     from ptif.console import configure_logging
-    from ptif.mark import MarkOptions, mark
+    from ptif.intake.mark import MarkOptions, mark
 
     configure_logging(args.verbose, args.quiet, json_lines=False)
-    extensions = parse_extensions(",".join(args.ext)) if args.ext else None
-    settings = load_settings(
-        {**store_flags(args), "profile": args.profile}, config_file=args.config
-    )
+    settings = settings_from(args)
     stores = open_stores(settings)
     options = MarkOptions(
         prefixes=tuple(args.prefix) or ("",),
-        extensions=extensions or settings.extension_list(),
+        extensions=settings.extension_list(),
         dry_run=args.dry_run,
         stale=args.stale,
     )
@@ -300,11 +247,10 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from ptif.config import load_settings
-    from ptif.queue import status
+    from ptif.queue.status import status
     from ptif.stores import open_store
 
-    settings = load_settings(store_flags(args), config_file=args.config)
+    settings = settings_from(args)
     process = open_store(settings.process, endpoint_url=settings.endpoint_url)
     result = status(process, settings.queue_prefix).to_dict()
     if args.json:
@@ -328,17 +274,6 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def store_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The store flags every queue and intake command takes (``add_store_options``)."""
-    return {
-        "source": args.source,
-        "process": args.process,
-        "images": args.images,
-        "endpoint_url": args.endpoint_url,
-        "queue_prefix": args.queue_prefix,
-    }
-
-
 def add_retry(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     parser = commands.add_parser(
         "retry",
@@ -359,11 +294,10 @@ def add_retry(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_retry(args: argparse.Namespace) -> int:
-    from ptif.config import load_settings
-    from ptif.queue import retry
+    from ptif.queue.status import retry
     from ptif.stores import open_store
 
-    settings = load_settings(store_flags(args), config_file=args.config)
+    settings = settings_from(args)
     process = open_store(settings.process, endpoint_url=settings.endpoint_url)
     report = retry(
         process,

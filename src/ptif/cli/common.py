@@ -1,0 +1,161 @@
+"""What every command shares: its store and recipe options, one way to turn flags into
+:class:`~ptif.config.Settings` (flag, then environment, then ``ptif.toml``, then defaults), the
+stores they open and the handling of SIGTERM and Ctrl-C.
+
+Loaded by ``ptif convert`` too, so it imports only what the parsers need; the rest loads inside
+the functions that use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from ptif.convert.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, RECIPE_SETTINGS
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ptif.config import Settings
+    from ptif.queue.worker import Stores
+
+
+def add_recipe_options(parser: argparse.ArgumentParser, profile_default: str | None = None) -> None:
+    """The profile and every setting on its own, shared by every command that converts.
+
+    Commands that read settings from the environment pass no default profile, so that an unset
+    flag does not hide PTIF_PROFILE or ptif.toml.
+    """
+    group = parser.add_argument_group("conversion settings (override the profile's)")
+    profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
+    group.add_argument(
+        "--profile",
+        default=profile_default,
+        choices=sorted(PROFILES),
+        help=f"named settings (default: default). {profiles}",
+    )
+    group.add_argument("--compression", choices=COMPRESSIONS, help="tile compression")
+    group.add_argument(
+        "--quality", type=int_range(1, 100), metavar="Q", help="JPEG/WebP quality, 1-100"
+    )
+    group.add_argument(
+        "--tile-size",
+        type=int_range(16, 8192),
+        metavar="PX",
+        help="tile width and height, a multiple of 16",
+    )
+    group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
+    group.add_argument(
+        "--max-size", type=int_range(1), metavar="PX", help="shrink so neither side passes this"
+    )
+    group.add_argument(
+        "--max-width", type=int_range(1), metavar="PX", help="shrink so the width is at most this"
+    )
+    group.add_argument(
+        "--max-height",
+        type=int_range(1),
+        metavar="PX",
+        help="shrink so the height is at most this",
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=int_range(1),
+        metavar="N",
+        help=f"refuse sources whose header declares more pixels (default {DEFAULT_MAX_PIXELS:,})",
+    )
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", "").replace(",", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"{low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
+        return value
+
+    return parse
+
+
+def recipe_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe settings given on the command line (``--max-size`` sets width and height)."""
+    settings = {name: getattr(args, name) for name in RECIPE_SETTINGS}
+    if args.max_size is not None:
+        settings["max_width"] = settings["max_width"] or args.max_size
+        settings["max_height"] = settings["max_height"] or args.max_size
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "stores",
+        "Each is s3://bucket[/prefix] or a folder. A flag beats PTIF_SOURCE/PTIF_PROCESS/\n"
+        "PTIF_IMAGES (or RBSC_BUCKET/PROCESS_BUCKET/IMAGE_BUCKET), which beat ptif.toml;\n"
+        "the default is ./ptif-data/{source,process,images}.",
+    )
+    group.add_argument("--source", metavar="URL", help="where the images are uploaded")
+    group.add_argument("--process", metavar="URL", help="the queue: markers, leases, reports")
+    group.add_argument("--images", metavar="URL", help="where the pyramids go")
+    group.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="S3-compatible server (MinIO, SeaweedFS, Ceph); else AWS",
+    )
+    group.add_argument("--config", type=Path, metavar="FILE", help="a ptif.toml to read")
+    group.add_argument("--queue-prefix", metavar="PREFIX", help="marker folder (default rbsc/)")
+
+
+def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
+    """The settings of a command that takes the store options, and what else of ``--profile``,
+    the recipe options and ``--ext`` it takes; ``more`` adds settings of its own."""
+    from ptif.config import load_settings, parse_extensions
+
+    flags = {**store_flags(args), **more}
+    if hasattr(args, "profile"):
+        flags["profile"] = args.profile
+    if hasattr(args, "max_pixels"):  # the command takes recipe options
+        flags["recipe"] = recipe_settings(args) or None
+        flags["max_pixels"] = args.max_pixels
+    if getattr(args, "ext", None):
+        flags["extensions"] = ",".join(parse_extensions(",".join(args.ext)))
+    return load_settings(flags, config_file=args.config)
+
+
+def open_stores(settings: Settings) -> Stores:
+    from ptif.queue.worker import Stores
+    from ptif.stores import open_store
+
+    return Stores(
+        source=open_store(settings.source, endpoint_url=settings.endpoint_url),
+        process=open_store(settings.process, endpoint_url=settings.endpoint_url),
+        images=open_store(settings.images, endpoint_url=settings.endpoint_url),
+    )
+
+
+# process ---------------------------------------------------------------------------------------
+
+
+def store_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The store flags every queue and intake command takes (``add_store_options``)."""
+    return {
+        "source": args.source,
+        "process": args.process,
+        "images": args.images,
+        "endpoint_url": args.endpoint_url,
+        "queue_prefix": args.queue_prefix,
+    }
+
+
+def stop_on_signals(stop: Callable[[str], None]) -> None:
+    """SIGTERM and Ctrl-C call ``stop`` with the signal's name, each time one arrives."""
+    import signal
+
+    def on_signal(number: int, frame: object) -> None:
+        stop(signal.Signals(number).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,147 @@
+"""The commands that need no store: ``ptif convert`` (one file to one pyramid) and
+``ptif formats`` (what this installation reads and writes)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ptif.cli.common import add_recipe_options, int_range, recipe_settings
+from ptif.convert.profiles import Recipe, get_profile
+from ptif.errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ptif.convert.engine import ConversionResult
+
+EXIT_OK = 0
+
+
+def add_convert(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    parser = commands.add_parser(
+        "convert",
+        formatter_class=formatter,
+        help="one file to one pyramid TIFF, no stores",
+        description="Convert one file SRC into a verified pyramid TIFF at DST\n"
+        "(a file, or a folder to put SRC's name with .tif in).",
+        epilog="examples:\n  ptif convert scan.jpg scan.tif\n"
+        "  ptif convert map.tif out/ --profile marble\n"
+        "  ptif convert book.pdf book.tif --all-pages --json",
+    )
+    parser.add_argument("src", type=Path, help="the source image")
+    parser.add_argument("dst", help="the output file, or an existing folder")
+    add_recipe_options(parser, profile_default="default")
+    pages = parser.add_mutually_exclusive_group()
+    pages.add_argument(
+        "--page",
+        type=int_range(1),
+        default=1,
+        metavar="N",
+        help="which page of a PDF or multi-page TIFF (default 1)",
+    )
+    pages.add_argument(
+        "--all-pages", action="store_true", help="one pyramid per page: DST-p1.tif, DST-p2.tif..."
+    )
+    parser.add_argument(
+        "--copyright",
+        action="store_true",
+        help="treat the image as copyrightStatus=copyright (the marble profile shrinks it)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_convert)
+
+
+def _destination(src: Path, dst: str) -> Path:
+    if Path(dst).is_dir() or dst.endswith(("/", "\\")):
+        return Path(dst) / f"{src.stem}.tif"
+    return Path(dst)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ptif.convert.engine import convert, convert_pages
+
+    if not args.src.is_file():
+        raise ConfigError(f"{args.src}: no such file")
+    recipe = _recipe(args)
+    target = _destination(args.src, args.dst)
+    if args.all_pages:
+        results = convert_pages(args.src, target, recipe, max_pixels=args.max_pixels)
+    else:
+        results = [convert(args.src, target, recipe, page=args.page, max_pixels=args.max_pixels)]
+    for result in results:
+        print(_json_text(result.to_dict()) if args.json else _summary(result))
+    return EXIT_OK
+
+
+def _summary(result: ConversionResult) -> str:
+    return (
+        f"{result.path}: {result.width}x{result.height}, {len(result.levels)} levels, "
+        f"{result.bytes / 1e6:.1f} MB, {result.seconds:.2f} s"
+    )
+
+
+def _json_text(data: dict[str, Any], indent: int | None = None) -> str:
+    import json  # only --json needs it; a one-shot convert starts faster without it
+
+    return json.dumps(data, indent=indent)
+
+
+def _recipe(args: argparse.Namespace) -> Recipe:
+    profile = get_profile(args.profile).with_overrides(**recipe_settings(args))
+    return profile.resolve({"copyrightStatus": "copyright"} if args.copyright else {})
+
+
+# formats ---------------------------------------------------------------------------------------
+
+
+def add_formats(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    parser = commands.add_parser(
+        "formats",
+        formatter_class=formatter,
+        help="what this installation reads and writes",
+        description="List the formats this installation reads (and with which decoder),\n"
+        "and the tile compressions it writes.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the list as JSON")
+    parser.set_defaults(handler=_formats)
+
+
+def _formats(args: argparse.Namespace) -> int:
+    from ptif.convert.formats import ORIGINAL_EXTENSIONS, available_formats
+    from ptif.convert.pyramid import writable_compressions
+
+    rows: list[dict[str, Any]] = [
+        {
+            "format": fmt.name,
+            "title": fmt.title,
+            "extensions": list(fmt.extensions),
+            "readable": decoder is not None,
+            "decoder": decoder or _missing_hint(fmt.name),
+            "multipage": fmt.multipage,
+        }
+        for fmt, decoder in available_formats()
+    ]
+    compressions = list(writable_compressions())
+    if args.json:
+        writes = {"format": "tiff", "layout": "tiled pyramid", "compressions": compressions}
+        print(_json_text({"read": rows, "write": writes}, indent=2))
+        return EXIT_OK
+    print("Reads (chosen by the file's content, not its name):")
+    for row in rows:
+        mark = "yes" if row["readable"] else "NO "
+        print(f"  {mark}  {row['format']:<6} {' '.join(row['extensions']):<28} {row['decoder']}")
+    print(f"Writes: tiled pyramid TIFF, compression {', '.join(compressions)}")
+    print(f"'ptif mark' picks sources by these extensions: {' '.join(ORIGINAL_EXTENSIONS)}")
+    return EXIT_OK
+
+
+def _missing_hint(name: str) -> str:
+    return {
+        "eps": "missing: install Ghostscript (apt-get install ghostscript)",
+        "heic": "missing: pip install 'ptif[heic]'",
+    }.get(name, "missing: this libvips build has no decoder for it")
+
+
+COMMANDS = (add_convert, add_formats)
