@@ -57,7 +57,8 @@ from ptif.queue.markers import (
 )
 from ptif.queue.outputs import SOURCE_KEY, output_key
 from ptif.queue.reports import ItemResult, RunReport
-from ptif.queue.worker import WORK_LOCK, WORK_PREFIX, Stores, sweep_work_folders
+from ptif.queue.workdir import WORK_LOCK, WORK_PREFIX, sweep_work_folders
+from ptif.queue.worker import Stores
 from ptif.stores import ObjectInfo, Store, StoreError
 from ptif.stores.s3 import S3Store, Timeouts
 

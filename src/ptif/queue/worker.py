@@ -2,7 +2,8 @@
 
 Work starts while the listing still streams, so a backlog of a million markers never waits for
 a full listing. Items run on a thread pool twice the size of the conversion slots, so downloads
-and uploads of some images overlap the conversion of others and every core stays busy.
+and uploads of some images overlap the conversion of others and every core stays busy. Each run
+works in its own private folder (:mod:`~ptif.queue.workdir`).
 
 The guarantees (DESIGN.md, "Worker guarantees"):
 
@@ -19,16 +20,12 @@ The guarantees (DESIGN.md, "Worker guarantees"):
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +48,7 @@ from ptif.queue.markers import (
 )
 from ptif.queue.outputs import check_owner, is_up_to_date, output_key, output_metadata
 from ptif.queue.reports import ItemResult, Outcome, RunReport
+from ptif.queue.workdir import work_folder
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
 
 if TYPE_CHECKING:
@@ -447,57 +445,6 @@ def _release(lease: Lease, result: ItemResult | None) -> None:
         lease.release_noting(result.code or "internal", result.message or "")
     else:
         lease.release()
-
-
-WORK_PREFIX = "ptif-work-"
-WORK_LOCK = ".in-use"
-#: A work folder from before locks were taken is left alone for this long.
-UNLOCKED_GRACE_S = 86400.0
-
-
-@contextlib.contextmanager
-def work_folder() -> Iterator[Path]:
-    """A private temporary folder for the run's downloads and pyramids, locked while the run
-    lives. Folders that a killed worker left behind (their lock is free) are removed first, so
-    a long-lived host does not fill its disk one crash at a time."""
-    sweep_work_folders(Path(tempfile.gettempdir()))
-    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX) as name, _locked(Path(name)):
-        yield Path(name)
-
-
-def sweep_work_folders(parent: Path) -> list[Path]:
-    """Remove the ``ptif-work-*`` folders under ``parent`` that no live run holds."""
-    removed = []
-    for folder in parent.glob(f"{WORK_PREFIX}*"):
-        try:
-            if not folder.is_dir() or folder.is_symlink() or not _abandoned(folder):
-                continue
-            shutil.rmtree(folder)
-        except OSError as error:
-            log.debug("%s: left in place (%s)", folder, error)
-            continue
-        log.info("removed %s, left by a worker that did not finish", folder)
-        removed.append(folder)
-    return removed
-
-
-def _abandoned(folder: Path) -> bool:
-    lock = folder / WORK_LOCK
-    if not lock.exists():
-        return time.time() - folder.stat().st_mtime > UNLOCKED_GRACE_S
-    with lock.open("rb") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    with (folder / WORK_LOCK).open("wb") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def convert_labelled(
