@@ -3,7 +3,8 @@
 Work starts while the listing still streams, so a backlog of a million markers never waits for
 a full listing. Items run on a thread pool twice the size of the conversion slots, so downloads
 and uploads of some images overlap the conversion of others and every core stays busy. Each run
-works in its own private folder (:mod:`~ptif.queue.workdir`).
+works in its own private folder (:mod:`~ptif.queue.workdir`) and reaches libvips only through
+:mod:`~ptif.queue.conversion`.
 
 The guarantees (DESIGN.md, "Worker guarantees"):
 
@@ -33,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ptif.config import Settings
 from ptif.convert.profiles import Recipe
 from ptif.errors import PtifError, SourceMissingError
+from ptif.queue.conversion import convert_labelled, tune_libvips
 from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, acquire
 from ptif.queue.markers import (
     HASHED_FOLDER,
@@ -50,9 +51,6 @@ from ptif.queue.outputs import check_owner, is_up_to_date, output_key, output_me
 from ptif.queue.reports import ItemResult, Outcome, RunReport
 from ptif.queue.workdir import work_folder
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
-
-if TYPE_CHECKING:
-    from ptif.convert.engine import ConversionResult
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +143,7 @@ class Worker:
         """
         options = options or RunOptions()
         self.stores.process.check_conditional_writes()
-        _tune_libvips(self.settings.workers)
+        tune_libvips(self.settings.workers)
         total = RunReport(owner=self.owner, run_id=self.run_id)
         with (
             work_folder() as work,
@@ -445,23 +443,3 @@ def _release(lease: Lease, result: ItemResult | None) -> None:
         lease.release_noting(result.code or "internal", result.message or "")
     else:
         lease.release()
-
-
-def convert_labelled(
-    src: Path, dst: Path, recipe: Recipe, label: str, max_pixels: int
-) -> ConversionResult:
-    """Convert, with errors naming the source key rather than the worker's temporary file."""
-    from ptif.convert.engine import convert
-
-    try:
-        return convert(src, dst, recipe, max_pixels=max_pixels)
-    except PtifError as error:
-        error.args = (str(error).replace(str(src), label),)
-        raise
-
-
-def _tune_libvips(workers: int) -> None:
-    """Share the cores between parallel conversions instead of oversubscribing them."""
-    import pyvips
-
-    pyvips.concurrency_set(max(1, (os.cpu_count() or 1) // workers))

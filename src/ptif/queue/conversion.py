@@ -1,0 +1,40 @@
+"""The conversion as the worker runs it: the worker's one contact with libvips.
+
+The engine (:func:`ptif.convert.engine.convert`) knows files, not keys; the worker converts a
+download in its work folder, so errors are relabelled to name the source key an operator knows.
+Several conversions run at once, one per slot, so libvips's own threads are shared between the
+slots instead of each conversion taking every core. pyvips and the engine are imported only
+when a run starts, so importing the queue package (``ptif status``, the Lambda) never loads them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ptif.errors import PtifError
+
+if TYPE_CHECKING:
+    from ptif.convert.engine import ConversionResult
+    from ptif.convert.profiles import Recipe
+
+
+def convert_labelled(
+    src: Path, dst: Path, recipe: Recipe, label: str, max_pixels: int
+) -> ConversionResult:
+    """Convert, with errors naming the source key rather than the worker's temporary file."""
+    from ptif.convert.engine import convert
+
+    try:
+        return convert(src, dst, recipe, max_pixels=max_pixels)
+    except PtifError as error:
+        error.args = (str(error).replace(str(src), label),)
+        raise
+
+
+def tune_libvips(workers: int) -> None:
+    """Share the cores between parallel conversions instead of oversubscribing them."""
+    import pyvips
+
+    pyvips.concurrency_set(max(1, (os.cpu_count() or 1) // workers))
