@@ -256,14 +256,7 @@ def _write(
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff)
-    _make_parent(dst)
-    temp = dst.with_name(f".{dst.name}.{os.urandom(6).hex()}.ptif-partial")
-    try:
-        _save(src, image, temp, options)
-        verify_pyramid(temp, levels, recipe.tile_size, image.bands)
-        _publish(temp, dst, durable)
-    finally:
-        temp.unlink(missing_ok=True)
+    _write_verified(src, dst, image, options, levels, recipe.tile_size, durable)
     for warning in warnings:
         log.warning("%s: %s", src, warning)
     return ConversionResult(
@@ -283,6 +276,27 @@ def _write(
         seconds=time.perf_counter() - started,
         warnings=tuple(warnings),
     )
+
+
+def _write_verified(
+    src: Path,
+    dst: Path,
+    image: pyvips.Image,
+    options: dict[str, Any],
+    levels: tuple[tuple[int, int], ...],
+    tile_size: int,
+    durable: bool,
+) -> None:
+    """Save to a hidden temporary file beside ``dst``, verify it, then rename it into place:
+    ``dst`` holds a complete, verified pyramid or nothing new."""
+    _make_parent(dst)
+    temp = dst.with_name(f".{dst.name}.{os.urandom(6).hex()}.ptif-partial")
+    try:
+        _save(src, image, temp, options)
+        verify_pyramid(temp, levels, tile_size, image.bands)
+        _publish(temp, dst, durable)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _make_parent(dst: Path) -> None:
