@@ -36,6 +36,12 @@ def add_recipe_options(parser: argparse.ArgumentParser, profile_default: str | N
         choices=sorted(PROFILES),
         help=f"named settings (default: default). {profiles}",
     )
+    _add_tile_options(group)
+    _add_size_limits(group)
+
+
+def _add_tile_options(group: argparse._ArgumentGroup) -> None:
+    """How tiles are encoded, and the resolution recorded."""
     group.add_argument("--compression", choices=COMPRESSIONS, help="tile compression")
     group.add_argument(
         "--quality", type=int_range(1, 100), metavar="Q", help="JPEG/WebP quality, 1-100"
@@ -47,6 +53,10 @@ def add_recipe_options(parser: argparse.ArgumentParser, profile_default: str | N
         help="tile width and height, a multiple of 16",
     )
     group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
+
+
+def _add_size_limits(group: argparse._ArgumentGroup) -> None:
+    """The box an output is shrunk to fit, and the largest source accepted."""
     group.add_argument(
         "--max-size", type=int_range(1), metavar="PX", help="shrink so neither side passes this"
     )

@@ -58,6 +58,13 @@ def add_watch(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="the source store to watch, s3://bucket[/prefix] or a folder (default: --source)",
     )
     _add_common(parser)
+    _add_watch_timing(parser)
+    _add_watch_modes(parser)
+    parser.set_defaults(handler=run_watch)
+
+
+def _add_watch_timing(parser: argparse.ArgumentParser) -> None:
+    """When a file counts as uploaded, how often a bucket is listed and how far back it looks."""
     parser.add_argument(
         "--settle",
         type=float,
@@ -78,6 +85,10 @@ def add_watch(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="how far below the newest object seen each poll looks again, for uploads that\n"
         "show up late, such as long multipart uploads (default 3600)",
     )
+
+
+def _add_watch_modes(parser: argparse.ArgumentParser) -> None:
+    """Which images a watch queues (--initial-scan, --prefix) and how it runs (--poll, --once)."""
     parser.add_argument(
         "--initial-scan",
         action="store_true",
@@ -88,7 +99,6 @@ def add_watch(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     parser.add_argument("--prefix", default="", help="only keys starting with this")
     parser.add_argument("--once", action="store_true", help="one polling pass, then exit")
-    parser.set_defaults(handler=run_watch)
 
 
 def run_watch(args: argparse.Namespace) -> int:

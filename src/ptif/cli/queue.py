@@ -47,6 +47,19 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         metavar="N",
         help=f"parallel conversions (default: CPU count, {os.cpu_count()})",
     )
+    _add_run_scope(parser)
+    _add_follow_options(parser)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON log lines and a JSON report on stdout, even on a terminal",
+    )
+    add_recipe_options(parser)
+    parser.set_defaults(handler=run_process, json_logs=True)
+
+
+def _add_run_scope(parser: argparse.ArgumentParser) -> None:
+    """Which markers a run takes: by source prefix, how many, how old."""
     parser.add_argument("--prefix", default="", help="only sources whose key starts with this")
     parser.add_argument("--limit", type=int, metavar="N", help="take at most N markers")
     parser.add_argument(
@@ -55,6 +68,10 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         metavar="SECONDS",
         help="skip markers younger than this (files still being written)",
     )
+
+
+def _add_follow_options(parser: argparse.ArgumentParser) -> None:
+    """An always-on worker: keep polling the queue, and how often."""
     parser.add_argument(
         "--follow",
         action="store_true",
@@ -67,13 +84,6 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         metavar="SECONDS",
         help="pause between polls with --follow (default 30)",
     )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="JSON log lines and a JSON report on stdout, even on a terminal",
-    )
-    add_recipe_options(parser)
-    parser.set_defaults(handler=run_process, json_logs=True)
 
 
 def run_process(args: argparse.Namespace) -> int:
