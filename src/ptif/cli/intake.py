@@ -12,9 +12,13 @@ import argparse
 import json
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ptif.cli.common import add_store_options, open_stores, settings_from, stop_on_signals
+
+if TYPE_CHECKING:
+    from ptif.config import Settings
+    from ptif.intake.watch import WatchOptions
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +107,7 @@ def _add_watch_modes(parser: argparse.ArgumentParser) -> None:
 
 def run_watch(args: argparse.Namespace) -> int:
     from ptif.console import configure_logging, wants_json
-    from ptif.intake.watch import WatchOptions, WatchReport, queuer_for, watch
+    from ptif.intake.watch import WatchReport, queuer_for, watch
 
     configure_logging(max(args.verbose, 1), args.quiet, json_lines=wants_json(args.json))
     settings = settings_from(
@@ -113,15 +117,7 @@ def run_watch(args: argparse.Namespace) -> int:
         watch_interval=args.interval,
     )
     stores = open_stores(settings)
-    options = WatchOptions(
-        settle=settings.watch_settle,
-        interval=settings.watch_interval,
-        overlap=args.overlap,
-        initial_scan=args.initial_scan,
-        prefix=args.prefix,
-        poll=args.poll,
-        once=args.once,
-    )
+    options = _watch_options(args, settings)
     recipes = settings.conversion_profile().recipe_hashes()
     queuer = queuer_for(
         stores.process, stores.images, stores.source, settings.queue_prefix, recipes
@@ -138,7 +134,26 @@ def run_watch(args: argparse.Namespace) -> int:
         stop=stop,
         report=WatchReport(),
     )
-    counts = report.to_dict()
+    _print_watch_report(args, report.to_dict())
+    return 1 if args.once and report.errors else 0
+
+
+def _watch_options(args: argparse.Namespace, settings: Settings) -> WatchOptions:
+    from ptif.intake.watch import WatchOptions
+
+    return WatchOptions(
+        settle=settings.watch_settle,
+        interval=settings.watch_interval,
+        overlap=args.overlap,
+        initial_scan=args.initial_scan,
+        prefix=args.prefix,
+        poll=args.poll,
+        once=args.once,
+    )
+
+
+def _print_watch_report(args: argparse.Namespace, counts: dict[str, int]) -> None:
+    """The counts as JSON on stdout with --json, and a summary on stderr unless --quiet."""
     if args.json:
         print(json.dumps(counts))
     if not args.quiet:
@@ -147,7 +162,6 @@ def run_watch(args: argparse.Namespace) -> int:
             f"{counts['not_newer']} already queued, {counts['errors']} errors)",
             file=sys.stderr,
         )
-    return 1 if args.once and report.errors else 0
 
 
 def _stop_on_signals(stop: threading.Event, name: str) -> None:
