@@ -101,8 +101,8 @@ class _Refusal:
     It matches an S3 error code in ``codes`` or an HTTP status in ``statuses`` (only for a
     conditional request if ``conditional``), unless the code is in ``unless``. ``message`` is a
     :meth:`str.format` template with ``where`` (the object's URL), ``url``, ``bucket``,
-    ``prefix``, ``endpoint``, ``op``, ``permission`` (what ``op`` needs), ``code`` and ``reason``
-    (the code, or else the status).
+    ``prefix``, ``endpoint``, ``op``, ``permission`` (what ``op`` needs), ``s3_code`` and
+    ``reason`` (the S3 error code, or else the status).
     """
 
     error: Callable[[str], PtifError]
@@ -154,11 +154,13 @@ _REFUSALS = (
     ),
     _Refusal(
         StoreError,
-        "{where}: the server refused the upload as damaged on the way ({code}); "
+        "{where}: the server refused the upload as damaged on the way ({s3_code}); "
         "nothing was stored; try again later",
         codes=_DAMAGED,
     ),
-    _Refusal(ConfigError, "{url}: the AWS credentials were refused ({code})", codes=_CREDENTIALS),
+    _Refusal(
+        ConfigError, "{url}: the AWS credentials were refused ({s3_code})", codes=_CREDENTIALS
+    ),
     _Refusal(
         UnsafeKey,
         "{where}: the key is too long for this server",
@@ -166,7 +168,7 @@ _REFUSALS = (
     ),
     _Refusal(
         ConfigError,
-        "{url}: the server does not implement {op} as used ({code})",
+        "{url}: the server does not implement {op} as used ({s3_code})",
         codes=frozenset({"NotImplemented"}),
         statuses=frozenset({501}),
     ),
@@ -477,7 +479,7 @@ class S3Store:
             endpoint=self.endpoint_url or "AWS S3",
             op=op,
             permission=_PERMISSION.get(op, "s3:*"),
-            code=code,
+            s3_code=code,
             reason=code or status,
         )
         return refusal.error(message)
