@@ -80,7 +80,9 @@ def failure_code(code: str) -> FailureCode:
 
 _PERMANENT, _RETRY = Disposition.PERMANENT, Disposition.RETRY
 
-UNDECODABLE = _declare("undecodable", _PERMANENT, "corrupt, truncated or empty file")
+UNDECODABLE = _declare(
+    "undecodable", _PERMANENT, "corrupt, truncated or empty file; upload a good copy"
+)
 UNSUPPORTED = _declare(
     "unsupported",
     _PERMANENT,
@@ -90,10 +92,12 @@ UNSUPPORTED = _declare(
 PIXEL_BUDGET = _declare(
     "pixel-budget",
     _PERMANENT,
-    "the header declares more pixels than the budget (`PTIF_MAX_PIXELS`)",
+    "the header declares more pixels than the budget; raise `PTIF_MAX_PIXELS` if it is genuine",
 )
 OUTPUT_CONFLICT = _declare(
-    "output-conflict", _PERMANENT, "another source already owns the output key"
+    "output-conflict",
+    _PERMANENT,
+    "another source already owns the output key (`a/x.png` beside `a/x.jpg`); rename one",
 )
 SOURCE_MISSING = _declare(
     "source-missing", _PERMANENT, "the source was deleted after it was queued"
@@ -103,7 +107,9 @@ BAD_EVENT = _declare(
     "bad-event", _PERMANENT, "a Lambda payload is not an S3 notification in any wrapping ptif knows"
 )
 TOO_MANY_ATTEMPTS = _declare(
-    "too-many-attempts", _PERMANENT, "it failed or crashed the worker `PTIF_MAX_ATTEMPTS` times"
+    "too-many-attempts",
+    _PERMANENT,
+    "it failed or crashed the worker `PTIF_MAX_ATTEMPTS` times; the message gives the last error",
 )
 BAD_SETTINGS = _declare(
     "bad-settings", _PERMANENT, "a setting is out of range, or a page that does not exist"
@@ -120,11 +126,17 @@ MISSING = _declare(
     "missing", _RETRY, "an object went away between two steps; the next attempt sees why"
 )
 PRECONDITION_FAILED = _declare(
-    "precondition-failed", _RETRY, "another writer changed the object first (a conditional write)"
+    "precondition-failed",
+    _RETRY,
+    "another writer changed the object first (a conditional write lost)",
 )
-LEASE_LOST = _declare("lease-lost", _RETRY, "another worker took over the image's lease")
+LEASE_LOST = _declare(
+    "lease-lost", _RETRY, "another worker took the image over (this one's lease had expired)"
+)
 INTERRUPTED = _declare("interrupted", _RETRY, "the run stopped before converting the image")
-INTERNAL = _declare("internal", _RETRY, "an unexpected failure, a bug: the worker's log has it")
+INTERNAL = _declare(
+    "internal", _RETRY, "an unexpected failure (a bug); the worker's log has the traceback"
+)
 
 
 class PtifError(Exception):
