@@ -70,12 +70,10 @@ def _declare(code: str, disposition: Disposition, meaning: str) -> str:
 
 def failure_code(code: str) -> FailureCode:
     """The declaration of ``code``; :class:`ValueError` if there is none."""
-    try:
-        return CODES[code]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown failure code {code!r}: declare it in ptif.errors.CODES"
-        ) from None
+    declared = CODES.get(code)  # not CODES[code] in a try: the traceback keeps the error handled
+    if declared is None:
+        raise ValueError(f"unknown failure code {code!r}: declare it in ptif.errors.CODES")
+    return declared
 
 
 _PERMANENT, _RETRY = Disposition.PERMANENT, Disposition.RETRY
