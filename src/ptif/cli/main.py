@@ -20,7 +20,7 @@ from importlib import import_module
 
 from ptif import __version__
 from ptif.console import configure_logging
-from ptif.errors import ConfigError, PtifError
+from ptif.errors import STORE_UNREACHABLE, ConfigError, PtifError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def report_error(error: PtifError) -> int:
     print(f"ptif: {' '.join(str(error).split())}", file=sys.stderr)
     if isinstance(error, ConfigError):
         return EXIT_USAGE
-    return EXIT_UNREACHABLE if error.code == "store-unreachable" else EXIT_FAILED
+    return EXIT_UNREACHABLE if error.code == STORE_UNREACHABLE else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

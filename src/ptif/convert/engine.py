@@ -26,7 +26,7 @@ from ptif.convert.loaders import DEFAULT_MAX_PIXELS, Opened, OpenRequest, open_p
 from ptif.convert.profiles import DEFAULT_RECIPE, Recipe
 from ptif.convert.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
 from ptif.convert.verify import verify_pyramid
-from ptif.errors import OutputWriteError, PtifError, UndecodableError
+from ptif.errors import DISK_FULL, OutputWriteError, PtifError, UndecodableError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
@@ -317,7 +317,7 @@ def _classify_save_error(src: Path, temp: Path, error: pyvips.Error) -> PtifErro
     text = " ".join(str(error.detail or error.message).split())
     if _DISK_FULL.search(text):
         return OutputWriteError(f"{temp.parent}: disk full while writing the pyramid of {src}",
-                                code="disk-full")  # fmt: skip
+                                code=DISK_FULL)  # fmt: skip
     if _IO_PROBLEM.search(text) or _WRITER.search(text):
         return OutputWriteError(f"{temp.parent}: cannot write the pyramid of {src} ({text[:200]})")
     return UndecodableError(

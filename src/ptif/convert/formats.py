@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from ptif.errors import (
+    IO_ERROR,
     ConversionError,
     SourceMissingError,
     UndecodableError,
@@ -166,7 +167,7 @@ def sniff(path: Path) -> Format:
         raise SourceMissingError(f"{path}: no such file") from None
     except OSError as error:
         reason = f"{path}: cannot read it ({error.strerror})"
-        raise ConversionError(reason, code="io-error") from error
+        raise ConversionError(reason, code=IO_ERROR) from error
     if not head:
         raise UndecodableError(f"{path}: the file is empty (0 bytes); upload it again")
     name = _sniff_known(head)

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from ptif.errors import PtifError
+from ptif.errors import BAD_EVENT, PtifError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ TEST_EVENT = "s3:TestEvent"
 class BadEvent(PtifError):
     """A payload that is not an S3 notification in any wrapping ptif knows."""
 
-    code = "bad-event"
+    code = BAD_EVENT
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from ptif.errors import PtifError
+from ptif.errors import LEASE_LOST, PtifError
 from ptif.queue.markers import CLAIMS_PREFIX
 from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class LeaseLost(PtifError):
     """Another worker holds the marker now (ours expired, or the store lost track)."""
 
-    code = "lease-lost"
+    code = LEASE_LOST
 
 
 def claim_key(subject: str) -> str:

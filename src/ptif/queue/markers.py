@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ptif.errors import PtifError
+from ptif.errors import BAD_MARKER, PtifError
 from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ WRITE_ATTEMPTS = 8
 class BadMarker(PtifError):
     """A marker that is not JSON, or has no usable ``key``."""
 
-    code = "bad-marker"
+    code = BAD_MARKER
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from enum import StrEnum
 from urllib.parse import unquote
 
 from ptif import __version__
-from ptif.errors import ConversionError
+from ptif.errors import OUTPUT_CONFLICT, ConversionError
 from ptif.stores.base import ObjectInfo, Store
 
 SOURCE_KEY = "ptif-source-key"
@@ -39,7 +39,7 @@ class OutputState(StrEnum):
 class OutputConflict(ConversionError):
     """Another source already owns this output key (``a/x.png`` and ``a/x.jpg``)."""
 
-    code = "output-conflict"
+    code = OUTPUT_CONFLICT
 
 
 def output_key(source_key: str) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ptif.config import Settings
 from ptif.convert.profiles import Recipe
-from ptif.errors import PtifError, SourceMissingError
+from ptif.errors import INTERNAL, INTERRUPTED, TOO_MANY_ATTEMPTS, PtifError, SourceMissingError
 from ptif.queue.conversion import convert_labelled, tune_libvips
 from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, acquire
 from ptif.queue.markers import (
@@ -61,7 +61,7 @@ BUSY_RECHECK_SECONDS = 2.0
 class Stopping(PtifError):
     """The run was asked to stop before this item started."""
 
-    code = "interrupted"
+    code = INTERRUPTED
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ class Worker:
             result = self._claim_and_work(info, options)
         except Exception as error:  # a bug, or a library failing in a way nobody foresaw
             log.exception("%s: unexpected failure; the marker stays for a later run", info.key)
-            result = ItemResult(info.key, Outcome.RETRY, code="internal", message=repr(error))
+            result = ItemResult(info.key, Outcome.RETRY, code=INTERNAL, message=repr(error))
         result.seconds = time.monotonic() - started
         return result
 
@@ -326,7 +326,7 @@ class Worker:
             error = PtifError(
                 f"{marker.key}: gave up after {tried} attempts; last: "
                 f"{reason or 'it never finished (worker crashes?)'}",
-                code="too-many-attempts",
+                code=TOO_MANY_ATTEMPTS,
             )
             if lease.tries.last_error:
                 marker = marker.with_fields(
@@ -438,8 +438,8 @@ def _release(lease: Lease, result: ItemResult | None) -> None:
     """Let go of the claim. After a transient failure (or a bug) it stays behind, released,
     with the attempts and the error, so the next try counts on from there."""
     if result is None:
-        lease.release_noting("internal", "an unexpected failure; see the worker's log")
+        lease.release_noting(INTERNAL, "an unexpected failure; see the worker's log")
     elif result.outcome is Outcome.RETRY and result.code != Stopping.code:
-        lease.release_noting(result.code or "internal", result.message or "")
+        lease.release_noting(result.code or INTERNAL, result.message or "")
     else:
         lease.release()

@@ -16,7 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ptif.errors import ConfigError, PtifError
+from ptif.errors import (
+    MISSING,
+    PRECONDITION_FAILED,
+    STORE_UNREACHABLE,
+    UNSUPPORTED,
+    ConfigError,
+    PtifError,
+)
 
 MAX_KEY_BYTES = 1024
 """S3's limit on a key, in UTF-8 bytes; folder stores keep the same so both accept the same keys."""
@@ -31,25 +38,25 @@ _META_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 class StoreError(PtifError):
     """A store operation failed for a reason worth retrying (network, throttling, 5xx)."""
 
-    code = "store-unreachable"
+    code = STORE_UNREACHABLE
 
 
 class PreconditionFailed(PtifError):
     """A conditional write or delete lost: the object exists, is gone, or has another eTag."""
 
-    code = "precondition-failed"
+    code = PRECONDITION_FAILED
 
 
 class ObjectMissing(PtifError):
     """The key holds no object."""
 
-    code = "missing"
+    code = MISSING
 
 
 class UnsafeKey(PtifError):
     """The key cannot be stored here (for a folder store: it would escape the folder)."""
 
-    code = "unsupported"
+    code = UNSUPPORTED
 
 
 @dataclass(frozen=True)

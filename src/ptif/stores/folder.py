@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from ptif.errors import ConfigError, PtifError
+from ptif.errors import DISK_FULL, ConfigError, PtifError
 from ptif.stores.base import (
     MAX_KEY_BYTES,
     ObjectInfo,
@@ -358,7 +358,7 @@ def _disk_full(key: str) -> Iterator[None]:
         yield
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise PtifError(f"{key}: disk full: {error}", code="disk-full") from error
+            raise PtifError(f"{key}: disk full: {error}", code=DISK_FULL) from error
         raise
 
 

@@ -29,7 +29,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +41,7 @@ import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 
-from ptif.errors import ConfigError, PtifError
+from ptif.errors import UNSUPPORTED, ConfigError, PtifError
 from ptif.stores.base import (
     ObjectInfo,
     ObjectMissing,
@@ -66,11 +66,15 @@ POOL_CONNECTIONS = 64
 #: knows, gzips any chunk whose first bytes compress, which costs it CPU on a pyramid for nothing.
 CONTENT_TYPES = {".tif": "image/tiff", ".tiff": "image/tiff", ".json": "application/json"}
 
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
+_THROTTLED = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
+)
 #: The server refused a body that did not match its Content-MD5 or Content-Length: it was damaged
 #: or cut short on the way, and nothing was stored.
-_DAMAGED = {"BadDigest", "IncompleteBody"}
-_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+_DAMAGED = frozenset({"BadDigest", "IncompleteBody"})
+_CREDENTIALS = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
 _PERMISSION = {
     "get": "s3:GetObject",
     "head": "s3:GetObject (and s3:ListBucket, without which a missing key answers 403)",
@@ -88,6 +92,98 @@ _ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?")
 
 Parts = list[dict[str, Any]]
 _SESSION_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """One way S3 answers a request with an error, and the ptif error it becomes.
+
+    It matches an S3 error code in ``codes`` or an HTTP status in ``statuses`` (only for a
+    conditional request if ``conditional``), unless the code is in ``unless``. ``message`` is a
+    :meth:`str.format` template with ``where`` (the object's URL), ``url``, ``bucket``,
+    ``prefix``, ``endpoint``, ``op``, ``permission`` (what ``op`` needs), ``s3_code`` and
+    ``reason`` (the S3 error code, or else the status).
+    """
+
+    error: Callable[[str], PtifError]
+    message: str
+    codes: frozenset[str] = frozenset()
+    statuses: frozenset[int] = frozenset()
+    conditional: bool = False
+    unless: frozenset[str] = frozenset()
+
+    def matches(self, code: str, status: int, conditional: bool) -> bool:
+        return (
+            (code in self.codes or status in self.statuses)
+            and (conditional or not self.conditional)
+            and code not in self.unless
+        )
+
+
+#: How S3's errors become ptif errors, the first that matches: a lost condition or a missing key
+#: is for the caller to handle, a setting or permission problem stops the run (exit 2), a key
+#: the server will never take fails that image, and the rest is worth trying again later.
+_REFUSALS = (
+    _Refusal(
+        PreconditionFailed,
+        "{where}: the condition did not hold ({op})",
+        codes=frozenset({"PreconditionFailed"}),
+        statuses=frozenset({412}),
+    ),
+    _Refusal(
+        PreconditionFailed,
+        "{where}: a concurrent write won ({op})",
+        codes=frozenset({"ConditionalRequestConflict"}),
+        statuses=frozenset({409}),
+        conditional=True,
+    ),
+    _Refusal(
+        ObjectMissing, "{where}: no such object", codes=frozenset({"NoSuchKey", "404", "NotFound"})
+    ),
+    _Refusal(
+        ConfigError,
+        "{url}: bucket {bucket!r} does not exist at {endpoint}; create it or correct the store URL",
+        codes=frozenset({"NoSuchBucket"}),
+    ),
+    _Refusal(
+        ConfigError,
+        "{url}: access denied to {op} {where}: the credentials need {permission} on "
+        "arn:aws:s3:::{bucket}/{prefix}*",
+        codes=frozenset({"AccessDenied", "AllAccessDisabled", "403"}),
+        statuses=frozenset({403}),
+    ),
+    _Refusal(
+        StoreError,
+        "{where}: the server refused the upload as damaged on the way ({s3_code}); "
+        "nothing was stored; try again later",
+        codes=_DAMAGED,
+    ),
+    _Refusal(
+        ConfigError, "{url}: the AWS credentials were refused ({s3_code})", codes=_CREDENTIALS
+    ),
+    _Refusal(
+        UnsafeKey,
+        "{where}: the key is too long for this server",
+        codes=frozenset({"KeyTooLongError"}),
+    ),
+    _Refusal(
+        ConfigError,
+        "{url}: the server does not implement {op} as used ({s3_code})",
+        codes=frozenset({"NotImplemented"}),
+        statuses=frozenset({501}),
+    ),
+    _Refusal(
+        functools.partial(PtifError, code=UNSUPPORTED),
+        "{where}: the server refuses to {op} it ({reason}); rename the source, or check the key",
+        statuses=frozenset(range(400, 500)) - {408, 429},
+        unless=_THROTTLED,
+    ),
+    _Refusal(
+        StoreError, "{where}: {op} throttled after retries; try again later", codes=_THROTTLED
+    ),
+)
+#: Anything else: a 5xx, or an error S3 does not document.
+_FAILED = _Refusal(StoreError, "{where}: {op} failed with {reason} after retries; try again later")
 
 
 @dataclass(frozen=True)
@@ -374,45 +470,19 @@ class S3Store:
     ) -> PtifError:
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        where = self._where(key)
-        result: PtifError
-        if code == "PreconditionFailed" or status == 412:
-            result = PreconditionFailed(f"{where}: the condition did not hold ({op})")
-        elif conditional and (code == "ConditionalRequestConflict" or status == 409):
-            result = PreconditionFailed(f"{where}: a concurrent write won ({op})")
-        elif code in ("NoSuchKey", "404", "NotFound"):
-            result = ObjectMissing(f"{where}: no such object")
-        elif code == "NoSuchBucket":
-            result = ConfigError(
-                f"{self.url}: bucket {self.bucket!r} does not exist at "
-                f"{self.endpoint_url or 'AWS S3'}; create it or correct the store URL"
-            )
-        elif code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
-            result = ConfigError(
-                f"{self.url}: access denied to {op} {where}: the credentials need "
-                f"{_PERMISSION.get(op, 's3:*')} on arn:aws:s3:::{self.bucket}/{self.prefix}*"
-            )
-        elif code in _DAMAGED:
-            result = StoreError(
-                f"{where}: the server refused the upload as damaged on the way ({code}); "
-                "nothing was stored; try again later"
-            )
-        elif code in _CREDENTIALS:
-            result = ConfigError(f"{self.url}: the AWS credentials were refused ({code})")
-        elif code == "KeyTooLongError":
-            result = UnsafeKey(f"{where}: the key is too long for this server")
-        elif code == "NotImplemented" or status == 501:
-            result = ConfigError(f"{self.url}: the server does not implement {op} as used ({code})")
-        elif 400 <= status < 500 and status not in (408, 429) and code not in _THROTTLED:
-            result = PtifError(
-                f"{where}: the server refuses to {op} it ({code or status}); "
-                "rename the source, or check the key",
-                code="unsupported",
-            )
-        else:
-            kind = "throttled" if code in _THROTTLED else f"failed with {code or status}"
-            result = StoreError(f"{where}: {op} {kind} after retries; try again later")
-        return result
+        refusal = next((r for r in _REFUSALS if r.matches(code, status, conditional)), _FAILED)
+        message = refusal.message.format(
+            where=self._where(key),
+            url=self.url,
+            bucket=self.bucket,
+            prefix=self.prefix,
+            endpoint=self.endpoint_url or "AWS S3",
+            op=op,
+            permission=_PERMISSION.get(op, "s3:*"),
+            s3_code=code,
+            reason=code or status,
+        )
+        return refusal.error(message)
 
 
 class FilePart(io.RawIOBase):
