@@ -9,9 +9,12 @@ from urllib.parse import quote
 import pytest
 
 from ptif.queue.outputs import (
+    RECIPE,
     SOURCE_KEY,
     OutputConflict,
+    OutputState,
     check_owner,
+    compare_output,
     output_key,
     output_metadata,
     recorded_source,
@@ -56,3 +59,31 @@ def test_another_source_is_a_conflict() -> None:
     with pytest.raises(OutputConflict, match=r"a/x\.png") as caught:
         check_owner(info(metadata), "a/x.jpg")
     assert caught.value.code == "output-conflict" and caught.value.permanent
+
+
+ETAG = "0123abcd"
+RECIPES = frozenset({"recipe-1", "recipe-2"})
+
+
+def made(source_key: str, source_etag: str, recipe: str = "recipe-1") -> ObjectInfo:
+    return info(output_metadata({RECIPE: recipe}, source_key, source_etag))
+
+
+@pytest.mark.parametrize(
+    ("output", "etag", "state"),
+    [
+        (None, ETAG, OutputState.MISSING),
+        (made("a/x.jpg", ETAG), ETAG, OutputState.CURRENT),
+        (made("a/x.jpg", ETAG, "recipe-2"), ETAG, OutputState.CURRENT),
+        (made("a/x.jpg", "older"), ETAG, OutputState.OTHER_ETAG),
+        (made("a/x.jpg", ETAG, "recipe-0"), ETAG, OutputState.OTHER_RECIPE),
+        (info({RECIPE: "recipe-1"}), ETAG, OutputState.OTHER_ETAG),  # made by something else
+        # Another source's pyramid is never current, even from identical bytes (one eTag).
+        (made("a/x.png", ETAG), ETAG, OutputState.CONFLICT),
+        (made("a/x.png", "older"), ETAG, OutputState.CONFLICT),
+        # An empty eTag proves no version: the worker always redid these; now intake agrees.
+        (made("a/x.jpg", ""), "", OutputState.OTHER_ETAG),
+    ],
+)
+def test_the_freshness_rule(output: ObjectInfo | None, etag: str, state: OutputState) -> None:
+    assert compare_output(output, "a/x.jpg", etag, RECIPES) is state

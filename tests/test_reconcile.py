@@ -26,13 +26,25 @@ from intake_helpers import (  # noqa: F401 (the stores fixture)
 
 from ptif import aws
 from ptif.config import parse_extensions
+from ptif.convert.profiles import PROFILES
 from ptif.errors import ConfigError
+from ptif.intake.enqueue import Outcome
+from ptif.intake.mark import MarkOptions, mark
 from ptif.intake.reconcile import ReconcileOptions, ReconcileReport, reconcile
+from ptif.intake.watch import queuer_for
 from ptif.queue.markers import REPORTS_PREFIX, failed_key, marker_key, new_marker
 from ptif.stores import ObjectInfo, Store
 
 EXTENSIONS = parse_extensions("jpg,jpeg,tif,tiff,png")
 PTIF = (sys.executable, "-m", "ptif")
+#: A source for each state its output can be in.
+STATES = {
+    "current.jpg": "current",
+    "missing.jpg": "missing",
+    "other-etag.jpg": "other-etag",
+    "other-recipe.jpg": "other-recipe",
+    "x/y.jpg": "conflict",
+}
 
 
 def _reconcile(stores: Stores, **options: Any) -> ReconcileReport:
@@ -92,6 +104,36 @@ def test_the_join_is_right_for_names_that_sort_differently(stores: Stores) -> No
     assert (counts["listed"], counts["not_images"], counts["marked"]) == (9, 1, 4)
     assert counts["conflict_keys"] == ["x/y.jpg"]
     assert _saved_reports(stores.process) == [json.loads(json.dumps(counts))]
+
+
+def test_mark_stale_watch_and_reconcile_call_the_same_outputs_current(stores: Stores) -> None:
+    """One freshness rule: the three intake commands agree on every state, including an output
+    that holds another source's pyramid made from identical bytes (S3 gives both one eTag),
+    which ``mark --stale`` used to count as up to date."""
+    etags = {key: put_source(stores.source, key, key.encode()) for key in STATES}
+    put_output(stores.images, "current.jpg", etags["current.jpg"])
+    put_output(stores.images, "other-etag.jpg", "0" * 32)
+    put_output(stores.images, "other-recipe.jpg", etags["other-recipe.jpg"], recipe="0123456789ab")
+    put_output(stores.images, "x/y.png", etags["x/y.jpg"])  # x/y.tif: x/y.png's, same bytes
+
+    reconciled = _reconcile(stores, dry_run=True)
+    marked = mark(
+        stores.source,
+        stores.process,
+        stores.images,
+        queue_prefix=QUEUE,
+        profile=PROFILES["default"],
+        options=MarkOptions(extensions=EXTENSIONS, dry_run=True, stale=True),
+    )
+    queuer = queuer_for(stores.process, stores.images, stores.source, QUEUE, {CURRENT_RECIPE})
+    watched = {info.key: queuer.offer(info) for info in stores.source.list()}
+
+    not_current = sorted(set(STATES) - {"current.jpg"})
+    assert reconciled.to_dict()["outputs"] == {state: 1 for state in STATES.values()}
+    assert sorted(reconciled.marked_keys + reconciled.conflict_keys) == not_current
+    assert (marked.up_to_date, sorted(marked.marked_keys)) == (1, not_current)
+    assert [k for k, outcome in watched.items() if outcome is Outcome.UP_TO_DATE] == ["current.jpg"]
+    assert sorted(markers(stores.process)) == not_current
 
 
 def test_queued_markers_are_kept_and_known_failures_left_to_retry(stores: Stores) -> None:

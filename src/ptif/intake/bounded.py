@@ -1,4 +1,5 @@
-"""Bounded concurrency for the listing commands: many requests in flight, little memory held."""
+"""Bounded concurrency for the listing commands (``mark``, ``watch``, ``reconcile``, ``status``):
+many requests in flight, little memory held."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from ptif.errors import BAD_EVENT, PtifError
+from ptif.timeutil import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def _time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         return None
 

@@ -3,24 +3,27 @@
 The source listing streams and markers are written concurrently, so marking a million objects
 needs neither a full listing in memory nor a million sequential requests. Markers already
 queued are left as they are (they may carry fields, such as ``copyrightStatus``, that a fresh
-marker would lose). With ``stale``, only sources whose output is missing or was made from another
-eTag or with other settings are marked.
+marker would lose). With ``stale``, only sources whose output is not current are marked: it is
+missing, was made from another eTag or with other settings, or holds another source's pyramid
+(the worker then records the ``output-conflict``). Any recipe the profile can make counts as
+current, as in ``watch`` and ``reconcile``: :func:`ptif.queue.outputs.compare_output` decides.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ptif.convert.profiles import Profile
+from ptif.intake.bounded import run_bounded
 from ptif.intake.scope import bucket_name, is_candidate
 from ptif.queue.markers import create_marker, new_marker
-from ptif.queue.outputs import RECIPE, SOURCE_ETAG, output_key
+from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, Store
 
-CONCURRENCY = 16
+MARKED = "marked"
+ALREADY_QUEUED = "already_queued"
+UP_TO_DATE = "up_to_date"
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,11 @@ class MarkReport:
     up_to_date: int = 0
     ignored: int = 0
     marked_keys: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, name: str, key: str | None = None) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + 1)
-            if key is not None and name == "marked" and len(self.marked_keys) < 10_000:
-                self.marked_keys.append(key)
+        setattr(self, name, getattr(self, name) + 1)
+        if key is not None and name == MARKED and len(self.marked_keys) < 10_000:
+            self.marked_keys.append(key)
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -68,24 +69,17 @@ def mark(
     options: MarkOptions,
     on_marked: Callable[[str], None] | None = None,
 ) -> MarkReport:
+    """Mark what ``options`` select; the first error stops the listing and is raised once the
+    requests in flight have finished. Counting and ``on_marked`` happen in the caller's thread."""
     report = MarkReport()
-    marker = _Marker(source, process, images, queue_prefix, profile, options, report, on_marked)
-    window = threading.BoundedSemaphore(CONCURRENCY * 4)
-    errors: list[BaseException] = []
-
-    def settle(future: Future[None]) -> None:
-        window.release()
-        if future.exception() is not None:
-            errors.append(future.exception())  # type: ignore[arg-type]
-
-    with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="ptif-mark") as pool:
-        for info in _candidates(source, options, report):
-            if errors:
-                break
-            window.acquire()
-            pool.submit(marker.one, info).add_done_callback(settle)
-    if errors:
-        raise errors[0]
+    recipes = frozenset(profile.recipe_hashes())
+    marker = _Marker(source, process, images, queue_prefix, recipes, options)
+    for info, outcome in run_bounded(marker.one, _candidates(source, options, report)):
+        if isinstance(outcome, Exception):
+            raise outcome
+        report.count(outcome, info.key)
+        if outcome == MARKED and on_marked:
+            on_marked(info.key)
     return report
 
 
@@ -99,33 +93,25 @@ def _candidates(source: Store, options: MarkOptions, report: MarkReport) -> Iter
                 report.count("ignored")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Marker:
     source: Store
     process: Store
     images: Store
     queue_prefix: str
-    profile: Profile
+    recipes: frozenset[str]
     options: MarkOptions
-    report: MarkReport
-    on_marked: Callable[[str], None] | None
 
-    def one(self, info: ObjectInfo) -> None:
-        if self.options.stale and self._up_to_date(info):
-            self.report.count("up_to_date")
-            return
+    def one(self, info: ObjectInfo) -> str:
+        """Mark one source unless it needs none; which of the report's counts it adds to."""
+        if self.options.stale and self._current(info):
+            return UP_TO_DATE
         if not self.options.dry_run and not self._write(info):
-            self.report.count("already_queued")
-            return
-        self.report.count("marked", info.key)
-        if self.on_marked:
-            self.on_marked(info.key)
+            return ALREADY_QUEUED
+        return MARKED
 
-    def _up_to_date(self, info: ObjectInfo) -> bool:
-        existing = self.images.head(output_key(info.key))
-        if existing is None or existing.metadata.get(SOURCE_ETAG) != info.etag:
-            return False
-        return existing.metadata.get(RECIPE) in self.profile.recipe_hashes()
+    def _current(self, info: ObjectInfo) -> bool:
+        return output_state(self.images, info, self.recipes) is OutputState.CURRENT
 
     def _write(self, info: ObjectInfo) -> bool:
         marker = new_marker(

@@ -37,6 +37,7 @@ from ptif.intake.scope import bucket_name, is_candidate
 from ptif.queue.markers import REPORTS_PREFIX, create_marker, failed_key, new_marker
 from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, ObjectMissing, Store
+from ptif.timeutil import format_time
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ class ReconcileReport:
             "source": self.source,
             "images": self.images,
             "dry_run": self.dry_run,
-            "started": _iso(self.started),
-            "finished": _iso(self.finished) if self.finished else None,
+            "started": format_time(self.started, "seconds"),
+            "finished": format_time(self.finished, "seconds") if self.finished else None,
             "listed": self.listed,
             "not_images": self.not_images,
             "outputs": dict(self.states),
@@ -213,7 +214,3 @@ def save_report(process: Store, report: ReconcileReport) -> str:
 def _add(keys: list[str], key: str) -> None:
     if len(keys) < MAX_LISTED:
         keys.append(key)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

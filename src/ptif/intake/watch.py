@@ -49,6 +49,7 @@ from ptif.intake.scope import bucket_name, is_candidate
 from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, ObjectMissing, Store
 from ptif.stores.folder import RESERVED, FolderStore
+from ptif.timeutil import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +175,9 @@ class Cursor:
         body = {
             "source": source_id,
             "started": self.started,
-            "highWater": _iso(self.high_water) if self.high_water else None,
-            "recent": {k: [etag, _iso(when)] for k, (etag, when) in sorted(self.recent.items())},
-            "updated": _iso(datetime.now(UTC)),
+            "highWater": format_time(self.high_water) if self.high_water else None,
+            "recent": {k: [etag, format_time(t)] for k, (etag, t) in sorted(self.recent.items())},
+            "updated": format_time(datetime.now(UTC)),
         }
         return json.dumps(body, ensure_ascii=False).encode()
 
@@ -184,8 +185,8 @@ class Cursor:
     def parse(cls, data: bytes) -> Cursor:
         body = json.loads(data)
         high = body.get("highWater")
-        recent = {k: (str(v[0]), _parse_iso(v[1])) for k, v in body.get("recent", {}).items()}
-        return cls(bool(body.get("started", True)), _parse_iso(high) if high else None, recent)
+        recent = {k: (str(v[0]), parse_time(v[1])) for k, v in body.get("recent", {}).items()}
+        return cls(bool(body.get("started", True)), parse_time(high) if high else None, recent)
 
 
 def source_id(store: Store) -> str:
@@ -491,15 +492,6 @@ def _log_outcome(info: ObjectInfo, outcome: Outcome) -> None:
     level = logging.INFO if outcome is Outcome.MARKED else logging.DEBUG
     extra: dict[str, Any] = {"key": info.key, "etag": info.etag, "outcome": outcome.value}
     log.log(level, "%s: %s", info.key, outcome.value, extra=extra)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_iso(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def queuer_for(

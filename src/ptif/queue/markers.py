@@ -21,6 +21,7 @@ from typing import Any
 
 from ptif.errors import BAD_MARKER, PtifError
 from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
+from ptif.timeutil import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def new_marker(
         "size": size,
         "versionId": version_id,
         "sequencer": sequencer,
-        "eventTime": (event_time or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        "eventTime": format_time(event_time or datetime.now(UTC)),
         "origin": origin,
     }
     return Marker(fields)
@@ -147,10 +148,9 @@ def is_newer(candidate: Marker, current: Marker) -> bool:
 def _event_time(marker: Marker) -> datetime:
     text = str(marker.fields.get("eventTime") or "")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
         return datetime.min.replace(tzinfo=UTC)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def write_marker(store: Store, marker: Marker, queue_prefix: str) -> bool:

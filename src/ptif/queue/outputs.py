@@ -4,6 +4,8 @@ The output key is the source's folder and name with the extension ``.tif``, as i
 system. The output's user metadata names the source and its eTag and the recipe hash, so a
 later run can tell an up-to-date output (skip it) from a stale one (redo it) or from another
 source's output that happens to have the same name (an ``output-conflict``, never overwritten).
+:func:`compare_output` is that rule, and the worker, ``mark --stale``, ``watch`` and
+``reconcile`` all follow it.
 The source key is stored as it is, with only ``%`` escaped (``%25``), so values written
 percent-encoded by earlier versions read back the same; the store carries non-ASCII text in
 its own way (an RFC 2047 encoded word on S3, as AWS does). Percent-encoding every accented
@@ -12,7 +14,7 @@ letter would triple it: a 1,000-byte key would pass S3's 2 KB of user metadata.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 from urllib.parse import unquote
 
@@ -67,34 +69,39 @@ def recorded_source(info: ObjectInfo) -> str | None:
 
 def check_owner(info: ObjectInfo | None, source_key: str) -> None:
     """Raise :class:`OutputConflict` if the output at ``info`` was made from another source."""
-    if info is None:
-        return
-    owner = recorded_source(info)
-    if owner is not None and owner != source_key:
+    if info is not None and _owned_by_another(info, source_key):
         raise OutputConflict(
-            f"{source_key}: its output {info.key} already holds the pyramid of {owner}; "
-            "rename one of the two sources, or delete the output and run 'ptif retry'"
+            f"{source_key}: its output {info.key} already holds the pyramid of "
+            f"{recorded_source(info)}; rename one of the two sources, or delete the output and "
+            "run 'ptif retry'"
         )
 
 
-def is_up_to_date(info: ObjectInfo | None, source_etag: str, recipe_hash: str) -> bool:
-    if info is None or not source_etag:
-        return False
-    return (
-        info.metadata.get(SOURCE_ETAG) == source_etag and info.metadata.get(RECIPE) == recipe_hash
-    )
+def compare_output(
+    output: ObjectInfo | None, source_key: str, source_etag: str, recipes: Collection[str]
+) -> OutputState:
+    """The freshness rule, the one every command follows: an output is current only if it is
+    there, belongs to ``source_key``, was made from ``source_etag`` and with one of ``recipes``.
 
-
-def output_state(images: Store, source: ObjectInfo, recipes: Iterable[str]) -> OutputState:
-    """Whether the output of ``source`` is there, made from this eTag with a current recipe."""
-    output = images.head(output_key(source.key))
+    ``recipes`` are the hashes that count as current: the worker passes the one recipe its
+    marker resolves to, intake every recipe the profile can make (it has no marker to read).
+    An empty eTag proves no version, so nothing made from it is current."""
     if output is None:
         return OutputState.MISSING
-    owner = recorded_source(output)
-    if owner is not None and owner != source.key:
+    if _owned_by_another(output, source_key):
         return OutputState.CONFLICT
-    if output.metadata.get(SOURCE_ETAG) != source.etag:
+    if not source_etag or output.metadata.get(SOURCE_ETAG) != source_etag:
         return OutputState.OTHER_ETAG
-    if output.metadata.get(RECIPE) not in set(recipes):
+    if output.metadata.get(RECIPE) not in recipes:
         return OutputState.OTHER_RECIPE
     return OutputState.CURRENT
+
+
+def output_state(images: Store, source: ObjectInfo, recipes: Collection[str]) -> OutputState:
+    """:func:`compare_output` for ``source`` and its output as ``images`` holds it now."""
+    return compare_output(images.head(output_key(source.key)), source.key, source.etag, recipes)
+
+
+def _owned_by_another(output: ObjectInfo, source_key: str) -> bool:
+    owner = recorded_source(output)
+    return owner is not None and owner != source_key

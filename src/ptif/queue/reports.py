@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from ptif import __version__
+from ptif.timeutil import format_time
 
 #: Lists of keys in a report stop growing here; the counts stay exact.
 MAX_LISTED = 100_000
@@ -54,7 +55,7 @@ class ItemResult:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return format_time(datetime.now(UTC), "seconds")
 
 
 @dataclass

@@ -9,12 +9,12 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from ptif.intake.bounded import run_bounded
 from ptif.queue.leases import Busy, Tries, read_claim
 from ptif.queue.markers import (
     CLAIMS_PREFIX,
@@ -25,7 +25,7 @@ from ptif.queue.markers import (
 )
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
 
-READERS = 16
+T = TypeVar("T")
 #: Fields a failure record adds to the marker's own; removed again when it is re-queued.
 FAILURE_FIELDS = (
     "code", "message", "attempts", "failedAt", "markerKey", "worker", "lastError",
@@ -74,6 +74,19 @@ def _json_objects(store: Store, prefix: str) -> Iterator[ObjectInfo]:
     return (info for info in store.list(prefix) if info.key.endswith(".json"))
 
 
+def _read_all(store: Store, prefix: str, read: Callable[[Store, str], T]) -> Iterator[T]:
+    """``read`` of every JSON object under ``prefix``, many at a time, with few in memory;
+    the first error is raised."""
+
+    def work(info: ObjectInfo) -> T:
+        return read(store, info.key)
+
+    for _, result in run_bounded(work, _json_objects(store, prefix)):
+        if isinstance(result, Exception):
+            raise result
+        yield result
+
+
 def status(process: Store, queue_prefix: str) -> QueueStatus:
     result = QueueStatus()
     now = datetime.now(UTC)
@@ -82,21 +95,15 @@ def status(process: Store, queue_prefix: str) -> QueueStatus:
         age = (now - info.modified).total_seconds()
         if result.oldest_pending_age_s is None or age > result.oldest_pending_age_s:
             result.oldest_pending_age_s = max(0.0, age)
-    with ThreadPoolExecutor(READERS) as pool:
-        for holder, tries in pool.map(
-            lambda i: _read_claim(process, i.key), _json_objects(process, CLAIMS_PREFIX)
-        ):
-            if holder.expires > time.time():
-                result.claimed += 1
-            elif tries.last_error_code:
-                result.retrying += 1
-        records = pool.map(
-            lambda i: _read_json(process, i.key), _json_objects(process, FAILED_PREFIX)
-        )
-        for record in records:
-            if record is not None:
-                result.failed += 1
-                result.failed_by_code[str(record.get("code") or "unknown")] += 1
+    for holder, tries in _read_all(process, CLAIMS_PREFIX, _read_claim):
+        if holder.expires > time.time():
+            result.claimed += 1
+        elif tries.last_error_code:
+            result.retrying += 1
+    for record in _read_all(process, FAILED_PREFIX, _read_json):
+        if record is not None:
+            result.failed += 1
+            result.failed_by_code[str(record.get("code") or "unknown")] += 1
     return result
 
 

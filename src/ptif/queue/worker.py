@@ -47,7 +47,7 @@ from ptif.queue.markers import (
     failed_key,
     parse_marker,
 )
-from ptif.queue.outputs import check_owner, is_up_to_date, output_key, output_metadata
+from ptif.queue.outputs import OutputState, check_owner, compare_output, output_key, output_metadata
 from ptif.queue.reports import ItemResult, Outcome, RunReport
 from ptif.queue.workdir import work_folder
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
@@ -354,7 +354,7 @@ class Worker:
             )
         existing = self.stores.images.head(target)
         check_owner(existing, source_key)
-        if is_up_to_date(existing, source.etag, recipe.hash):
+        if compare_output(existing, source_key, source.etag, {recipe.hash}) is OutputState.CURRENT:
             return ItemResult("", Outcome.SKIPPED, source_key)
         digest = hashlib.sha256(source_key.encode("utf-8", "surrogatepass")).hexdigest()
         local = self._work / digest
