@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ptif.convert.formats import ORIGINAL_EXTENSIONS
+from ptif.convert.limits import (
+    DEFAULT_MAX_SECONDS,
+    MIN_MEMORY,
+    Limits,
+    default_max_memory,
+    format_size,
+    parse_size,
+)
 from ptif.convert.profiles import (
     DEFAULT_MAX_PIXELS,
     RECIPE_SETTINGS,
@@ -37,6 +45,8 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "max_attempts": ("PTIF_MAX_ATTEMPTS",),
     "min_age": ("PTIF_MIN_AGE",),
     "max_pixels": ("PTIF_MAX_PIXELS",),
+    "max_memory": ("PTIF_MAX_MEMORY",),
+    "max_seconds": ("PTIF_MAX_SECONDS",),
     "extensions": ("PTIF_EXTENSIONS",),
     "watch_settle": ("PTIF_WATCH_SETTLE",),
     "watch_interval": ("PTIF_WATCH_INTERVAL",),
@@ -64,6 +74,9 @@ class Settings:
     max_attempts: int = 5
     min_age: float = 0.0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Bytes one conversion may hold; None: a share of the memory, divided among the workers.
+    max_memory: int | None = None
+    max_seconds: float = DEFAULT_MAX_SECONDS
     extensions: str = ",".join(ORIGINAL_EXTENSIONS)
     #: ``ptif watch``: seconds a file must stay unchanged before it is queued.
     watch_settle: float = 5.0
@@ -79,12 +92,24 @@ class Settings:
             raise ConfigError(f"lease seconds must be 5 to 86400, not {self.lease_seconds}")
         if self.max_pixels < 1:
             raise ConfigError(f"max pixels must be at least 1, not {self.max_pixels}")
+        if self.max_memory is not None and self.max_memory < MIN_MEMORY:
+            raise ConfigError(
+                f"max memory must be at least {format_size(MIN_MEMORY)}, not "
+                f"{format_size(self.max_memory)}"
+            )
+        if not 1 <= self.max_seconds <= 86_400:  # also refuses NaN
+            raise ConfigError(f"max seconds must be 1 to 86400, not {self.max_seconds}")
         if self.max_attempts < 1:
             raise ConfigError(f"max attempts must be at least 1, not {self.max_attempts}")
         if self.watch_settle < 0:
             raise ConfigError(f"the settle time cannot be negative ({self.watch_settle})")
         if self.watch_interval <= 0:
             raise ConfigError(f"the poll interval must be positive, not {self.watch_interval}")
+
+    def limits(self) -> Limits:
+        """The budgets of each of the worker's conversions."""
+        memory = self.max_memory or default_max_memory(self.workers)
+        return Limits(self.max_pixels, memory, self.max_seconds)
 
     def conversion_profile(self) -> Profile:
         return get_profile(self.profile).with_overrides(**self.recipe)
@@ -170,12 +195,14 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return found
 
 
-_CONVERTERS: dict[str, type] = {
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "workers": int,
     "lease_seconds": float,
     "max_attempts": int,
     "min_age": float,
     "max_pixels": int,
+    "max_memory": parse_size,
+    "max_seconds": float,
     "watch_settle": float,
     "watch_interval": float,
 }

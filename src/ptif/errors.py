@@ -92,6 +92,18 @@ PIXEL_BUDGET = _declare(
     _PERMANENT,
     "the header declares more pixels than the budget; raise `PTIF_MAX_PIXELS` if it is genuine",
 )
+TOO_LARGE = _declare(
+    "too-large",
+    _PERMANENT,
+    "decoding it would take more memory than one conversion may use; raise `PTIF_MAX_MEMORY` "
+    "(`--max-memory`) if it is genuine",
+)
+TOO_SLOW = _declare(
+    "too-slow",
+    _PERMANENT,
+    "its conversion ran past the time limit; raise `PTIF_MAX_SECONDS` (`--max-seconds`) if it "
+    "is genuine",
+)
 OUTPUT_CONFLICT = _declare(
     "output-conflict",
     _PERMANENT,
@@ -188,6 +200,18 @@ class PixelBudgetError(ConversionError):
     """The header declares more pixels than the configured budget allows."""
 
     code = PIXEL_BUDGET
+
+
+class TooLargeError(ConversionError):
+    """Decoding the source would need more memory than the conversion's budget."""
+
+    code = TOO_LARGE
+
+
+class TooSlowError(ConversionError):
+    """The conversion ran past its time budget and was stopped."""
+
+    code = TOO_SLOW
 
 
 class VerificationError(ConversionError):

@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from ptif.convert.limits import DEFAULT_MAX_SECONDS, parse_size
 from ptif.convert.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, RECIPE_SETTINGS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -75,6 +76,26 @@ def _add_size_limits(group: argparse._ArgumentGroup) -> None:
         metavar="N",
         help=f"refuse sources whose header declares more pixels (default {DEFAULT_MAX_PIXELS:,})",
     )
+    group.add_argument(
+        "--max-memory",
+        type=_size,
+        metavar="SIZE",
+        help="memory one conversion may use, e.g. 2G (default: 3/4 of the memory shared by "
+        "the parallel conversions)",
+    )
+    group.add_argument(
+        "--max-seconds",
+        type=float,
+        metavar="S",
+        help=f"stop a conversion that takes longer (default {DEFAULT_MAX_SECONDS:g})",
+    )
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -130,6 +151,8 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
     if hasattr(args, "max_pixels"):  # the command takes recipe options
         flags["recipe"] = recipe_settings(args) or None
         flags["max_pixels"] = args.max_pixels
+        flags["max_memory"] = args.max_memory
+        flags["max_seconds"] = args.max_seconds
     if getattr(args, "ext", None):
         flags["extensions"] = ",".join(parse_extensions(",".join(args.ext)))
     return load_settings(flags, config_file=args.config)

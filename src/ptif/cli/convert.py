@@ -61,15 +61,17 @@ def _destination(src: Path, dst: str) -> Path:
 
 def _convert(args: argparse.Namespace) -> int:
     from ptif.convert.engine import convert, convert_pages
+    from ptif.convert.limits import Limits
 
     if not args.src.is_file():
         raise ConfigError(f"{args.src}: no such file")
     recipe = _recipe(args)
+    limits = Limits(args.max_pixels, args.max_memory, args.max_seconds)
     target = _destination(args.src, args.dst)
     if args.all_pages:
-        results = convert_pages(args.src, target, recipe, max_pixels=args.max_pixels)
+        results = convert_pages(args.src, target, recipe, limits=limits)
     else:
-        results = [convert(args.src, target, recipe, page=args.page, max_pixels=args.max_pixels)]
+        results = [convert(args.src, target, recipe, page=args.page, limits=limits)]
     for result in results:
         print(_json_text(result.to_dict()) if args.json else _summary(result))
     return EXIT_OK

@@ -22,7 +22,8 @@ import pyvips
 from ptif import __version__
 from ptif.convert.colour import to_display
 from ptif.convert.formats import Format, sniff
-from ptif.convert.loaders import DEFAULT_MAX_PIXELS, Opened, OpenRequest, open_page
+from ptif.convert.limits import Limits
+from ptif.convert.loaders import Opened, OpenRequest, open_page
 from ptif.convert.profiles import DEFAULT_RECIPE, Recipe
 from ptif.convert.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
 from ptif.convert.verify import verify_pyramid
@@ -180,28 +181,41 @@ def convert(
     *,
     page: int = 1,
     max_pixels: int | None = None,
+    limits: Limits | None = None,
     durable: bool = False,
 ) -> ConversionResult:
     """Convert page ``page`` (1-based) of ``src`` into a verified pyramid TIFF at ``dst``.
 
-    With ``durable``, the file is flushed to disk before it is renamed into place, so a power
-    cut cannot leave an empty file under the final name (stores that keep it do this).
+    ``limits`` are the conversion's budgets (:mod:`ptif.convert.limits`); ``max_pixels``, if
+    given, replaces their pixel budget. With ``durable``, the file is flushed to disk before it
+    is renamed into place, so a power cut cannot leave an empty file under the final name
+    (stores that keep it do this).
     """
     src, dst = Path(src), Path(dst)
     init_vips()
     check_writable(recipe)
     started = time.perf_counter()
     fmt = sniff(src)
-    opened = open_page(OpenRequest(src, fmt, page, max_pixels or DEFAULT_MAX_PIXELS))
+    opened = open_page(OpenRequest(src, fmt, page, _limits(limits, max_pixels)))
     return _write(src, dst, fmt, opened, recipe, page, started, durable)
 
 
-def page_count(src: str | os.PathLike[str], *, max_pixels: int | None = None) -> int:
+def _limits(limits: Limits | None, max_pixels: int | None) -> Limits:
+    if limits is None:
+        return Limits(max_pixels)
+    if max_pixels is None:
+        return limits
+    return Limits(max_pixels, limits.max_memory, limits.max_seconds)
+
+
+def page_count(
+    src: str | os.PathLike[str], *, max_pixels: int | None = None, limits: Limits | None = None
+) -> int:
     """How many pages (or frames) the source holds."""
     init_vips()
     path = Path(src)
     fmt = sniff(path)
-    return open_page(OpenRequest(path, fmt, 1, max_pixels or DEFAULT_MAX_PIXELS)).pages
+    return open_page(OpenRequest(path, fmt, 1, _limits(limits, max_pixels))).pages
 
 
 def page_path(dst: Path, page: int) -> Path:
@@ -215,14 +229,16 @@ def convert_pages(
     recipe: Recipe = DEFAULT_RECIPE,
     *,
     max_pixels: int | None = None,
+    limits: Limits | None = None,
 ) -> list[ConversionResult]:
     """One pyramid per page, at ``page_path(dst, n)``; all of them, or none."""
     dst = Path(dst)
+    limits = _limits(limits, max_pixels)
     results: list[ConversionResult] = []
     try:
-        for number in range(1, page_count(src, max_pixels=max_pixels) + 1):
+        for number in range(1, page_count(src, limits=limits) + 1):
             target = page_path(dst, number)
-            results.append(convert(src, target, recipe, page=number, max_pixels=max_pixels))
+            results.append(convert(src, target, recipe, page=number, limits=limits))
     except BaseException:
         for done in results:
             done.path.unlink(missing_ok=True)

@@ -17,9 +17,9 @@ import pyvips
 
 from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, UnsupportedFormatError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "OpenRequest", "Opened", "open_page"]
+__all__ = ["OpenRequest", "Opened", "open_page"]
 from ptif.convert.formats import Format, decoder_for
-from ptif.convert.profiles import DEFAULT_MAX_PIXELS
+from ptif.convert.limits import Limits
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
@@ -53,18 +53,22 @@ class Opened:
 class OpenRequest:
     """Which page of which source to open, within what pixel budget."""
 
-    __slots__ = ("fmt", "max_pixels", "page", "path")
+    __slots__ = ("fmt", "max_memory", "max_pixels", "max_seconds", "page", "path")
 
     path: Final[Path]
     fmt: Final[Format]
     page: Final[int]
     max_pixels: Final[int]
+    max_memory: Final[int]
+    max_seconds: Final[float]
 
-    def __init__(self, path: Path, fmt: Format, page: int, max_pixels: int) -> None:
+    def __init__(self, path: Path, fmt: Format, page: int, limits: Limits) -> None:
         self.path = path
         self.fmt = fmt
         self.page = page
-        self.max_pixels = max_pixels
+        self.max_pixels = limits.max_pixels
+        self.max_memory = limits.max_memory
+        self.max_seconds = limits.max_seconds
 
 
 def open_page(request: OpenRequest) -> Opened:

@@ -17,17 +17,18 @@ from ptif.errors import PtifError
 
 if TYPE_CHECKING:
     from ptif.convert.engine import ConversionResult
+    from ptif.convert.limits import Limits
     from ptif.convert.profiles import Recipe
 
 
 def convert_labelled(
-    src: Path, dst: Path, recipe: Recipe, label: str, max_pixels: int
+    src: Path, dst: Path, recipe: Recipe, label: str, limits: Limits
 ) -> ConversionResult:
     """Convert, with errors naming the source key rather than the worker's temporary file."""
     from ptif.convert.engine import convert
 
     try:
-        return convert(src, dst, recipe, max_pixels=max_pixels)
+        return convert(src, dst, recipe, limits=limits)
     except PtifError as error:
         error.args = (str(error).replace(str(src), label),)
         raise

@@ -369,7 +369,7 @@ class Worker:
             with self._slots:
                 if self._stop.is_set():
                     raise Stopping(f"{source_key}: the run stopped before converting it")
-                result = convert_labelled(src, dst, recipe, source_key, self.settings.max_pixels)
+                result = convert_labelled(src, dst, recipe, source_key, self.settings.limits())
             if lease.lost:
                 raise LeaseLost(f"{source_key}: the lease was lost while converting")
             metadata = output_metadata(result.metadata(), source_key, fetched.etag)
