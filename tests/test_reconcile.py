@@ -28,7 +28,8 @@ from ptif import aws
 from ptif.config import parse_extensions
 from ptif.errors import ConfigError
 from ptif.intake.reconcile import ReconcileOptions, ReconcileReport, reconcile
-from ptif.queue.markers import REPORTS_PREFIX, failed_key, marker_key, new_marker
+from ptif.queue.layout import REPORTS_PREFIX, failed_key, marker_key
+from ptif.queue.markers import new_marker
 from ptif.stores import ObjectInfo, Store
 
 EXTENSIONS = parse_extensions("jpg,jpeg,tif,tiff,png")

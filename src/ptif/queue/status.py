@@ -15,14 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER
 from ptif.queue.leases import Busy, Tries, read_claim
-from ptif.queue.markers import (
-    CLAIMS_PREFIX,
-    FAILED_PREFIX,
-    HASHED_FOLDER,
-    Marker,
-    create_marker,
-)
+from ptif.queue.markers import Marker, create_marker
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
 
 READERS = 16

@@ -41,14 +41,9 @@ from typing import TYPE_CHECKING
 from ptif.config import Settings
 from ptif.convert.profiles import Recipe
 from ptif.errors import PtifError, SourceMissingError
+from ptif.queue.layout import HASHED_FOLDER, failed_key, unreadable_key
 from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, acquire
-from ptif.queue.markers import (
-    HASHED_FOLDER,
-    BadMarker,
-    Marker,
-    failed_key,
-    parse_marker,
-)
+from ptif.queue.markers import BadMarker, Marker, parse_marker
 from ptif.queue.outputs import check_owner, is_up_to_date, output_key, output_metadata
 from ptif.queue.reports import ItemResult, Outcome, RunReport
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
@@ -426,7 +421,7 @@ class Worker:
             "failedAt": now_iso(),
             "worker": self.owner,
         }
-        name = failed_key(f"_unreadable/{hashlib.sha256(key.encode()).hexdigest()}")
+        name = unreadable_key(key)
         self.stores.process.put_bytes(name, json.dumps(record, ensure_ascii=False).encode())
         self._delete_marker(key, etag)
         return ItemResult(key, Outcome.FAILED, None, error.code, str(error))
