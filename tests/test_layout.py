@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from ptif.config import Settings
+from ptif.errors import PtifError
 from ptif.intake.reconcile import ReconcileReport, save_report
 from ptif.queue import layout
+from ptif.queue.failures import FailureRecord, write_failure, write_unreadable
 from ptif.queue.layout import (
     CURSOR_PREFIX,
     DEFAULT_QUEUE_PREFIX,
@@ -29,7 +31,7 @@ from ptif.queue.layout import (
     unreadable_key,
 )
 from ptif.queue.leases import acquire
-from ptif.queue.markers import new_marker, write_marker
+from ptif.queue.markers import BadMarker, new_marker, write_marker
 from ptif.queue.reports import RunReport
 from ptif.stores import FolderStore
 from ptif.stores.folder import RESERVED
@@ -95,9 +97,11 @@ def test_a_listing_of_the_queue_returns_its_markers_and_nothing_else(tmp_path: P
         assert write_marker(process, new_marker(key, origin="mark"), QUEUE)
     markers = {marker_key(key, QUEUE) for key in PLAIN + HASHED}
     acquire(process, "a.tif", "me", 60, marker=marker_key("a.jpg", QUEUE))
-    records = {failed_key("gone.jpg"), unreadable_key("rbsc/junk.json")}
-    for record in records:
-        process.put_bytes(record, b"{}")
+    failed = new_marker("gone.jpg", origin="watch")
+    error = PtifError("gone.jpg: not an image", code="undecodable")
+    record = FailureRecord(failed, error, marker_key("gone.jpg", QUEUE), 1, "me")
+    records = {write_failure(process, record)}
+    records.add(write_unreadable(process, "rbsc/junk.json", b"{", BadMarker("junk"), worker="me"))
     process.put_bytes(RunReport(owner="me").name, b"{}")
     save_report(process, ReconcileReport("source", "images"))
     process.put_bytes(cursor_key("file:///source"), b"{}")
