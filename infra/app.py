@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# ptif itself (src/, also the Lambda function's code): the policies take the process store's
+# folders from ptif.queue.layout, which needs neither pyvips nor boto3.
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ptif_infra.application import build_app
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from ptif.convert.profiles import PROFILES
-from ptif.queue.markers import marker_key
+from ptif.queue.layout import marker_key
 from ptif.queue.outputs import RECIPE, output_key, output_metadata
 from ptif.stores import Store, StoreError, open_store
 

@@ -32,15 +32,8 @@ from conftest import read_pyramid
 
 from ptif.config import Settings
 from ptif.convert.pyramid import expected_levels
-from ptif.queue.leases import claim_key
-from ptif.queue.markers import (
-    CLAIMS_PREFIX,
-    FAILED_PREFIX,
-    REPORTS_PREFIX,
-    marker_key,
-    new_marker,
-    write_marker,
-)
+from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, REPORTS_PREFIX, claim_key, marker_key
+from ptif.queue.markers import new_marker, write_marker
 from ptif.queue.outputs import SOURCE_ETAG, SOURCE_KEY, output_key
 from ptif.queue.reports import RunReport
 from ptif.queue.worker import RunOptions, Stores, Worker

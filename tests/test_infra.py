@@ -30,6 +30,8 @@ else:
 
 from aws_cdk.assertions import Match, Template
 
+from ptif.queue import layout
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "infra"))
 
@@ -62,6 +64,8 @@ CREATED_EVENTS = [
     "s3:ObjectCreated:CompleteMultipartUpload",
 ]
 PROCESS_FOLDERS = ["rbsc/", "claims/", "failed/", "reports/", "watch/", "ptif-check/"]
+#: What ptif's task does in each folder of the process store.
+PROCESS_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
 
 
 @dataclass(frozen=True)
@@ -458,12 +462,54 @@ def test_intake_may_only_write_markers(new: Synth, existing: Synth) -> None:
     }
 
 
+def layout_folders() -> set[str]:
+    """Every folder at the top of the process store that ptif.queue.layout names, found from
+    its constants (``…_PREFIX``) rather than from its FOLDERS, so that a folder added to the
+    layout and not granted fails the tests below."""
+    return {
+        value
+        for name, value in vars(layout).items()
+        if name.endswith("_PREFIX") and isinstance(value, str) and value.endswith("/")
+    }
+
+
+def process_store(synth: Synth) -> tuple[str, str]:
+    """The process bucket's ARN, and the ARN prefix of its store's objects."""
+    bucket = text(synth.stack.resolve(synth.stack.buckets.process.bucket_arn))
+    return bucket, f"{bucket}/{synth.stack.settings.process_prefix}"
+
+
+def test_task_may_use_every_folder_of_the_process_store_layout(each: Synth) -> None:
+    _, store = process_store(each)
+    granted = s3_grants(each.statements(each.stack.worker.role))
+    folders = layout_folders()
+    assert each.stack.settings.queue_prefix == layout.DEFAULT_QUEUE_PREFIX
+    assert {layout.FAILED_PREFIX, layout.CLAIMS_PREFIX} < folders
+    for folder in folders:
+        for action in PROCESS_ACTIONS:
+            assert (action, f"{store}{folder}*") in granted, (action, folder)
+    under_store = {r.removeprefix(store) for _, r in granted if r.startswith(store)}
+    assert under_store == {f"{folder}*" for folder in folders}
+
+
+def test_intake_may_write_markers_in_the_queue_and_nowhere_else(each: Synth) -> None:
+    bucket, store = process_store(each)
+    queue = f"{store}{each.stack.settings.queue_prefix}*"
+    assert s3_grants(each.statements(each.stack.intake.role)) == {
+        ("s3:GetObject", queue),
+        ("s3:PutObject", queue),
+        ("s3:ListBucket", bucket),
+    }
+    others = layout_folders() - {each.stack.settings.queue_prefix}
+    assert others and not any(queue.startswith(f"{store}{folder}") for folder in others)
+
+
 def expected_task_grants(source: str, process: str, images: str) -> set[tuple[str, str]]:
     """``source`` etc.: the bucket ARN and the store prefix, joined: ``arn…:::b/incoming/``."""
     buckets = {b.split("/", 1)[0] if "/" in b else b for b in (source, process, images)}
     object_rules = {("s3:GetObject", f"{source}*")}
     for folder in PROCESS_FOLDERS:
-        for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        for action in PROCESS_ACTIONS:
             object_rules.add((action, f"{process}{folder}*"))
     for action in ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"):
         object_rules.add((action, f"{images}*"))

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from ptif.queue.layout import failed_key, marker_key
 from ptif.queue.markers import (
     BadMarker,
     Marker,
-    failed_key,
     is_newer,
-    marker_key,
     new_marker,
     parse_marker,
     write_marker,

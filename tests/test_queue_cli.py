@@ -47,8 +47,8 @@ from s3_server import (
 )
 
 from ptif.convert.pyramid import expected_levels
+from ptif.queue.layout import failed_key, marker_key
 from ptif.queue.leases import acquire
-from ptif.queue.markers import failed_key, marker_key
 from ptif.queue.outputs import output_key
 from ptif.queue.status import status as queue_status
 from ptif.queue.worker import Stores

@@ -32,7 +32,8 @@ from ptif.intake.enqueue import Outcome
 from ptif.intake.mark import MarkOptions, mark
 from ptif.intake.reconcile import ReconcileOptions, ReconcileReport, reconcile
 from ptif.intake.watch import queuer_for
-from ptif.queue.markers import REPORTS_PREFIX, failed_key, marker_key, new_marker
+from ptif.queue.layout import REPORTS_PREFIX, failed_key, marker_key
+from ptif.queue.markers import new_marker
 from ptif.stores import ObjectInfo, Store
 
 EXTENSIONS = parse_extensions("jpg,jpeg,tif,tiff,png")

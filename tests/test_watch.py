@@ -34,7 +34,6 @@ from s3_server import S3Server
 
 from ptif.config import parse_extensions
 from ptif.intake.watch import (
-    CURSOR_PREFIX,
     Poller,
     Queuer,
     WatchOptions,
@@ -42,6 +41,7 @@ from ptif.intake.watch import (
     queuer_for,
     watch,
 )
+from ptif.queue.layout import CURSOR_PREFIX
 
 EXTENSIONS = parse_extensions("jpg,jpeg,tif,tiff,png")
 PTIF = (sys.executable, "-m", "ptif")

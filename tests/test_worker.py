@@ -46,11 +46,9 @@ from ptif.convert.formats import sniff
 from ptif.convert.profiles import get_profile
 from ptif.errors import PtifError
 from ptif.intake.mark import MarkOptions, mark
+from ptif.queue.layout import CLAIMS_PREFIX, failed_key, marker_key
 from ptif.queue.markers import (
-    CLAIMS_PREFIX,
     Marker,
-    failed_key,
-    marker_key,
     new_marker,
     parse_marker,
     write_marker,

@@ -26,7 +26,7 @@ from queue_helpers import (
 )
 from queue_helpers import bench as bench
 
-from ptif.queue.markers import CLAIMS_PREFIX
+from ptif.queue.layout import CLAIMS_PREFIX
 from ptif.queue.outputs import output_key
 
 SMALL: Size = (64, 48)

@@ -11,6 +11,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from ptif.queue.layout import FAILED_PREFIX
 from ptif_infra.settings import InfraSettings
 
 NAMESPACE = "ptif"
@@ -51,7 +52,7 @@ def _failed_images(scope: Construct) -> cloudwatch.Alarm:
         scope,
         "FailedImagesAlarm",
         alarm_description="ptif: images failed for good in the last day; see `ptif status` "
-        "and the failure records under failed/ in the process bucket",
+        f"and the failure records under {FAILED_PREFIX} in the process bucket",
         metric=run_metric("Failed", "Sum", Duration.days(1)),
         threshold=0,
         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,

@@ -4,6 +4,9 @@ Nothing here grants ``s3:*`` or an S3 action on ``*``: each statement names the 
 calls and the bucket or the prefixes it calls them on. ``s3:ListBucket`` is granted on the
 buckets ptif reads because without it S3 answers a missing key with 403 instead of 404, and
 ptif tells "not there yet" from "not allowed" by that answer.
+
+The process store's folders come from :mod:`ptif.queue.layout`, the one place ptif names them,
+so a folder added there is granted here.
 """
 
 from __future__ import annotations
@@ -11,11 +14,8 @@ from __future__ import annotations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 
+from ptif.queue.layout import FOLDERS
 from ptif_infra.settings import InfraSettings
-
-#: Folders of the process store besides the queue: leases, failure records, run reports,
-#: `ptif watch` cursors, and the scratch keys of the conditional-write check.
-PROCESS_FOLDERS = ("claims/", "failed/", "reports/", "watch/", "ptif-check/")
 
 #: What the worker does under its process folders: read, write, delete (leases, markers).
 PROCESS_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
@@ -39,7 +39,7 @@ def task_statements(
 ) -> list[iam.PolicyStatement]:
     """The worker reads sources, works in the process folders and writes pyramids. The same
     role serves `ptif mark`, `reconcile`, `retry` and `status` run as one-off tasks."""
-    folders = (settings.queue_prefix, *PROCESS_FOLDERS)
+    folders = (settings.queue_prefix, *FOLDERS)
     process_arns = [process.arn_for_objects(f"{settings.process_prefix}{f}*") for f in folders]
     return [
         _allow("ReadSources", ["s3:GetObject"], [_objects(source, settings.source_prefix)]),

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ptif.queue.layout import DEFAULT_QUEUE_PREFIX
+
 #: Context key → default. ``None``: not set (a new bucket, VPC or cluster is made, and so on).
 DEFAULTS: dict[str, Any] = {
     "stackName": "ptif",
@@ -24,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "sourcePrefix": "",
     "processPrefix": "",
     "imagesPrefix": "",
-    "queuePrefix": "rbsc/",
+    "queuePrefix": DEFAULT_QUEUE_PREFIX,
     # Notifications: only keys ending with one of these (comma-separated, case-sensitive).
     "notificationSuffixes": "",
     # ptif's own settings, passed to the Lambda function and the task.

@@ -34,7 +34,8 @@ from typing import Any
 from ptif.errors import ConfigError
 from ptif.intake.bounded import run_bounded
 from ptif.intake.scope import bucket_name, is_candidate
-from ptif.queue.markers import REPORTS_PREFIX, create_marker, failed_key, new_marker
+from ptif.queue.layout import failed_key, report_key
+from ptif.queue.markers import create_marker, new_marker
 from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, ObjectMissing, Store
 from ptif.timeutil import format_time
@@ -205,7 +206,7 @@ def reconcile(
 
 def save_report(process: Store, report: ReconcileReport) -> str:
     stamp = report.started.strftime("%Y%m%dT%H%M%S.%fZ")
-    key = f"{REPORTS_PREFIX}reconcile-{stamp}.json"
+    key = report_key(f"reconcile-{stamp}")
     body = json.dumps(report.to_dict(), ensure_ascii=False, indent=1).encode()
     process.put_bytes(key, body)
     return key

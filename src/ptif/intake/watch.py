@@ -23,13 +23,12 @@ Objects older than the window are the business of ``ptif reconcile``, the safety
 
 Before queueing, the output is checked: an output made from the same eTag with a current recipe
 needs no marker. Markers carry the object's modification time as their event time, so seeing the
-same object twice writes nothing (:func:`ptif.markers.write_marker` keeps the marker of an equal
-or newer event).
+same object twice writes nothing (:func:`ptif.queue.markers.write_marker` keeps the marker of an
+equal or newer event).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ from ptif.errors import ConfigError
 from ptif.intake.bounded import run_bounded
 from ptif.intake.enqueue import Outcome, queue_object
 from ptif.intake.scope import bucket_name, is_candidate
+from ptif.queue.layout import cursor_key
 from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, ObjectMissing, Store
 from ptif.stores.folder import RESERVED, FolderStore
@@ -53,7 +53,6 @@ from ptif.timeutil import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
-CURSOR_PREFIX = "watch/"
 #: Longest wait between two looks at files that are settling.
 MAX_TICK = 1.0
 #: watchfiles' Change values.
@@ -198,11 +197,6 @@ def source_id(store: Store) -> str:
     return f"{endpoint} {store.url}"
 
 
-def cursor_key(store: Store, prefix: str = "") -> str:
-    digest = hashlib.sha256(f"{source_id(store)}\n{prefix}".encode()).hexdigest()[:24]
-    return f"{CURSOR_PREFIX}{digest}.json"
-
-
 class Poller:
     """Lists the source every ``interval`` seconds and queues what is new since the cursor."""
 
@@ -219,7 +213,7 @@ class Poller:
         self.extensions = extensions
         self.options = options
         self.report = report
-        self.key = cursor_key(source, options.prefix)
+        self.key = cursor_key(source_id(source), options.prefix)
         self.settle = options.settle if isinstance(source, FolderStore) else 0.0
         self.cursor = self._load()
         self._stop = threading.Event()

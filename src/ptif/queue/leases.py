@@ -1,11 +1,12 @@
 """Leases: who is converting which marker right now, and how often it was tried.
 
-A lease is a small object under ``claims/`` named by a hash of the output key, holding its
-owner and expiry. Taking one is a create-if-absent; taking over an expired one, renewing and
-releasing are replace/delete-if-match, so two workers never hold the same marker at once, on one
-machine or many. Leases are short and renewed in the background while work goes on, so a crashed
-worker's markers are taken over within minutes. Clocks of the workers are assumed to agree to
-within a few seconds (NTP), far less than a lease's length.
+A lease is a small object under ``claims/`` named by a hash of the output key
+(:func:`ptif.queue.layout.claim_key`), holding its owner and expiry. Taking one is a
+create-if-absent; taking over an expired one, renewing and releasing are replace/delete-if-match,
+so two workers never hold the same marker at once, on one machine or many. Leases are short and
+renewed in the background while work goes on, so a crashed worker's markers are taken over within
+minutes. Clocks of the workers are assumed to agree to within a few seconds (NTP), far less than
+a lease's length.
 
 The claim also counts the attempts at the marker it is for, and a transient failure leaves it
 behind, released, with the error: the marker is never rewritten, so it keeps its age.
@@ -13,7 +14,6 @@ behind, released, with the error: the marker is never rewritten, so it keeps its
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ptif.errors import LEASE_LOST, PtifError
-from ptif.queue.markers import CLAIMS_PREFIX
+from ptif.queue.layout import claim_key
 from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,6 @@ class LeaseLost(PtifError):
     """Another worker holds the marker now (ours expired, or the store lost track)."""
 
     code = LEASE_LOST
-
-
-def claim_key(subject: str) -> str:
-    return f"{CLAIMS_PREFIX}{hashlib.sha256(subject.encode()).hexdigest()[:40]}.json"
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 A marker lives at ``<queue prefix><source key>.json`` in the process store (``rbsc/`` by default,
 as in the original system); keys too long for S3, or that could not be stored as a file, go to
-``<queue prefix>_long/<sha256 of the key>.json``. The worker trusts the marker's ``key`` field,
-not its name, so markers the original system wrote (named by basename) are processed too.
+``<queue prefix>_long/<sha256 of the key>.json`` (:func:`ptif.queue.layout.marker_key`). The
+worker trusts the marker's ``key`` field, not its name, so markers the original system wrote
+(named by basename) are processed too.
 
 Writes are idempotent and the newer event wins: a marker is replaced only by one whose S3
 ``sequencer`` (else ``eventTime``) is later.
@@ -11,7 +12,6 @@ Writes are idempotent and the newer event wins: a marker is replaced only by one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -20,18 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ptif.errors import BAD_MARKER, PtifError
+from ptif.queue.layout import marker_key
 from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
 from ptif.timeutil import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
-S3_KEY_LIMIT = 1024
-#: Longest folder or file name most filesystems (and SeaweedFS) accept.
-SEGMENT_LIMIT = 255
-HASHED_FOLDER = "_long/"
-FAILED_PREFIX = "failed/"
-CLAIMS_PREFIX = "claims/"
-REPORTS_PREFIX = "reports/"
 ORIGINS = ("s3-event", "watch", "mark", "reconcile", "retry")
 WRITE_ATTEMPTS = 8
 
@@ -104,31 +98,6 @@ def parse_marker(data: bytes, name: str) -> Marker:
     if not isinstance(fields, dict) or not isinstance(fields.get("key"), str) or not fields["key"]:
         raise BadMarker(f"{name}: the marker has no 'key' field naming the source image")
     return Marker(fields)
-
-
-def _needs_hashing(key: str, prefix: str) -> bool:
-    name = f"{prefix}{key}.json"
-    segments = key.split("/")
-    unsafe = any(s in ("", ".", "..") for s in segments) or "\0" in key
-    too_long = len(name.encode()) > S3_KEY_LIMIT
-    long_segment = any(len(s.encode()) > SEGMENT_LIMIT for s in name.split("/"))
-    return unsafe or too_long or long_segment or key.startswith(HASHED_FOLDER)
-
-
-def record_key(source_key: str, prefix: str) -> str:
-    """Where the object about ``source_key`` lives under ``prefix`` (queue or ``failed/``)."""
-    if _needs_hashing(source_key, prefix):
-        digest = hashlib.sha256(source_key.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{prefix}{HASHED_FOLDER}{digest}.json"
-    return f"{prefix}{source_key}.json"
-
-
-def marker_key(source_key: str, queue_prefix: str) -> str:
-    return record_key(source_key, queue_prefix)
-
-
-def failed_key(source_key: str) -> str:
-    return record_key(source_key, FAILED_PREFIX)
 
 
 def sequencer_order(value: str | None, width: int) -> str:

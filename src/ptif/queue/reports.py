@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any
 
 from ptif import __version__
+from ptif.queue.layout import report_key
 from ptif.timeutil import format_time
 
 #: Lists of keys in a report stop growing here; the counts stay exact.
@@ -126,7 +127,7 @@ class RunReport:
     @property
     def name(self) -> str:
         stamp = self.started_at.replace("-", "").replace(":", "")
-        return f"reports/{stamp}-{self.run_id}.json"
+        return report_key(f"{stamp}-{self.run_id}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -15,22 +15,13 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ptif.intake.bounded import run_bounded
+from ptif.queue.failures import requeued_marker
+from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER
 from ptif.queue.leases import Busy, Tries, read_claim
-from ptif.queue.markers import (
-    CLAIMS_PREFIX,
-    FAILED_PREFIX,
-    HASHED_FOLDER,
-    Marker,
-    create_marker,
-)
+from ptif.queue.markers import create_marker
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
 
 T = TypeVar("T")
-#: Fields a failure record adds to the marker's own; removed again when it is re-queued.
-FAILURE_FIELDS = (
-    "code", "message", "attempts", "failedAt", "markerKey", "worker", "lastError",
-    "lastErrorCode", "lastAttemptAt",
-)  # fmt: skip
 
 
 @dataclass
@@ -157,10 +148,8 @@ def _retry_one(
         report.skipped += 1
         return
     if not dry_run:
-        fields = {k: v for k, v in record.items() if k not in FAILURE_FIELDS}
-        marker = Marker({**fields, "origin": "retry"})
         # A marker already queued for the source is newer than this record: keep it.
-        create_marker(process, marker, queue_prefix)
+        create_marker(process, requeued_marker(record), queue_prefix)
         with contextlib.suppress(PreconditionFailed, ObjectMissing):
             process.delete(info.key, if_match=info.etag)
     report.requeued += 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import os
 import socket
@@ -39,14 +38,10 @@ from ptif.config import Settings
 from ptif.convert.profiles import Recipe
 from ptif.errors import INTERNAL, INTERRUPTED, TOO_MANY_ATTEMPTS, PtifError, SourceMissingError
 from ptif.queue.conversion import convert_labelled, tune_libvips
-from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, acquire
-from ptif.queue.markers import (
-    HASHED_FOLDER,
-    BadMarker,
-    Marker,
-    failed_key,
-    parse_marker,
-)
+from ptif.queue.failures import FailureRecord, write_failure, write_unreadable
+from ptif.queue.layout import HASHED_FOLDER
+from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, Tries, acquire
+from ptif.queue.markers import BadMarker, Marker, parse_marker
 from ptif.queue.outputs import OutputState, check_owner, compare_output, output_key, output_metadata
 from ptif.queue.reports import ItemResult, Outcome, RunReport
 from ptif.queue.workdir import work_folder
@@ -82,10 +77,6 @@ class RunOptions:
 
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Worker:
@@ -328,11 +319,7 @@ class Worker:
                 f"{reason or 'it never finished (worker crashes?)'}",
                 code=TOO_MANY_ATTEMPTS,
             )
-            if lease.tries.last_error:
-                marker = marker.with_fields(
-                    lastError=lease.tries.last_error, lastErrorCode=lease.tries.last_error_code
-                )
-            return self._fail(key, marker, etag, error, tried)
+            return self._fail(key, marker, etag, error, tried, earlier=lease.tries)
         try:
             result = self._convert(marker, lease)
         except PtifError as error:
@@ -396,34 +383,23 @@ class Worker:
     # failures --------------------------------------------------------------------------------
 
     def _fail(
-        self, key: str, marker: Marker, etag: str, error: PtifError, attempts: int
+        self,
+        key: str,
+        marker: Marker,
+        etag: str,
+        error: PtifError,
+        attempts: int,
+        earlier: Tries | None = None,
     ) -> ItemResult:
-        record = {
-            **marker.fields,
-            "code": error.code,
-            "message": str(error),
-            "attempts": attempts,
-            "failedAt": now_iso(),
-            "markerKey": key,
-            "worker": self.owner,
-        }
-        body = json.dumps(record, ensure_ascii=False, sort_keys=True).encode()
-        self.stores.process.put_bytes(failed_key(marker.key), body)
+        """File the failure (with the last error of the ``earlier`` tries), drop the marker."""
+        record = FailureRecord(marker, error, key, attempts, self.owner, earlier)
+        write_failure(self.stores.process, record)
         self._delete_marker(key, etag)
         log.debug("%s: failed (%s): %s", marker.key, error.code, error)
         return ItemResult(key, Outcome.FAILED, marker.key, error.code, str(error))
 
     def _fail_unreadable(self, key: str, etag: str, data: bytes, error: BadMarker) -> ItemResult:
-        record = {
-            "markerKey": key,
-            "code": error.code,
-            "message": str(error),
-            "raw": data[:4096].decode("utf-8", "replace"),
-            "failedAt": now_iso(),
-            "worker": self.owner,
-        }
-        name = failed_key(f"_unreadable/{hashlib.sha256(key.encode()).hexdigest()}")
-        self.stores.process.put_bytes(name, json.dumps(record, ensure_ascii=False).encode())
+        write_unreadable(self.stores.process, key, data, error, worker=self.owner)
         self._delete_marker(key, etag)
         return ItemResult(key, Outcome.FAILED, None, error.code, str(error))
 
