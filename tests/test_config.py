@@ -129,6 +129,12 @@ def test_config_file_by_variable_and_argument(elsewhere: Path) -> None:
         ({"PTIF_MAX_PIXELS": "lots"}, "max_pixels must be a number"),
         ({"PTIF_QUEUE_PREFIX": "rbsc"}, "queue prefix 'rbsc' must end with '/'"),
         ({"PTIF_QUEUE_PREFIX": "/rbsc/"}, "queue prefix '/rbsc/'"),
+        ({"PTIF_QUEUE_PREFIX": "failed/"}, "queue prefix 'failed/' overlaps .* failed/ folder"),
+        ({"PTIF_QUEUE_PREFIX": "claims/rbsc/"}, "overlaps the process store's claims/ folder"),
+        ({"PTIF_QUEUE_PREFIX": ".ptif-q/"}, "starts with '.ptif-'"),
+        ({"PTIF_MAX_MEMORY": "lots"}, "max_memory must be a number"),
+        ({"PTIF_MAX_MEMORY": "1M"}, "max memory must be at least 256 MiB, not 1 MiB"),
+        ({"PTIF_MAX_SECONDS": "0"}, "max seconds must be 1 to 86400, not 0"),
         ({"PTIF_PROFILE": "fancy"}, "unknown profile 'fancy'"),
     ],
 )

@@ -675,6 +675,7 @@ def test_settings_come_from_context_then_environment_then_defaults() -> None:
         ("taskCount", "11", "taskCount"),
         ("ephemeralStorageGiB", "10", "ephemeralStorageGiB"),
         ("queuePrefix", "rbsc", "queuePrefix"),
+        ("queuePrefix", "reports/", "queuePrefix: .* overlaps .* reports/ folder"),
         ("alwaysOn", "maybe", "alwaysOn"),
         ("subnetIds", "subnet-1", "vpcId"),
         ("logRetentionDays", "100", "logRetentionDays"),

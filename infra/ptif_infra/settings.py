@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ptif.queue.layout import DEFAULT_QUEUE_PREFIX
+from ptif.queue.layout import DEFAULT_QUEUE_PREFIX, queue_prefix_problem
 
 #: Context key → default. ``None``: not set (a new bucket, VPC or cluster is made, and so on).
 DEFAULTS: dict[str, Any] = {
@@ -115,6 +115,9 @@ class InfraSettings:
         for name in ("source_prefix", "process_prefix", "images_prefix"):
             _check_prefix(name, getattr(self, name), may_be_empty=True)
         _check_prefix("queue_prefix", self.queue_prefix, may_be_empty=False)
+        problem = queue_prefix_problem(self.queue_prefix)
+        if problem:
+            raise SettingsError(f"queuePrefix: {problem}")
         if not 1 <= self.task_count <= 10:
             raise SettingsError(
                 f"taskCount must be 1 to 10 (one RunTask call), not {self.task_count}"

@@ -28,6 +28,7 @@ from ptif.convert.profiles import (
     get_profile,
 )
 from ptif.errors import ConfigError
+from ptif.queue.layout import DEFAULT_QUEUE_PREFIX, queue_prefix_problem
 
 DEFAULT_ROOT = Path("ptif-data")
 CONFIG_FILE = "ptif.toml"
@@ -66,7 +67,7 @@ class Settings:
     process: str = str(DEFAULT_ROOT / "process")
     images: str = str(DEFAULT_ROOT / "images")
     endpoint_url: str | None = None
-    queue_prefix: str = "rbsc/"
+    queue_prefix: str = DEFAULT_QUEUE_PREFIX
     profile: str = "default"
     recipe: dict[str, Any] = field(default_factory=dict)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -84,8 +85,9 @@ class Settings:
     watch_interval: float = 30.0
 
     def __post_init__(self) -> None:
-        if not self.queue_prefix.endswith("/") or self.queue_prefix.startswith("/"):
-            raise ConfigError(f"queue prefix {self.queue_prefix!r} must end with '/', like 'rbsc/'")
+        problem = queue_prefix_problem(self.queue_prefix)
+        if problem:
+            raise ConfigError(problem)
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
         if not 5 <= self.lease_seconds <= 86_400:  # also refuses NaN

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from ptif.bounded import run_bounded
 from ptif.convert.profiles import Profile
-from ptif.intake.bounded import run_bounded
 from ptif.intake.scope import bucket_name, is_candidate
 from ptif.queue.markers import create_marker, new_marker
 from ptif.queue.outputs import OutputState, output_state

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ptif.bounded import run_bounded
 from ptif.errors import ConfigError
-from ptif.intake.bounded import run_bounded
 from ptif.intake.scope import bucket_name, is_candidate
 from ptif.queue.layout import failed_key, report_key
 from ptif.queue.markers import create_marker, new_marker

@@ -41,8 +41,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ptif.bounded import run_bounded
 from ptif.errors import ConfigError
-from ptif.intake.bounded import run_bounded
 from ptif.intake.enqueue import Outcome, queue_object
 from ptif.intake.scope import bucket_name, is_candidate
 from ptif.queue.layout import cursor_key

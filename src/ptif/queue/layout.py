@@ -70,6 +70,21 @@ S3_KEY_LIMIT = 1024
 SEGMENT_LIMIT = 255
 
 
+def queue_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be the queue's folder, or None if it can: a listing of the queue
+    must return markers alone, so the queue may neither hold nor sit inside another folder."""
+    if not prefix.endswith("/") or prefix.startswith("/"):
+        return f"queue prefix {prefix!r} must end with '/', like {DEFAULT_QUEUE_PREFIX!r}"
+    for folder in FOLDERS:
+        if prefix.startswith(folder) or folder.startswith(prefix):
+            return f"queue prefix {prefix!r} overlaps the process store's {folder} folder"
+    if prefix.startswith(".ptif-"):
+        return (
+            f"queue prefix {prefix!r} starts with '.ptif-', which folder stores keep for themselves"
+        )
+    return None
+
+
 def _needs_hashing(key: str, prefix: str) -> bool:
     name = f"{prefix}{key}.json"
     segments = key.split("/")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from ptif.intake.bounded import run_bounded
+from ptif.bounded import run_bounded
 from ptif.queue.failures import requeued_marker
 from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER
 from ptif.queue.leases import Busy, Tries, read_claim
