@@ -197,8 +197,8 @@ def source_id(store: Store) -> str:
     return f"{endpoint} {store.url}"
 
 
-class Poller:
-    """Lists the source every ``interval`` seconds and queues what is new since the cursor."""
+class _Watcher:
+    """What both ways of watching hold: the source, where to queue, what, how, and the counts."""
 
     def __init__(
         self,
@@ -213,6 +213,20 @@ class Poller:
         self.extensions = extensions
         self.options = options
         self.report = report
+
+
+class Poller(_Watcher):
+    """Lists the source every ``interval`` seconds and queues what is new since the cursor."""
+
+    def __init__(
+        self,
+        source: Store,
+        queuer: Queuer,
+        extensions: tuple[str, ...],
+        options: WatchOptions,
+        report: WatchReport,
+    ) -> None:
+        super().__init__(source, queuer, extensions, options, report)
         self.key = cursor_key(source_id(source), options.prefix)
         self.settle = options.settle if isinstance(source, FolderStore) else 0.0
         self.cursor = self._load()
@@ -361,7 +375,7 @@ class Settler:
         return untouched or self.clock() - old.since >= self.settle
 
 
-class FolderWatcher:
+class FolderWatcher(_Watcher):
     """File events on a folder store; files are queued once they have settled."""
 
     def __init__(
@@ -372,11 +386,8 @@ class FolderWatcher:
         options: WatchOptions,
         report: WatchReport,
     ) -> None:
-        self.source = source
-        self.queuer = queuer
-        self.extensions = extensions
-        self.options = options
-        self.report = report
+        super().__init__(source, queuer, extensions, options, report)
+        self.source: FolderStore = source
         self.settler = Settler(options.settle)
         # Where the events may name the folder: as given, or with symlinks resolved (macOS
         # reports /private/tmp for /tmp).
