@@ -15,22 +15,22 @@ from typing import Any
 
 import pytest
 import pyvips
-from conftest import read_pyramid
-from fault_proxy import Fault, FaultProxy, Request, Rule
-from queue_helpers import (
+from corpus import jpeg
+from fault_proxy import Fault, FaultProxy, HeadersOnlyProxy, Request, Rule
+from pyramids import read_pyramid
+from s3_server import S3Server
+from store_helpers import (
     QUEUE,
     Bench,
     FlakySource,
-    HeadersOnlyProxy,
     Size,
     Wrapped,
     add_images,
-    add_source,
     claim_of,
     folder_bench,
-    jpeg,
     keys,
     pending,
+    put_source,
     queue,
     read_json,
     s3_bench,
@@ -38,8 +38,6 @@ from queue_helpers import (
     verify_all,
     verify_output,
 )
-from queue_helpers import bench as bench
-from s3_server import S3Server
 
 from ptif.convert.engine import _blocked_loaders, convert, init_vips
 from ptif.convert.formats import sniff
@@ -163,7 +161,7 @@ def test_unchanged_rerun_converts_nothing(bench: Bench) -> None:
 def test_changed_source_is_converted_again(bench: Bench) -> None:
     add_images(bench, {"c/x.jpg": SMALL})
     bench.run()
-    add_source(bench, "c/x.jpg", jpeg(80, 60, seed=9))
+    put_source(bench.source, "c/x.jpg", jpeg(80, 60, seed=9))
     queue(bench, "c/x.jpg")
     report = bench.run()
     assert report.converted == ["c/x.jpg"]
@@ -188,7 +186,7 @@ def test_marker_replaced_while_converting_survives(bench: Bench) -> None:
 
 
 def test_duplicate_markers_convert_once(bench: Bench) -> None:
-    add_source(bench, "dup/x.jpg", jpeg(*SMALL))
+    put_source(bench.source, "dup/x.jpg", jpeg(*SMALL))
     queue(bench, "dup/x.jpg")
     original = b'{"key": "dup/x.jpg", "path": "dup/"}'
     bench.process.put_bytes(f"{QUEUE}x.json", original)
@@ -200,9 +198,9 @@ def test_duplicate_markers_convert_once(bench: Bench) -> None:
 
 
 def test_output_conflict_never_overwrites(bench: Bench) -> None:
-    add_source(bench, "a/x.jpg", jpeg(*SMALL))
+    put_source(bench.source, "a/x.jpg", jpeg(*SMALL))
     png = pyvips.Image.black(40, 30, bands=3) + [9, 99, 199]
-    add_source(bench, "a/x.png", bytes(png.cast("uchar").pngsave_buffer()))
+    put_source(bench.source, "a/x.png", bytes(png.cast("uchar").pngsave_buffer()))
     queue(bench, "a/x.jpg")
     queue(bench, "a/x.png")
     report = bench.run()
@@ -299,7 +297,7 @@ def test_key_the_server_refuses_fails_at_once(s3_server: S3Server, tmp_path: Pat
 
 def test_climbing_key_fails_on_a_folder_images_store(tmp_path: Path) -> None:
     bench = folder_bench(tmp_path)
-    add_source(bench, "real/alias.jpg", jpeg(*SMALL))
+    put_source(bench.source, "real/alias.jpg", jpeg(*SMALL))
     source = AliasSource(bench.source, {key: "real/alias.jpg" for key in ESCAPING})
     for key in ESCAPING:
         queue_unchecked(bench, key)
@@ -376,7 +374,7 @@ def test_a_newer_event_starts_the_count_again(bench: Bench) -> None:
     flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
     bench.worker(flaky, max_attempts=1).run()
     assert claim_of(bench, "t/x.jpg")["attempts"] == 1
-    add_source(bench, "t/x.jpg", jpeg(*SMALL, seed=7))  # uploaded again: a newer event
+    put_source(bench.source, "t/x.jpg", jpeg(*SMALL, seed=7))  # uploaded again: a newer event
     later = datetime.now(UTC) + timedelta(seconds=5)
     etag = bench.source.head("t/x.jpg").etag  # type: ignore[union-attr]
     newer = new_marker("t/x.jpg", origin="s3-event", etag=etag, event_time=later)
@@ -386,7 +384,7 @@ def test_a_newer_event_starts_the_count_again(bench: Bench) -> None:
 
 
 def test_attempts_counted_in_the_marker_by_version_0_1_still_count(bench: Bench) -> None:
-    add_source(bench, "t/x.jpg", jpeg(*SMALL))
+    put_source(bench.source, "t/x.jpg", jpeg(*SMALL))
     queue(bench, "t/x.jpg", attempts=3, lastError="the worker crashed")
     report = bench.run(max_attempts=3)
     assert report.counts["failed"] == 1 and keys(bench.images) == []

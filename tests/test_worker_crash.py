@@ -8,7 +8,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from queue_helpers import (
+from store_helpers import (
     Bench,
     Size,
     add_images,
@@ -24,7 +24,6 @@ from queue_helpers import (
     verify_output,
     wait_for,
 )
-from queue_helpers import bench as bench
 
 from ptif.queue.markers import CLAIMS_PREFIX
 from ptif.queue.outputs import output_key
