@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -35,6 +36,7 @@ from ptif.queue.markers import (
     REPORTS_PREFIX,
     marker_key,
     new_marker,
+    parse_marker,
     write_marker,
 )
 from ptif.queue.outputs import RECIPE, SOURCE_ETAG, SOURCE_KEY, output_key, output_metadata
@@ -223,15 +225,21 @@ def consume(process: Store) -> None:
         process.delete(info.key)
 
 
-def backdate(store: Store, key: str, seconds: float) -> None:
-    """Make the object ``key`` look written ``seconds`` earlier than it was. A folder store's
-    file gets an earlier modification time; S3 sets LastModified itself, so a bucket waits."""
-    if isinstance(store, FolderStore):
-        path = store.root.joinpath(*key.split("/"))
-        earlier = path.stat().st_mtime - seconds
-        os.utime(path, (earlier, earlier))
-    else:
+def backdate_marker(bench: Bench, source_key: str, seconds: float) -> None:
+    """Make the queued marker of ``source_key`` look written ``seconds`` earlier than it was: its
+    event time and its file's modification time in a folder store. S3 sets LastModified itself,
+    so with a bucket this waits instead."""
+    if not isinstance(bench.process, FolderStore):
         time.sleep(seconds)
+        return
+    key = marker_key(source_key, QUEUE)
+    marker = parse_marker(bench.process.get_bytes(key)[0], key)
+    written = datetime.fromisoformat(str(marker.fields["eventTime"]).replace("Z", "+00:00"))
+    earlier = (written - timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    bench.process.put_bytes(key, marker.with_fields(eventTime=earlier).to_bytes())
+    path = bench.process.root.joinpath(*key.split("/"))
+    mtime = path.stat().st_mtime - seconds
+    os.utime(path, (mtime, mtime))
 
 
 # reading the stores ----------------------------------------------------------------------------

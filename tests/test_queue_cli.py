@@ -29,6 +29,7 @@ from store_helpers import (
     FlakySource,
     Size,
     add_images,
+    backdate_marker,
     failures,
     json_report,
     keys,
@@ -224,7 +225,7 @@ def test_prefix_takes_only_that_folder(bench: Bench) -> None:
 
 def test_min_age_leaves_young_markers(bench: Bench) -> None:
     add_images(bench, {"age/old.jpg": SMALL})
-    time.sleep(5)
+    backdate_marker(bench, "age/old.jpg", 5)
     add_images(bench, {"age/young.jpg": SMALL})
     done = process(bench, "--min-age", "4")
     assert done.returncode == 0, done.stderr
@@ -357,7 +358,7 @@ def test_mark_reports_a_queue_it_cannot_write(bench: Bench, tmp_path: Path) -> N
 
 def test_status_counts_the_queue(bench: Bench) -> None:
     add_images(bench, {"st/a.jpg": SMALL})
-    time.sleep(1.2)
+    backdate_marker(bench, "st/a.jpg", 1.2)
     add_images(bench, {"st/b.jpg": SMALL})
     bench.process.put_bytes(f"{QUEUE}gone/x.jpg.json", b'{"key": "gone/x.jpg"}')
     assert process(bench, "--prefix", "gone/").returncode == 1
@@ -370,7 +371,7 @@ def test_status_counts_the_queue(bench: Bench) -> None:
 
 def test_oldest_pending_age_survives_a_failed_attempt(bench: Bench) -> None:
     add_images(bench, {"old/x.jpg": SMALL})
-    time.sleep(2.5)
+    backdate_marker(bench, "old/x.jpg", 2.5)
     flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
     assert bench.worker(flaky).run().counts["retry-later"] == 1
     counted = queue_status(bench.process, QUEUE)
