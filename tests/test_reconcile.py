@@ -173,6 +173,7 @@ class _Watched:
         return info
 
 
+@pytest.mark.slow
 def test_thousands_of_keys_stream_through_in_bounded_memory(tmp_path: Path) -> None:
     bench = folder_bench(tmp_path)
     root = Path(bench.urls["source"])

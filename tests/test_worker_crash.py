@@ -8,6 +8,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+import pytest
 from store_helpers import (
     Bench,
     Size,
@@ -27,6 +28,8 @@ from store_helpers import (
 
 from ptif.queue.markers import CLAIMS_PREFIX
 from ptif.queue.outputs import output_key
+
+pytestmark = pytest.mark.slow
 
 SMALL: Size = (64, 48)
 LARGE: Size = (3000, 2000)
