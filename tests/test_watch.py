@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -37,6 +37,7 @@ from ptif.intake.watch import (
     CURSOR_PREFIX,
     Poller,
     Queuer,
+    Settler,
     WatchOptions,
     WatchReport,
     queuer_for,
@@ -166,6 +167,64 @@ def test_without_watchfiles_a_folder_is_polled(
         assert running.report.passes >= 2
     finally:
         running.close()
+
+
+class Clock:
+    """The watcher's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stat_in(folder: Path) -> Callable[[str], os.stat_result | None]:
+    return lambda key: os.stat(folder / key) if (folder / key).exists() else None
+
+
+def test_a_growing_file_settles_once_still_for_the_settle_time_by_the_watchers_clock(
+    tmp_path: Path,
+) -> None:
+    """The file server's clock runs an hour ahead, so the file's own times never look old: only
+    the watcher's clock can tell that the copy stopped."""
+    clock = Clock()
+    settler = Settler(2.0, clock=clock)
+    path = tmp_path / "scan.tif"
+    ahead = time.time() + 3600
+    stat_of = _stat_in(tmp_path)
+    path.touch()
+    settler.touch("scan.tif", os.stat(path))  # the first event; later writes may bring none
+    for chunk in range(6):
+        clock.now += 1.5  # a pause shorter than the settle time
+        with open(path, "ab") as out:
+            out.write(b"x" * 1024)
+        os.utime(path, (ahead + chunk, ahead + chunk))
+        assert settler.due(stat_of) == [], f"due after chunk {chunk}"
+    clock.now += 1.75
+    assert settler.due(stat_of) == []  # unchanged for 1.75 s
+    clock.now += 0.25
+    assert settler.due(stat_of) == ["scan.tif"]
+    assert settler.due(stat_of) == [] and settler.pending == {}
+
+
+def test_a_settling_file_that_goes_away_is_dropped_and_an_old_one_is_due_at_once(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    settler = Settler(2.0, clock=clock)
+    stat_of = _stat_in(tmp_path)
+    (tmp_path / "gone.jpg").write_bytes(b"pixels")
+    settler.touch("gone.jpg", os.stat(tmp_path / "gone.jpg"))
+    (tmp_path / "gone.jpg").unlink()
+    old = tmp_path / "kept-times.jpg"
+    old.write_bytes(b"pixels")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))  # as cp -p or rsync leave it
+    settler.touch("kept-times.jpg", os.stat(old))
+
+    assert settler.due(stat_of) == ["kept-times.jpg"]  # no tick of our clock needed
+    assert settler.pending == {}
 
 
 # polling ---------------------------------------------------------------------------------------
