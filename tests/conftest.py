@@ -5,13 +5,12 @@ iiif_server.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import s3_server as seaweedfs
 from corpus import Corpus
-
-# One SeaweedFS per test session (per xdist worker), shared by every module that needs one.
-from s3_server import aws_sandbox_fixture, s3_server_fixture  # noqa: F401
 from store_helpers import KINDS, Bench, folder_bench, s3_bench
 
 
@@ -25,6 +24,25 @@ def out_dir(tmp_path: Path) -> Path:
     d = tmp_path / "out"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="session")
+def aws_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """For tests that make an S3 store without a server: ptif's S3 stores share one boto3
+    session, which keeps the credentials it first finds, so the fence must come first."""
+    seaweedfs.sandbox_aws(tmp_path_factory.mktemp("aws") / "no-such-aws-dir")
+
+
+@pytest.fixture(scope="session")
+def s3_server(
+    tmp_path_factory: pytest.TempPathFactory, aws_sandbox: None
+) -> Iterator[seaweedfs.S3Server]:
+    """One SeaweedFS per test session (per xdist worker), shared by every module that needs one."""
+    server = seaweedfs.start(tmp_path_factory.mktemp("s3-server"))
+    try:
+        yield server
+    finally:
+        seaweedfs.stop(server)
 
 
 @pytest.fixture(params=KINDS)
