@@ -1,11 +1,12 @@
-# ptif: `make demo` shows it working, `make test` checks everything. Both start from a fresh clone.
+# ptif: `make demo` shows it working, `make test` checks everything (`make test-fast`: all but the
+# slow tests). Both start from a fresh clone.
 VENV   ?= .venv
 PYTHON ?= python3
 UV_VERSION := 0.13.9
 BIN    := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: setup system-deps demo test lint format bench clean
+.PHONY: setup system-deps demo test test-fast lint format bench clean
 
 ## setup: create .venv with ptif and its locked dependencies (uv.lock)
 setup: $(VENV)/.ready
@@ -29,6 +30,10 @@ demo: setup
 ## test: lint, type-check and run every test
 test: setup system-deps lint
 	$(BIN)/pytest -n 2 --dist loadfile
+
+## test-fast: the edit loop: every test not marked slow, without lint (about two minutes)
+test-fast: setup
+	$(BIN)/pytest -n 2 --dist loadfile -m "not slow"
 
 ## lint: ruff (lint and format check) and mypy
 lint: setup

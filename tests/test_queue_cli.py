@@ -14,22 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_pyramid
-from corpus import Corpus
-from queue_helpers import (
+from corpus import Corpus, jpeg
+from pyramids import read_pyramid
+from s3_server import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    free_ports,
+)
+from store_helpers import (
     PTIF,
     QUEUE,
     Bench,
     FlakySource,
     Size,
     add_images,
-    add_source,
+    backdate_marker,
     failures,
-    jpeg,
     json_report,
     keys,
     live_claims,
     pending,
+    put_source,
     read_json,
     reports,
     run_ptif,
@@ -37,13 +43,6 @@ from queue_helpers import (
     verify_all,
     verify_output,
     wait_for,
-)
-from queue_helpers import bench as bench
-from s3_server import (
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    free_ports,
 )
 
 from ptif.convert.pyramid import expected_levels
@@ -108,7 +107,7 @@ def test_bad_images_fail_and_retry_requeues_them(bench: Bench, corpus: Corpus) -
     good = images(2, "good")
     add_images(bench, good)
     for name, key in BAD.items():
-        add_source(bench, key, corpus.bad(name).path.read_bytes())
+        put_source(bench.source, key, corpus.bad(name).path.read_bytes())
     assert run_ptif(bench, "mark", "--prefix", "bad/").returncode == 0
     done = process(bench)
     assert done.returncode == 1, done.stderr
@@ -212,7 +211,7 @@ def test_prefix_takes_only_that_folder(bench: Bench) -> None:
     wanted = images(2, "a") | {long_key("a"): SMALL, "a/by-basename.jpg": SMALL}
     others = images(2, "b") | {long_key("b"): SMALL, "ab/x.jpg": SMALL, "top.jpg": SMALL}
     add_images(bench, {k: v for k, v in (wanted | others).items() if "basename" not in k})
-    add_source(bench, "a/by-basename.jpg", jpeg(*SMALL))
+    put_source(bench.source, "a/by-basename.jpg", jpeg(*SMALL))
     original = b'{"key": "a/by-basename.jpg", "path": "a/"}'  # as the original system named it
     bench.process.put_bytes(f"{QUEUE}by-basename.json", original)
     done = process(bench, "--prefix", "a/")
@@ -226,7 +225,7 @@ def test_prefix_takes_only_that_folder(bench: Bench) -> None:
 
 def test_min_age_leaves_young_markers(bench: Bench) -> None:
     add_images(bench, {"age/old.jpg": SMALL})
-    time.sleep(5)
+    backdate_marker(bench, "age/old.jpg", 5)
     add_images(bench, {"age/young.jpg": SMALL})
     done = process(bench, "--min-age", "4")
     assert done.returncode == 0, done.stderr
@@ -266,7 +265,7 @@ HUGE: Size = (20000, 15000)
 
 
 def test_sigterm_during_a_long_conversion(bench: Bench) -> None:
-    add_source(bench, "huge/x.jpg", jpeg(*HUGE, seed=3))
+    put_source(bench.source, "huge/x.jpg", jpeg(*HUGE, seed=3))
     assert run_ptif(bench, "mark").returncode == 0
     worker = start_ptif(bench, "process", "--workers", "1", "-q")
     try:
@@ -297,9 +296,9 @@ NOT_MARKABLE = ("m/.hidden.jpg", "m/.dot/d.jpg", "m/notes.txt", ".top.jpg")
 
 def add_mixed_sources(bench: Bench) -> None:
     for key in MARKABLE + NOT_MARKABLE:
-        add_source(bench, key, jpeg(*SMALL))
+        put_source(bench.source, key, jpeg(*SMALL))
     if bench.kind == "s3":
-        add_source(bench, "m/folder/", b"")
+        put_source(bench.source, "m/folder/", b"")
 
 
 def test_mark_dry_run_prints_and_writes_nothing(bench: Bench) -> None:
@@ -333,7 +332,7 @@ def test_mark_stale_marks_missing_and_changed_outputs(bench: Bench) -> None:
     sizes = images(4, "s")
     add_images(bench, sizes)
     assert process(bench).returncode == 0
-    add_source(bench, "s/0.jpg", jpeg(80, 60, seed=99))
+    put_source(bench.source, "s/0.jpg", jpeg(80, 60, seed=99))
     bench.images.delete("s/1.tif")
     done = run_ptif(bench, "mark", "--stale", "--json")
     assert done.returncode == 0, done.stderr
@@ -345,7 +344,7 @@ def test_mark_stale_marks_missing_and_changed_outputs(bench: Bench) -> None:
 
 
 def test_mark_reports_a_queue_it_cannot_write(bench: Bench, tmp_path: Path) -> None:
-    add_source(bench, "m/a.jpg", jpeg(*SMALL))
+    put_source(bench.source, "m/a.jpg", jpeg(*SMALL))
     if bench.kind != "folder":
         pytest.skip("SeaweedFS creates a missing bucket on its first write, so S3 cannot fail here")
     (Path(bench.urls["process"]) / "rbsc").write_text("a file where the queue should be")
@@ -359,7 +358,7 @@ def test_mark_reports_a_queue_it_cannot_write(bench: Bench, tmp_path: Path) -> N
 
 def test_status_counts_the_queue(bench: Bench) -> None:
     add_images(bench, {"st/a.jpg": SMALL})
-    time.sleep(1.2)
+    backdate_marker(bench, "st/a.jpg", 1.2)
     add_images(bench, {"st/b.jpg": SMALL})
     bench.process.put_bytes(f"{QUEUE}gone/x.jpg.json", b'{"key": "gone/x.jpg"}')
     assert process(bench, "--prefix", "gone/").returncode == 1
@@ -372,7 +371,7 @@ def test_status_counts_the_queue(bench: Bench) -> None:
 
 def test_oldest_pending_age_survives_a_failed_attempt(bench: Bench) -> None:
     add_images(bench, {"old/x.jpg": SMALL})
-    time.sleep(2.5)
+    backdate_marker(bench, "old/x.jpg", 2.5)
     flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
     assert bench.worker(flaky).run().counts["retry-later"] == 1
     counted = queue_status(bench.process, QUEUE)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pyvips
 import tifffile
-from conftest import read_pyramid
+from pyramids import read_pyramid
 
 from ptif.convert import pyramid
 from ptif.convert.engine import convert, init_vips

@@ -11,31 +11,32 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from intake_helpers import (  # noqa: F401 (the stores fixture)
+from s3_server import S3Server
+from store_helpers import (
     CURRENT_RECIPE,
+    PTIF,
     QUEUE,
-    Stores,
+    Bench,
     consume,
-    folder_stores,
+    folder_bench,
     marker_etag,
     markers,
     put_output,
     put_source,
-    s3_stores,
-    stores_fixture,
+    s3_bench,
     wait_for,
 )
-from s3_server import S3Server
 
 from ptif.config import parse_extensions
 from ptif.intake.watch import (
     Poller,
     Queuer,
+    Settler,
     WatchOptions,
     WatchReport,
     queuer_for,
@@ -44,22 +45,21 @@ from ptif.intake.watch import (
 from ptif.queue.layout import CURSOR_PREFIX
 
 EXTENSIONS = parse_extensions("jpg,jpeg,tif,tiff,png")
-PTIF = (sys.executable, "-m", "ptif")
 
 
-def _queuer(stores: Stores) -> Queuer:
-    return queuer_for(stores.process, stores.images, stores.source, QUEUE, {CURRENT_RECIPE})
+def _queuer(bench: Bench) -> Queuer:
+    return queuer_for(bench.process, bench.images, bench.source, QUEUE, {CURRENT_RECIPE})
 
 
 class Running:
     """``watch`` in a thread, stopped at the end of the test."""
 
-    def __init__(self, stores: Stores, options: WatchOptions) -> None:
+    def __init__(self, bench: Bench, options: WatchOptions) -> None:
         self.stop = threading.Event()
         self.report = WatchReport()
         self.thread = threading.Thread(
             target=watch,
-            args=(stores.source, _queuer(stores)),
+            args=(bench.source, _queuer(bench)),
             kwargs={
                 "extensions": EXTENSIONS,
                 "options": options,
@@ -78,12 +78,12 @@ class Running:
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> Stores:
-    return folder_stores(tmp_path)
+def folder(tmp_path: Path) -> Bench:
+    return folder_bench(tmp_path)
 
 
 @pytest.fixture
-def watching(folder: Stores) -> Iterator[Running]:
+def watching(folder: Bench) -> Iterator[Running]:
     running = Running(folder, WatchOptions(settle=2.0))
     yield running
     running.close()
@@ -93,7 +93,7 @@ def watching(folder: Stores) -> Iterator[Running]:
 
 
 def test_a_file_copied_in_slowly_is_queued_once_after_it_is_complete(
-    folder: Stores, watching: Running
+    folder: Bench, watching: Running
 ) -> None:
     target = Path(folder.urls["source"]) / "incoming" / "big scan.tif"
     target.parent.mkdir()
@@ -119,7 +119,7 @@ def test_a_file_copied_in_slowly_is_queued_once_after_it_is_complete(
 
 
 def test_files_and_folders_moved_in_whole_are_queued_at_once(
-    folder: Stores, watching: Running, tmp_path: Path
+    folder: Bench, watching: Running, tmp_path: Path
 ) -> None:
     outside = tmp_path / "elsewhere"
     (outside / "box 7").mkdir(parents=True)
@@ -139,7 +139,7 @@ def test_files_and_folders_moved_in_whole_are_queued_at_once(
     assert set(markers(folder.process)) == expected
 
 
-def test_an_initial_scan_queues_what_is_there_unless_its_output_is_current(folder: Stores) -> None:
+def test_an_initial_scan_queues_what_is_there_unless_its_output_is_current(folder: Bench) -> None:
     put_source(folder.source, "old/a.jpg")
     current = put_source(folder.source, "old/b.jpg")
     put_output(folder.images, "old/b.jpg", current)
@@ -157,7 +157,7 @@ def test_an_initial_scan_queues_what_is_there_unless_its_output_is_current(folde
 
 
 def test_without_watchfiles_a_folder_is_polled(
-    folder: Stores, monkeypatch: pytest.MonkeyPatch
+    folder: Bench, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "watchfiles", None)  # import watchfiles raises ImportError
     running = Running(folder, WatchOptions(settle=0.0, interval=0.2))
@@ -169,72 +169,130 @@ def test_without_watchfiles_a_folder_is_polled(
         running.close()
 
 
+class Clock:
+    """The watcher's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _stat_in(folder: Path) -> Callable[[str], os.stat_result | None]:
+    return lambda key: os.stat(folder / key) if (folder / key).exists() else None
+
+
+def test_a_growing_file_settles_once_still_for_the_settle_time_by_the_watchers_clock(
+    tmp_path: Path,
+) -> None:
+    """The file server's clock runs an hour ahead, so the file's own times never look old: only
+    the watcher's clock can tell that the copy stopped."""
+    clock = Clock()
+    settler = Settler(2.0, clock=clock)
+    path = tmp_path / "scan.tif"
+    ahead = time.time() + 3600
+    stat_of = _stat_in(tmp_path)
+    path.touch()
+    settler.touch("scan.tif", os.stat(path))  # the first event; later writes may bring none
+    for chunk in range(6):
+        clock.now += 1.5  # a pause shorter than the settle time
+        with open(path, "ab") as out:
+            out.write(b"x" * 1024)
+        os.utime(path, (ahead + chunk, ahead + chunk))
+        assert settler.due(stat_of) == [], f"due after chunk {chunk}"
+    clock.now += 1.75
+    assert settler.due(stat_of) == []  # unchanged for 1.75 s
+    clock.now += 0.25
+    assert settler.due(stat_of) == ["scan.tif"]
+    assert settler.due(stat_of) == [] and settler.pending == {}
+
+
+def test_a_settling_file_that_goes_away_is_dropped_and_an_old_one_is_due_at_once(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    settler = Settler(2.0, clock=clock)
+    stat_of = _stat_in(tmp_path)
+    (tmp_path / "gone.jpg").write_bytes(b"pixels")
+    settler.touch("gone.jpg", os.stat(tmp_path / "gone.jpg"))
+    (tmp_path / "gone.jpg").unlink()
+    old = tmp_path / "kept-times.jpg"
+    old.write_bytes(b"pixels")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))  # as cp -p or rsync leave it
+    settler.touch("kept-times.jpg", os.stat(old))
+
+    assert settler.due(stat_of) == ["kept-times.jpg"]  # no tick of our clock needed
+    assert settler.pending == {}
+
+
 # polling ---------------------------------------------------------------------------------------
 
 
 def _poller(
-    stores: Stores, *, settle: float = 0.0, overlap: float = 3600.0, initial_scan: bool = False
+    bench: Bench, *, settle: float = 0.0, overlap: float = 3600.0, initial_scan: bool = False
 ) -> Poller:
     options = WatchOptions(settle=settle, overlap=overlap, initial_scan=initial_scan, poll=True)
-    return Poller(stores.source, _queuer(stores), EXTENSIONS, options, WatchReport())
+    return Poller(bench.source, _queuer(bench), EXTENSIONS, options, WatchReport())
 
 
 def test_polling_queues_new_uploads_and_a_restart_does_not_queue_them_again(
-    stores: Stores,
+    bench: Bench,
 ) -> None:
     for key in ("a.jpg", "b.jpg", "notes.txt"):
-        put_source(stores.source, key)
-    first = _poller(stores)
+        put_source(bench.source, key)
+    first = _poller(bench)
     assert first.poll()
-    assert markers(stores.process) == {}, "without --initial-scan, what was there stays"
+    assert markers(bench.process) == {}, "without --initial-scan, what was there stays"
 
     # Names whose orders differ between byte order and SeaweedFS's ('/' first).
     tricky = {"a b.jpg", "a-b.jpg", "a/b.jpg", "a/b/c.jpg", "a.b.jpg"}
     for key in tricky:
-        put_source(stores.source, key)
+        put_source(bench.source, key)
     assert first.poll()
-    assert set(markers(stores.process)) == tricky
-    assert all(m["origin"] == "watch" for m in markers(stores.process).values())
+    assert set(markers(bench.process)) == tricky
+    assert all(m["origin"] == "watch" for m in markers(bench.process).values())
 
-    consume(stores.process)  # the workers did their job
-    restarted = _poller(stores)
+    consume(bench.process)  # the workers did their job
+    restarted = _poller(bench)
     assert restarted.poll()
-    assert markers(stores.process) == {}
+    assert markers(bench.process) == {}
 
-    new_etag = put_source(stores.source, "a.jpg", b"a new scan")  # replaced
-    put_source(stores.source, "d.jpg")
+    new_etag = put_source(bench.source, "a.jpg", b"a new scan")  # replaced
+    put_source(bench.source, "d.jpg")
     assert restarted.poll()
-    queued = markers(stores.process)
+    queued = markers(bench.process)
     assert set(queued) == {"a.jpg", "d.jpg"}
     assert queued["a.jpg"]["eTag"] == new_etag
     assert restarted.poll()  # nothing new: nothing written again
-    assert set(markers(stores.process)) == {"a.jpg", "d.jpg"}
-    assert [i.key for i in stores.process.list(CURSOR_PREFIX)] == [restarted.key]
+    assert set(markers(bench.process)) == {"a.jpg", "d.jpg"}
+    assert [i.key for i in bench.process.list(CURSOR_PREFIX)] == [restarted.key]
 
 
-def test_a_watcher_started_on_an_empty_source_queues_the_first_upload(stores: Stores) -> None:
-    poller = _poller(stores)
+def test_a_watcher_started_on_an_empty_source_queues_the_first_upload(bench: Bench) -> None:
+    poller = _poller(bench)
     assert poller.poll()
-    put_source(stores.source, "first.jpg")
-    assert _poller(stores).poll()
-    assert set(markers(stores.process)) == {"first.jpg"}
+    put_source(bench.source, "first.jpg")
+    assert _poller(bench).poll()
+    assert set(markers(bench.process)) == {"first.jpg"}
 
 
-def test_an_initial_scan_on_a_bucket_skips_current_outputs(stores: Stores) -> None:
-    put_source(stores.source, "x/a.jpg")
-    etag = put_source(stores.source, "x/b.jpg")
-    put_output(stores.images, "x/b.jpg", etag)
-    stale = put_source(stores.source, "x/c.jpg")
-    put_output(stores.images, "x/c.jpg", stale, recipe="0123456789ab")
+def test_an_initial_scan_on_a_bucket_skips_current_outputs(bench: Bench) -> None:
+    put_source(bench.source, "x/a.jpg")
+    etag = put_source(bench.source, "x/b.jpg")
+    put_output(bench.images, "x/b.jpg", etag)
+    stale = put_source(bench.source, "x/c.jpg")
+    put_output(bench.images, "x/c.jpg", stale, recipe="0123456789ab")
 
-    poller = _poller(stores, initial_scan=True)
+    poller = _poller(bench, initial_scan=True)
     assert poller.poll(full=True)
 
-    assert set(markers(stores.process)) == {"x/a.jpg", "x/c.jpg"}
+    assert set(markers(bench.process)) == {"x/a.jpg", "x/c.jpg"}
     assert poller.report.up_to_date == 1
 
 
-def test_the_overlap_window_catches_late_arrivals_and_settling_files(folder: Stores) -> None:
+def test_the_overlap_window_catches_late_arrivals_and_settling_files(folder: Bench) -> None:
     source = Path(folder.urls["source"])
     put_source(folder.source, "first.jpg")
     poller = _poller(folder, settle=2.0, overlap=1800.0)
@@ -256,10 +314,10 @@ def test_the_overlap_window_catches_late_arrivals_and_settling_files(folder: Sto
 # the command ------------------------------------------------------------------------------------
 
 
-def _start(stores: Stores, *args: str) -> subprocess.Popen[str]:
+def _start(bench: Bench, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*PTIF, "watch", *args, "--json"],
-        env=stores.env(),
+        env=bench.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -280,7 +338,7 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, dict[str, int], str]:
     return process.returncode, json.loads(out.splitlines()[-1]), err
 
 
-def test_watch_command_on_a_folder_sleeps_when_idle_and_stops_on_sigterm(folder: Stores) -> None:
+def test_watch_command_on_a_folder_sleeps_when_idle_and_stops_on_sigterm(folder: Bench) -> None:
     put_source(folder.source, "before.jpg")
     process = _start(folder, folder.urls["source"], "--settle", "0.5", "--initial-scan")
     try:
@@ -305,11 +363,11 @@ def test_watch_command_on_a_folder_sleeps_when_idle_and_stops_on_sigterm(folder:
 def test_watch_command_polls_a_bucket_and_stops_on_sigterm(
     s3_server: S3Server, tmp_path: Path
 ) -> None:
-    stores = s3_stores(tmp_path, s3_server)
-    put_source(stores.source, "scans/one.jpg")
-    process = _start(stores, stores.urls["source"], "--interval", "30", "--initial-scan")
+    bench = s3_bench(tmp_path, s3_server)
+    put_source(bench.source, "scans/one.jpg")
+    process = _start(bench, bench.urls["source"], "--interval", "30", "--initial-scan")
     try:
-        assert wait_for(lambda: "scans/one.jpg" in markers(stores.process), timeout=15)
+        assert wait_for(lambda: "scans/one.jpg" in markers(bench.process), timeout=15)
         time.sleep(0.5)
         cpu = _idle_cpu_seconds(process.pid, 2.0)
         started = time.monotonic()
@@ -320,4 +378,4 @@ def test_watch_command_polls_a_bucket_and_stops_on_sigterm(
     assert time.monotonic() - started < 5, "SIGTERM did not cut the pause short"
     assert counts["marked"] == 1
     assert cpu < 0.1, f"the idle poller used {cpu:.3f} s of CPU in 2 s"
-    assert len(list(stores.process.list(CURSOR_PREFIX))) == 1
+    assert len(list(bench.process.list(CURSOR_PREFIX))) == 1

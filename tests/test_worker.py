@@ -8,29 +8,29 @@ import fcntl
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pyvips
-from conftest import read_pyramid
-from fault_proxy import Fault, FaultProxy, Request, Rule
-from queue_helpers import (
+from corpus import jpeg
+from fault_proxy import Fault, FaultProxy, HeadersOnlyProxy, Request, Rule
+from pyramids import read_pyramid
+from s3_server import S3Server
+from store_helpers import (
     QUEUE,
     Bench,
     FlakySource,
-    HeadersOnlyProxy,
     Size,
     Wrapped,
     add_images,
-    add_source,
     claim_of,
     folder_bench,
-    jpeg,
     keys,
     pending,
+    put_source,
     queue,
     read_json,
     s3_bench,
@@ -38,8 +38,6 @@ from queue_helpers import (
     verify_all,
     verify_output,
 )
-from queue_helpers import bench as bench
-from s3_server import S3Server
 
 from ptif.convert.engine import _blocked_loaders, convert, init_vips
 from ptif.convert.formats import sniff
@@ -162,7 +160,7 @@ def test_unchanged_rerun_converts_nothing(bench: Bench) -> None:
 def test_changed_source_is_converted_again(bench: Bench) -> None:
     add_images(bench, {"c/x.jpg": SMALL})
     bench.run()
-    add_source(bench, "c/x.jpg", jpeg(80, 60, seed=9))
+    put_source(bench.source, "c/x.jpg", jpeg(80, 60, seed=9))
     queue(bench, "c/x.jpg")
     report = bench.run()
     assert report.converted == ["c/x.jpg"]
@@ -187,7 +185,7 @@ def test_marker_replaced_while_converting_survives(bench: Bench) -> None:
 
 
 def test_duplicate_markers_convert_once(bench: Bench) -> None:
-    add_source(bench, "dup/x.jpg", jpeg(*SMALL))
+    put_source(bench.source, "dup/x.jpg", jpeg(*SMALL))
     queue(bench, "dup/x.jpg")
     original = b'{"key": "dup/x.jpg", "path": "dup/"}'
     bench.process.put_bytes(f"{QUEUE}x.json", original)
@@ -199,9 +197,9 @@ def test_duplicate_markers_convert_once(bench: Bench) -> None:
 
 
 def test_output_conflict_never_overwrites(bench: Bench) -> None:
-    add_source(bench, "a/x.jpg", jpeg(*SMALL))
+    put_source(bench.source, "a/x.jpg", jpeg(*SMALL))
     png = pyvips.Image.black(40, 30, bands=3) + [9, 99, 199]
-    add_source(bench, "a/x.png", bytes(png.cast("uchar").pngsave_buffer()))
+    put_source(bench.source, "a/x.png", bytes(png.cast("uchar").pngsave_buffer()))
     queue(bench, "a/x.jpg")
     queue(bench, "a/x.png")
     report = bench.run()
@@ -298,7 +296,7 @@ def test_key_the_server_refuses_fails_at_once(s3_server: S3Server, tmp_path: Pat
 
 def test_climbing_key_fails_on_a_folder_images_store(tmp_path: Path) -> None:
     bench = folder_bench(tmp_path)
-    add_source(bench, "real/alias.jpg", jpeg(*SMALL))
+    put_source(bench.source, "real/alias.jpg", jpeg(*SMALL))
     source = AliasSource(bench.source, {key: "real/alias.jpg" for key in ESCAPING})
     for key in ESCAPING:
         queue_unchecked(bench, key)
@@ -375,7 +373,7 @@ def test_a_newer_event_starts_the_count_again(bench: Bench) -> None:
     flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
     bench.worker(flaky, max_attempts=1).run()
     assert claim_of(bench, "t/x.jpg")["attempts"] == 1
-    add_source(bench, "t/x.jpg", jpeg(*SMALL, seed=7))  # uploaded again: a newer event
+    put_source(bench.source, "t/x.jpg", jpeg(*SMALL, seed=7))  # uploaded again: a newer event
     later = datetime.now(UTC) + timedelta(seconds=5)
     etag = bench.source.head("t/x.jpg").etag  # type: ignore[union-attr]
     newer = new_marker("t/x.jpg", origin="s3-event", etag=etag, event_time=later)
@@ -385,7 +383,7 @@ def test_a_newer_event_starts_the_count_again(bench: Bench) -> None:
 
 
 def test_attempts_counted_in_the_marker_by_version_0_1_still_count(bench: Bench) -> None:
-    add_source(bench, "t/x.jpg", jpeg(*SMALL))
+    put_source(bench.source, "t/x.jpg", jpeg(*SMALL))
     queue(bench, "t/x.jpg", attempts=3, lastError="the worker crashed")
     report = bench.run(max_attempts=3)
     assert report.counts["failed"] == 1 and keys(bench.images) == []
@@ -498,16 +496,30 @@ def test_upload_cut_after_its_headers_leaves_no_empty_pyramid(
 class Rendezvous:
     """Steps two converting threads, "a" and "b", through the start-up of libvips in the
     order a busy machine can produce: b enters the loader set-up while a is inside it, a
-    finishes it first and goes on to open its image while b is still setting up."""
+    finishes it first and goes on to open its image while b is still setting up.
+
+    A thread that waits for a step the code under test never lets happen goes on after two
+    seconds; when b is seen waiting for the engine's start-up lock, or through it, instead of at
+    the step, it goes on at once."""
 
     def __init__(self) -> None:
-        self.steps = {name: threading.Event() for name in ("a_in", "b_in", "a_on", "b_blocked")}
-        self.done = threading.Event()
+        self.seen: set[str] = set()
+        self.changed = threading.Condition()
         self.errors: list[str] = []
 
-    def reached(self, step: str, waits_for: str) -> None:
-        self.steps[step].set()
-        (self.done if waits_for == "done" else self.steps[waits_for]).wait(2)
+    def arrive(self, step: str) -> None:
+        with self.changed:
+            self.seen.add(step)
+            self.changed.notify_all()
+
+    def wait_for(self, steps: Iterable[str], timeout: float) -> bool:
+        wanted = set(steps)
+        with self.changed:
+            return self.changed.wait_for(lambda: bool(self.seen & wanted), timeout)
+
+    def reached(self, step: str, *waits_for: str) -> None:
+        self.arrive(step)
+        self.wait_for(waits_for, 2)
 
     def convert(self, src: Path, dst: Path) -> None:
         try:
@@ -516,7 +528,26 @@ class Rendezvous:
             self.errors.append(f"{threading.current_thread().name}: {error}")
         finally:
             if threading.current_thread().name == "a":
-                self.done.set()
+                self.arrive("done")
+
+
+class WatchedLock:
+    """The engine's start-up lock, telling the rendezvous when b waits for it and when b is
+    through."""
+
+    def __init__(self, rendezvous: Rendezvous) -> None:
+        self.lock = threading.Lock()
+        self.rendezvous = rendezvous
+
+    def __enter__(self) -> None:
+        if threading.current_thread().name == "b":
+            self.rendezvous.arrive("b_waits")
+        self.lock.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self.lock.release()
+        if threading.current_thread().name == "b":
+            self.rendezvous.arrive("b_through")
 
 
 def install(rendezvous: Rendezvous, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -526,7 +557,10 @@ def install(rendezvous: Rendezvous, monkeypatch: pytest.MonkeyPatch) -> None:
         block(name, state)
         me = threading.current_thread().name
         if name == "VipsForeignLoad" and state:
-            rendezvous.reached(*(("a_in", "b_in") if me == "a" else ("b_blocked", "done")))
+            if me == "a":
+                rendezvous.reached("a_in", "b_in", "b_waits")
+            else:
+                rendezvous.reached("b_blocked", "done")
 
     def cache_set_max(size: int) -> None:
         if threading.current_thread().name == "b":
@@ -535,12 +569,13 @@ def install(rendezvous: Rendezvous, monkeypatch: pytest.MonkeyPatch) -> None:
 
     def slow_sniff(path: Path) -> Any:
         if threading.current_thread().name == "a":
-            rendezvous.reached("a_on", "b_blocked")
+            rendezvous.reached("a_on", "b_blocked", "b_through")
         return real_sniff(path)
 
     monkeypatch.setattr(pyvips, "operation_block_set", operation_block_set)
     monkeypatch.setattr(pyvips, "cache_set_max", cache_set_max)
     monkeypatch.setattr("ptif.convert.engine.sniff", slow_sniff)
+    monkeypatch.setattr("ptif.convert.engine._INIT_LOCK", WatchedLock(rendezvous))
 
 
 @pytest.fixture
@@ -561,7 +596,7 @@ def test_first_conversions_of_a_worker_do_not_block_each_other(
     a = threading.Thread(target=rendezvous.convert, args=(src, tmp_path / "a.tif"), name="a")
     b = threading.Thread(target=rendezvous.convert, args=(src, tmp_path / "b.tif"), name="b")
     a.start()
-    assert rendezvous.steps["a_in"].wait(5)
+    assert rendezvous.wait_for(["a_in"], 5)
     b.start()
     a.join(20)
     b.join(20)

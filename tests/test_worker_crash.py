@@ -8,7 +8,8 @@ import signal
 import time
 from dataclasses import dataclass
 
-from queue_helpers import (
+import pytest
+from store_helpers import (
     Bench,
     Size,
     add_images,
@@ -24,10 +25,11 @@ from queue_helpers import (
     verify_output,
     wait_for,
 )
-from queue_helpers import bench as bench
 
 from ptif.queue.layout import CLAIMS_PREFIX
 from ptif.queue.outputs import output_key
+
+pytestmark = pytest.mark.slow
 
 SMALL: Size = (64, 48)
 LARGE: Size = (3000, 2000)

@@ -57,6 +57,12 @@ BARE_BUCKET_VARIABLES = {"RBSC_BUCKET", "PROCESS_BUCKET", "IMAGE_BUCKET"}
 CONFIG_FILE_VARIABLE = "PTIF_CONFIG"
 #: Set in AWS Lambda and ECS; ptif then logs JSON and emits CloudWatch embedded metrics.
 AWS_MARKERS = ("AWS_LAMBDA_FUNCTION_NAME", "ECS_CONTAINER_METADATA_URI_V4", "AWS_EXECUTION_ENV")
+#: Every variable ptif reads: the settings', the configuration file's and the AWS markers.
+ENVIRONMENT_VARIABLES = (
+    *(name for names in ENVIRONMENT.values() for name in names),
+    CONFIG_FILE_VARIABLE,
+    *AWS_MARKERS,
+)
 
 
 @dataclass(frozen=True)

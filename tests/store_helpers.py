@@ -1,66 +1,59 @@
-"""Shared helpers for the queue tests: three stores of one kind (folders under ``tmp_path``, or
-fresh buckets of the session's SeaweedFS), small images made with pyvips, the ``ptif`` command
-line as a subprocess, and checks that read the stores and open the pyramids.
+"""Three stores of one kind, for the queue and intake tests, and what those tests do with them.
 
-A test module imports the ``bench`` fixture and the S3 server fixture it needs::
-
-    from queue_helpers import bench  # noqa: F401
+A :class:`Bench` is SOURCE, PROCESS and IMAGES as folders under ``tmp_path`` or as fresh buckets
+of the session's SeaweedFS; conftest.py's ``bench`` fixture gives one of each kind. The helpers
+below write sources, markers and outputs as intake and the worker would, read back what a run
+left (markers, claims, failure records, reports, pyramids), run the ``ptif`` command line as a
+subprocess that sees only the test's stores, and wait for a condition.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import socket
-import socketserver
-import struct
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import pytest
-import pyvips
-from conftest import read_pyramid
+from corpus import jpeg
+from pyramids import read_pyramid
 
-from ptif.config import Settings
+from ptif.config import ENVIRONMENT_VARIABLES, Settings
+from ptif.convert.profiles import PROFILES
 from ptif.convert.pyramid import expected_levels
 from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, REPORTS_PREFIX, claim_key, marker_key
-from ptif.queue.markers import new_marker, write_marker
-from ptif.queue.outputs import SOURCE_ETAG, SOURCE_KEY, output_key
+from ptif.queue.markers import new_marker, parse_marker, write_marker
+from ptif.queue.outputs import RECIPE, SOURCE_ETAG, SOURCE_KEY, output_key, output_metadata
 from ptif.queue.reports import RunReport
 from ptif.queue.worker import RunOptions, Stores, Worker
 from ptif.stores import FolderStore, ObjectInfo, Store, StoreError, open_store
 from ptif.stores.folder import RESERVED
 
 KINDS = ("folder", "s3")
+STORE_NAMES = ("source", "process", "images")
 QUEUE = "rbsc/"
 LEASE_SECONDS = 5.0
 TILE = 256
+CURRENT_RECIPE = PROFILES["default"].recipe.hash
 PTIF = (sys.executable, "-m", "ptif")
-STORE_NAMES = ("source", "process", "images")
-#: Variables that could point a subprocess at stores other than the test's.
-FOREIGN_VARIABLES = (
-    "PTIF_SOURCE", "PTIF_PROCESS", "PTIF_IMAGES", "PTIF_ENDPOINT_URL", "PTIF_QUEUE_PREFIX",
-    "PTIF_PROFILE", "PTIF_WORKERS", "PTIF_LEASE_SECONDS", "PTIF_MAX_ATTEMPTS", "PTIF_MIN_AGE",
-    "PTIF_MAX_PIXELS", "PTIF_EXTENSIONS", "PTIF_CONFIG", "RBSC_BUCKET", "PROCESS_BUCKET",
-    "IMAGE_BUCKET", "AWS_ENDPOINT_URL", "AWS_LAMBDA_FUNCTION_NAME",
-    "ECS_CONTAINER_METADATA_URI_V4", "AWS_EXECUTION_ENV",
-)  # fmt: skip
+#: Variables that could point the code under test, or a subprocess, at other stores or settings:
+#: every one ptif reads, so that the developer's shell cannot leak into a test.
+FOREIGN_VARIABLES = ENVIRONMENT_VARIABLES
 
 Size = tuple[int, int]
 
 
 @dataclass
 class Bench:
-    """SOURCE, PROCESS and IMAGES of one kind, and everything a test does with them."""
+    """SOURCE, PROCESS and IMAGES of one kind, opened, and everything a test does with them."""
 
     kind: str
     root: Path
@@ -112,6 +105,7 @@ class Bench:
         return self.worker(**changes).run(options)
 
     def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a process that should use these stores and nothing else."""
         env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
         env.update(
             PTIF_SOURCE=self.urls["source"],
@@ -125,6 +119,14 @@ class Bench:
         env.update(extra)
         return env
 
+    def setenv(self, monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+        """This process's environment as :meth:`env` has it, for code that reads it in-process."""
+        for name in FOREIGN_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in self.env(**extra).items():
+            if os.environ.get(name) != value:
+                monkeypatch.setenv(name, value)
+
 
 def folder_bench(root: Path) -> Bench:
     urls = {name: str(root / name) for name in STORE_NAMES}
@@ -136,11 +138,7 @@ def s3_bench(root: Path, server: Any) -> Bench:
     return Bench("s3", root, urls, server.endpoint_url)
 
 
-@pytest.fixture(params=KINDS)
-def bench(request: pytest.FixtureRequest, tmp_path: Path) -> Bench:
-    if request.param == "folder":
-        return folder_bench(tmp_path)
-    return s3_bench(tmp_path, request.getfixturevalue("s3_server"))
+# stores that misbehave --------------------------------------------------------------------------
 
 
 class Wrapped:
@@ -160,23 +158,26 @@ class FlakySource(Wrapped):
         raise StoreError(f"{key}: the download broke off (test)")
 
 
-# images and markers ----------------------------------------------------------------------------
+class FailingStore(Wrapped):
+    """Writes of keys containing ``needle`` fail as an unreachable server's do (the error
+    :class:`StoreError` after the retries)."""
+
+    def __init__(self, inner: Store, needle: str) -> None:
+        super().__init__(inner)
+        self.needle = needle
+        self.url = inner.url
+
+    def put_bytes(self, key: str, data: bytes, **kwargs: Any) -> str:
+        if self.needle in key:
+            raise StoreError(f"{self.url}: put {key} failed: connection reset (injected)")
+        return self.inner.put_bytes(key, data, **kwargs)
 
 
-@functools.cache
-def jpeg(width: int, height: int, seed: int = 0, *, noise: bool = False) -> bytes:
-    """A JPEG of one colour (or of noise, which takes real work to convert) made from ``seed``."""
-    colour = [seed * 37 % 256, seed * 91 % 256, seed * 53 % 256]
-    if noise:
-        bands = [pyvips.Image.gaussnoise(width, height, mean=128, sigma=40) for _ in range(3)]
-        image = bands[0].bandjoin(bands[1:]) + colour
-    else:
-        image = pyvips.Image.black(width, height, bands=3) + colour
-    return bytes(image.cast("uchar").jpegsave_buffer(Q=85))
+# writing sources, markers and outputs -----------------------------------------------------------
 
 
-def add_source(bench: Bench, key: str, data: bytes) -> str:
-    return bench.source.put_bytes(key, data)
+def put_source(source: Store, key: str, data: bytes = b"image bytes") -> str:
+    return source.put_bytes(key, data)
 
 
 def queue(bench: Bench, key: str, **extra: Any) -> str:
@@ -197,19 +198,66 @@ def add_images(bench: Bench, sizes: Mapping[str, Size], *, noise: Iterable[str] 
     """Upload a JPEG of each size and queue it."""
     noisy = set(noise)
     for seed, (key, (width, height)) in enumerate(sizes.items()):
-        add_source(bench, key, jpeg(width, height, seed, noise=key in noisy))
+        put_source(bench.source, key, jpeg(width, height, seed, noise=key in noisy))
         queue(bench, key)
+
+
+def put_output(
+    images: Store, source_key: str, source_etag: str, recipe: str = CURRENT_RECIPE
+) -> None:
+    """An output as the worker leaves it, as far as intake looks: the metadata."""
+    conversion = {RECIPE: recipe, "width": "10", "height": "10"}
+    metadata = output_metadata(conversion, source_key, source_etag)
+    images.put_bytes(output_key(source_key), b"II*\0 a pyramid", metadata=metadata)
+
+
+def consume(process: Store) -> None:
+    """Delete every marker, as workers do once the pyramids are made."""
+    for info in list(process.list(QUEUE)):
+        process.delete(info.key)
+
+
+def backdate_marker(bench: Bench, source_key: str, seconds: float) -> None:
+    """Make the queued marker of ``source_key`` look written ``seconds`` earlier than it was: its
+    event time and its file's modification time in a folder store. S3 sets LastModified itself,
+    so with a bucket this waits instead."""
+    if not isinstance(bench.process, FolderStore):
+        time.sleep(seconds)
+        return
+    key = marker_key(source_key, QUEUE)
+    marker = parse_marker(bench.process.get_bytes(key)[0], key)
+    written = datetime.fromisoformat(str(marker.fields["eventTime"]).replace("Z", "+00:00"))
+    earlier = (written - timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    bench.process.put_bytes(key, marker.with_fields(eventTime=earlier).to_bytes())
+    path = bench.process.root.joinpath(*key.split("/"))
+    mtime = path.stat().st_mtime - seconds
+    os.utime(path, (mtime, mtime))
 
 
 # reading the stores ----------------------------------------------------------------------------
 
 
 def keys(store: Store, prefix: str = "") -> list[str]:
-    return [info.key for info in store.list(prefix)]
+    return sorted(info.key for info in store.list(prefix))
 
 
 def pending(bench: Bench) -> list[str]:
     return keys(bench.process, QUEUE)
+
+
+def markers(process: Store, prefix: str = QUEUE) -> dict[str, dict[str, Any]]:
+    """Every queued marker, by its ``key`` field."""
+    found = {}
+    for info in process.list(prefix):
+        fields = json.loads(process.get_bytes(info.key)[0])
+        found[fields["key"]] = fields
+    return found
+
+
+def marker_etag(process: Store, source_key: str) -> str | None:
+    """The store eTag of the marker object itself (changes whenever it is rewritten)."""
+    info = process.head(marker_key(source_key, QUEUE))
+    return info.etag if info else None
 
 
 def read_json(store: Store, key: str) -> dict[str, Any]:
@@ -303,74 +351,6 @@ def _open_uploads(bench: Bench) -> list[str]:
     return [f"upload:{upload['Key']}" for upload in uploads]
 
 
-class HeadersOnlyProxy:
-    """Between a client and a loopback S3 endpoint: other requests go through (one upstream
-    connection each), but a PUT has only its headers passed on before both connections drop at
-    once, which is what the server sees when a client is killed between headers and body."""
-
-    def __init__(self, upstream: str) -> None:
-        parts = urlsplit(upstream)
-        assert parts.hostname in ("127.0.0.1", "localhost") and parts.port
-        self.upstream = (parts.hostname, parts.port)
-        self.cut = 0
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _CuttingHandler)
-        self._server.daemon_threads = True
-        self._server.proxy = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def endpoint_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> HeadersOnlyProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-class _CuttingHandler(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        proxy: HeadersOnlyProxy = self.server.proxy  # type: ignore[attr-defined]
-        while head := _read_head(self.rfile):
-            body = self.rfile.read(_content_length(head))
-            with socket.create_connection(proxy.upstream, timeout=10) as upstream:
-                if head.startswith(b"PUT "):
-                    upstream.sendall(head)
-                    proxy.cut += 1
-                    self.connection.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                    )
-                    return
-                upstream.sendall(head + body)
-                self.wfile.write(_read_response(upstream.makefile("rb"), head))
-
-
-def _read_head(stream: Any) -> bytes:
-    lines = []
-    while (line := stream.readline()) not in (b"\r\n", b"\n", b""):
-        lines.append(line)
-    return b"".join(lines) + b"\r\n" if lines else b""
-
-
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 0
-
-
-def _read_response(stream: Any, request: bytes) -> bytes:
-    head = _read_head(stream)
-    assert b"chunked" not in head.lower(), "the proxy reads bodies by Content-Length only"
-    no_body = request.startswith(b"HEAD ") or head.split(b" ", 2)[1] in (b"204", b"304")
-    return head + (b"" if no_body else stream.read(_content_length(head)))
-
-
 # the command line ------------------------------------------------------------------------------
 
 
@@ -407,10 +387,12 @@ def json_report(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return body
 
 
-def wait_for(condition: Any, timeout: float, step: float = 0.1) -> bool:
+def wait_for(condition: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something true or ``timeout`` seconds pass; return
+    its last value. For what another process or thread does, which no clock of ours drives."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
         time.sleep(step)
-    return bool(condition())
