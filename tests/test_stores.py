@@ -499,6 +499,30 @@ def test_unsafe_keys_never_leave_the_folder(tmp_path: Path, key: str) -> None:
     assert not (root / TMP_DIR).exists()  # refused before anything was staged
 
 
+#: Keys no store takes, folder or bucket (ptif.stores.base.check_key): S3 allows them, but folder
+#: stores and some S3-compatible servers normalise them into other keys.
+NO_STORE_TAKES = ["a/../b.jpg", "../b.jpg", "a/./b.jpg", "a//b.jpg", "/b.jpg", "a/", "n\0.jpg", ""]
+
+
+def test_every_store_refuses_the_same_keys(store: Store, tmp_path: Path) -> None:
+    store.put_bytes("b.jpg", b"b")
+    store.put_bytes("a/b.jpg", b"a/b")
+    attempts: list[Callable[[str], object]] = [
+        store.head,
+        store.get_bytes,
+        lambda key: store.get_file(key, tmp_path / "got"),
+        lambda key: store.put_bytes(key, b"x"),
+        lambda key: store.put_bytes(key, b"x", if_none_match=True),
+        store.delete,
+    ]
+    for key in [*NO_STORE_TAKES, "x" * 1025]:
+        for attempt in attempts:
+            with pytest.raises(UnsafeKey):
+                attempt(key)
+    assert keys(store) == ["a/b.jpg", "b.jpg"]
+    assert (store.get_bytes("b.jpg")[0], store.get_bytes("a/b.jpg")[0]) == (b"b", b"a/b")
+
+
 def test_file_and_folder_sharing_a_name(tmp_path: Path) -> None:
     store = FolderStore(tmp_path / "s")
     store.put_bytes("a", b"file")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ptif.errors import BAD_MARKER, PtifError
-from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
+from ptif.stores.base import ObjectMissing, PreconditionFailed, Store, key_problem
 from ptif.timeutil import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,7 @@ def parse_marker(data: bytes, name: str) -> Marker:
 
 def _needs_hashing(key: str, prefix: str) -> bool:
     name = f"{prefix}{key}.json"
-    segments = key.split("/")
-    unsafe = any(s in ("", ".", "..") for s in segments) or "\0" in key
+    unsafe = key_problem(key) is not None  # the stores' own rule: no store could hold the name
     too_long = len(name.encode()) > S3_KEY_LIMIT
     long_segment = any(len(s.encode()) > SEGMENT_LIMIT for s in name.split("/"))
     return unsafe or too_long or long_segment or key.startswith(HASHED_FOLDER)
