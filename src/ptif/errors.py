@@ -87,6 +87,12 @@ UNSUPPORTED = _declare(
     "not an image ptif reads (text, HTML, SVG…), a codec this installation lacks, or a key the "
     "store cannot hold",
 )
+NOT_A_FILE = _declare(
+    "not-a-file",
+    _PERMANENT,
+    "in a folder store the key names a symlink, FIFO, device or socket, or lies under a symlinked "
+    "folder; ptif reads and writes only regular files there: put the file itself in its place",
+)
 PIXEL_BUDGET = _declare(
     "pixel-budget",
     _PERMANENT,

@@ -47,7 +47,7 @@ from ptif.intake.enqueue import Outcome, queue_object
 from ptif.intake.scope import bucket_name, is_candidate
 from ptif.queue.layout import cursor_key
 from ptif.queue.outputs import OutputState, output_state
-from ptif.stores.base import ObjectInfo, ObjectMissing, Store
+from ptif.stores.base import NotAFile, ObjectInfo, ObjectMissing, Store
 from ptif.stores.folder import RESERVED, FolderStore
 from ptif.timeutil import format_time, parse_time
 
@@ -449,7 +449,11 @@ class FolderWatcher(_Watcher):
 
     def _queue_settled(self) -> None:
         for key in self.settler.due(self._stat):
-            info = self.source.head(key)
+            try:
+                info = self.source.head(key)
+            except NotAFile as error:  # became a symlink or a FIFO since it settled
+                log.warning("%s: not queued: %s", key, error, extra={"key": key})
+                continue
             if info is not None:
                 self._record(info, _attempt(self.queuer.offer, info))
 
@@ -480,10 +484,9 @@ class FolderWatcher(_Watcher):
         return key
 
     def _stat(self, key: str) -> os.stat_result | None:
-        try:
-            return os.stat(self.source.root / key)
-        except OSError:
-            return None
+        """A file or folder of the store; never what a symlink points to (events may come
+        from inside a symlinked folder), never a FIFO."""
+        return self.source.entry_stat(key)
 
 
 def _attempt(offer: Callable[[ObjectInfo], Outcome], info: ObjectInfo) -> Outcome | Exception:

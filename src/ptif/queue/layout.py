@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ptif.stores.base import CHECK_PREFIX
+from ptif.stores.base import CHECK_PREFIX, key_problem
 
 #: The queue's folder unless settings say otherwise (``rbsc/``, as in the original system).
 DEFAULT_QUEUE_PREFIX = "rbsc/"
@@ -87,8 +87,7 @@ def queue_prefix_problem(prefix: str) -> str | None:
 
 def _needs_hashing(key: str, prefix: str) -> bool:
     name = f"{prefix}{key}.json"
-    segments = key.split("/")
-    unsafe = any(s in ("", ".", "..") for s in segments) or "\0" in key
+    unsafe = key_problem(key) is not None  # the stores' own rule: no store could hold the name
     too_long = len(name.encode()) > S3_KEY_LIMIT
     long_segment = any(len(s.encode()) > SEGMENT_LIMIT for s in name.split("/"))
     return unsafe or too_long or long_segment or key.startswith(HASHED_FOLDER)

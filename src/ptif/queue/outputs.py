@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from ptif import __version__
 from ptif.errors import OUTPUT_CONFLICT, ConversionError
-from ptif.stores.base import ObjectInfo, Store
+from ptif.stores.base import ObjectInfo, Store, UnsafeKey
 
 SOURCE_KEY = "ptif-source-key"
 SOURCE_ETAG = "ptif-source-etag"
@@ -98,8 +98,13 @@ def compare_output(
 
 
 def output_state(images: Store, source: ObjectInfo, recipes: Collection[str]) -> OutputState:
-    """:func:`compare_output` for ``source`` and its output as ``images`` holds it now."""
-    return compare_output(images.head(output_key(source.key)), source.key, source.etag, recipes)
+    """:func:`compare_output` for ``source`` and its output as ``images`` holds it now. A key
+    no store takes (``a//b.jpg``) has no output: it is queued, and the worker records why."""
+    try:
+        output = images.head(output_key(source.key))
+    except UnsafeKey:
+        return OutputState.MISSING
+    return compare_output(output, source.key, source.etag, recipes)
 
 
 def _owned_by_another(output: ObjectInfo, source_key: str) -> bool:

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from ptif.errors import ConfigError
 from ptif.stores.base import (
+    NotAFile,
     ObjectInfo,
     ObjectMissing,
     PreconditionFailed,
@@ -24,6 +25,7 @@ from ptif.stores.folder import FolderStore
 
 __all__ = [
     "FolderStore",
+    "NotAFile",
     "ObjectInfo",
     "ObjectMissing",
     "PreconditionFailed",

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from ptif.errors import (
     MISSING,
+    NOT_A_FILE,
     PRECONDITION_FAILED,
     STORE_UNREACHABLE,
     UNSUPPORTED,
@@ -57,6 +58,45 @@ class UnsafeKey(PtifError):
     """The key cannot be stored here (for a folder store: it would escape the folder)."""
 
     code = UNSUPPORTED
+
+
+class NotAFile(PtifError):
+    """A folder store's key names something other than a regular file (a symlink, a FIFO, a
+    device, a socket), or a folder on its way is a symlink: ptif neither follows nor opens it."""
+
+    code = NOT_A_FILE
+
+
+def key_problem(key: object) -> str | None:
+    """Why no ptif store takes ``key``, or ``None`` if it is fine.
+
+    The rule every store applies before any request, so that a source key refused by one is
+    refused by all: a key is non-empty text, without NUL, at most :data:`MAX_KEY_BYTES` long,
+    and none of its ``/``-separated segments is empty, ``.`` or ``..`` (so it is not absolute
+    and has no trailing ``/`` either). S3 itself allows such keys, but folder stores and some
+    S3-compatible servers normalise them (``a/../b.tif`` is ``b.tif``, ``a//b.tif`` is
+    ``a/b.tif``): refusing them everywhere means one upload can never name another's output."""
+    if not isinstance(key, str) or not key:
+        return "an empty or non-text key"
+    if "\0" in key:
+        return "a NUL character"
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"more than {MAX_KEY_BYTES} bytes"
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        return "an empty, '.' or '..' path segment (a leading, trailing or doubled '/' included)"
+    return None
+
+
+def check_key(key: str, where: str) -> list[str]:
+    """The key's segments; :class:`UnsafeKey` naming ``where`` if :func:`key_problem` finds one."""
+    problem = key_problem(key)
+    if problem is not None:
+        shown = f"{key[:60]!r}…" if isinstance(key, str) and len(key) > 60 else repr(key)
+        raise UnsafeKey(
+            f"{where}: refusing key {shown}: {problem}; no ptif store holds such a key, so that "
+            "one upload can never name another's output; rename the object"
+        )
+    return key.split("/")
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,30 @@ place with ``os.rename`` (or ``os.link``, which refuses an existing target, for 
 so readers see the old file or the whole new one. The check and the move of every write and delete
 happen under one ``flock`` lock file, which makes the conditional operations safe between the
 processes of one machine (flock is not reliable on network filesystems: share a folder store
-between machines only through a filesystem that honours it).
+between machines only through a filesystem that honours it). ``.ptif-tmp`` is made by the first
+write, so a store that is only read (a source) is never written to.
 
 An eTag is derived from the inode, the size and the modification time in nanoseconds. Under the
 lock each write stamps its file with a modification time later than any stamp before it, so an
 eTag never comes back, even when the filesystem reuses an inode within one clock tick.
+
+Only regular files are objects, and no symlink below the root is ever followed: anyone who can
+put files in a source folder could otherwise make ptif read, publish, delete or overwrite files
+elsewhere, or hang it on a FIFO. The root itself may be a symlink (a mount reached through a
+link); it is resolved once, when the store is opened. Below it, every operation opens the root
+and walks the key's folders one at a time with ``O_NOFOLLOW | O_DIRECTORY`` relative to the
+folder above (``dir_fd``), then works on the last name relative to that folder, so nothing that
+changes between a check and the use can redirect it: there is no check by path followed by an
+open by path. A file is opened with ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat``-ed before a byte
+is read, so a FIFO never blocks and a device is never read. What is not a regular file:
+
+- listings skip it (symlinks to files or folders, FIFOs, devices, sockets), with a warning;
+- reading it (``get_*``, ``head``) raises :class:`NotAFile`, a permanent failure for the worker,
+  whose record says what the key names; so does any key below a symlinked folder;
+- a delete leaves it alone (it is no object); a conditional write or delete finds no object;
+  an unconditional write replaces the name itself, never what a link points to;
+- writes below a symlinked folder are refused with :class:`NotAFile`; the link is not replaced,
+  as an operator may have made it on purpose: it names where ptif would have written.
 """
 
 from __future__ import annotations
@@ -20,22 +39,24 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
 import stat
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from ptif.errors import DISK_FULL, ConfigError, PtifError
 from ptif.stores.base import (
-    MAX_KEY_BYTES,
+    NotAFile,
     ObjectInfo,
     ObjectMissing,
     PreconditionFailed,
+    StoreError,
     UnsafeKey,
+    check_key,
     normalize_metadata,
     verify_conditional_writes,
 )
@@ -44,6 +65,7 @@ log = logging.getLogger(__name__)
 
 RESERVED = ".ptif-"
 TMP_DIR = ".ptif-tmp"
+LOCK_FILE = "lock"
 STAGED_PREFIX = "put-"
 #: A staged write untouched this long belongs to a writer that was killed.
 STALE_STAGED_S = 3600.0
@@ -51,7 +73,23 @@ META_DIR = ".ptif-meta"
 XATTR = "user.ptif.meta"
 NAME_MAX = 255
 CHUNK = 1 << 20
+#: A sidecar holds at most 2 KB of metadata; anything much larger was not written by ptif.
+SIDECAR_MAX = 64 * 1024
+#: Published files get this mode less the umask, as files made by ``cp`` or a text editor do.
+FILE_MODE = 0o666
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.E2BIG, errno.ENOSPC}
+#: A folder below the root: never through a symlink; never waiting (a FIFO is no folder anyway).
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: A file to read: a symlink is refused by the kernel, a FIFO opens without waiting for a writer.
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOCK = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Warnings about entries listings skip, once per path and process (``watch`` lists every pass).
+_WARNED: set[str] = set()
+_WARNED_MAX = 10_000
+
+Parts = list[str]  # a key's segments (``list`` is also a method of the store, below)
+Fds = list[int]  # open folder descriptors, the root first
 
 
 class FolderStore:
@@ -63,25 +101,15 @@ class FolderStore:
         self.url = url or str(root)
         self._xattrs = xattrs
         try:
-            (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
-            self._lock_path().touch(exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError(f"{self.url}: cannot use this folder as a store: {error}") from error
-        self._sweep_staged()
-
-    def _sweep_staged(self) -> None:
-        """Remove staged writes that a killed writer left behind. A live write keeps touching
-        its file, and a written one is moved into place within moments, so a file untouched
-        for STALE_STAGED_S is nobody's."""
-        stale_before = time.time() - STALE_STAGED_S
-        with contextlib.suppress(OSError), os.scandir(self.root / TMP_DIR) as entries:
-            for entry in entries:
-                if not entry.name.startswith(STAGED_PREFIX):
-                    continue
-                with contextlib.suppress(OSError):
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode) and st.st_mtime < stale_before:
-                        os.unlink(entry.path)
+        #: The root with its symlinks resolved, once: everything below it is reached from here
+        #: without following any.
+        self.real_root = Path(os.path.realpath(self.root))
+        if not self.real_root.is_dir():
+            raise ConfigError(f"{self.url}: {self.root} is not a folder")
+        self._swept = False
 
     def __repr__(self) -> str:
         return f"FolderStore({self.url!r})"
@@ -112,15 +140,34 @@ class FolderStore:
         except ObjectMissing:
             return None
 
+    def entry_stat(self, key: str) -> os.stat_result | None:
+        """What is at ``key`` if it is a regular file or a folder reached without following a
+        symlink, else ``None`` (for ``watch``, which sees file events by path)."""
+        try:
+            parts = self._segments(key)
+            with self._folders(key, parts[:-1]) as folders:
+                st = os.lstat(parts[-1], dir_fd=folders[-1])
+        except (OSError, UnsafeKey, NotAFile):
+            return None
+        return st if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) else None
+
     def list(
         self, prefix: str = "", *, start_after: str = "", recursive: bool = True
     ) -> Iterator[ObjectInfo]:
         folder, _, _ = prefix.rpartition("/")
-        start = self._path(folder) if folder else self.root
+        parts = self._segments(folder) if folder else []
         rel = f"{folder}/" if folder else ""
-        walk = _walk(start, rel, prefix, start_after, top=not folder, recursive=recursive)
-        for key, st in walk:
-            yield ObjectInfo(key, st.st_size, _etag(st), _modified(st))
+        try:
+            with self._folders(folder, parts) as folders:
+                walk = _walk(
+                    folders[-1], rel, prefix, start_after, top=not folder, recursive=recursive
+                )
+                for key, st in walk:
+                    yield ObjectInfo(key, st.st_size, _etag(st), _modified(st))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except NotAFile as error:
+            _warn_once(f"{self.real_root}/{folder}", f"listing nothing: {error}")
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -143,22 +190,169 @@ class FolderStore:
         return self._put(key, lambda dst: dst.write(data), metadata, if_none_match, if_match)
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
-        dest = self._path(key)
-        with self._locked():
-            current = _stat(dest)
+        """Remove the file at ``key``. Anything else there (a symlink, a FIFO) is no object:
+        it stays, and ``if_match`` finds nothing to match."""
+        parts = self._segments(key)
+        with (
+            self._staging() as tmp,
+            self._locked(tmp),
+            self._folders(key, parts[:-1], missing_ok=True) as folders,
+        ):
+            current = _regular(folders[-1], parts[-1]) if folders else None
             if current is None:
                 if if_match is not None:
                     raise PreconditionFailed(f"{self.url}: {key} is gone; nothing to delete")
                 return
             _check(key, current, if_match=if_match, if_none_match=False)
-            os.unlink(dest)
-            self._sidecar(key).unlink(missing_ok=True)
-            self._prune(dest.parent)
+            os.unlink(parts[-1], dir_fd=folders[-1])
+            self._delete_sidecar(key, parts)
+            _prune(folders, parts)
 
     def check_conditional_writes(self) -> None:
         verify_conditional_writes(self, "check that the folder is on a local filesystem")
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- internals: finding things without following links --------------------------------------
+
+    def _segments(self, key: str) -> Parts:
+        """The key's path segments: :func:`~ptif.stores.base.check_key`'s rule, which every
+        store applies, plus what a filesystem cannot hold and the store's own names."""
+        parts = check_key(key, self.url)
+        if parts[0].startswith(RESERVED):
+            raise UnsafeKey(f"key {key!r}: names starting with {RESERVED} are the store's own")
+        if any(len(p.encode("utf-8", "surrogatepass")) > NAME_MAX for p in parts):
+            raise UnsafeKey(f"key {key[:60]!r}…: a segment is longer than {NAME_MAX} bytes")
+        return parts
+
+    @contextlib.contextmanager
+    def _folders(
+        self, key: str, parts: Sequence[str], *, create: bool = False, missing_ok: bool = False
+    ) -> Iterator[Fds]:
+        """Open descriptors of the root and of each folder of ``parts`` below it, the last one
+        being ``root/parts…``; each is opened relative to the one above, never through a
+        symlink. ``create`` makes missing folders. A missing folder (or a file where a folder
+        should be) raises the OSError, or yields ``[]`` with ``missing_ok``; a symlinked one
+        raises :class:`NotAFile`."""
+        folders: Fds = []
+        try:
+            folders.append(self._open_root(create=create))
+            for depth, name in enumerate(parts):
+                where = "/".join(parts[: depth + 1])
+                folders.append(self._open_folder(folders[-1], name, key, where, create=create))
+        except (FileNotFoundError, NotADirectoryError):
+            _close_all(folders)
+            if not missing_ok:
+                raise
+        except BaseException:
+            _close_all(folders)
+            raise
+        try:
+            yield folders
+        finally:
+            _close_all(folders)
+
+    def _open_root(self, *, create: bool) -> int:
+        try:
+            return os.open(self.real_root, _FOLDER)
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.makedirs(self.real_root, exist_ok=True)
+            return os.open(self.real_root, _FOLDER)
+        except OSError as error:
+            if error.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            raise StoreError(
+                f"{self.url}: {self.real_root} is no longer a folder (replaced by a link or a "
+                "file since the store was opened); check the mount, then run ptif again"
+            ) from error
+
+    def _open_folder(self, parent: int, name: str, key: str, where: str, *, create: bool) -> int:
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, dir_fd=parent)  # never follows: a symlink there is EEXIST
+        try:
+            return os.open(name, _FOLDER, dir_fd=parent)
+        except OSError as error:
+            if error.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            st = _lstat(parent, name)
+            if st is None or not stat.S_ISLNK(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", where) from error
+            raise NotAFile(
+                f"{self.url}: {key}: the folder {where} is a symlink; folder stores follow no "
+                "symlink below their root (it could lead anywhere): make it a real folder, or "
+                "mount the other disk there"
+            ) from error
+
+    def _open_file(self, folder: int, name: str, key: str) -> int:
+        """A descriptor of the regular file ``name``, opened so that nothing else can be:
+        what ``lstat`` shows decides before opening (a FIFO or a device is never opened), and
+        what ``fstat`` shows of the open descriptor decides after."""
+        st = os.lstat(name, dir_fd=folder)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", key)
+        if not stat.S_ISREG(st.st_mode):
+            raise self._not_a_file(key, st)
+        try:
+            fd = os.open(name, _READ, dir_fd=folder)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            raise self._not_a_file(key, os.lstat(name, dir_fd=folder)) from error
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise self._not_a_file(key, st)
+        os.set_blocking(fd, True)
+        return fd
+
+    def _not_a_file(self, key: str, st: os.stat_result) -> NotAFile:
+        return NotAFile(
+            f"{self.url}: {key} is {_kind(st)}, not a regular file; folder stores read only "
+            "regular files and follow no symlink (it could lead anywhere): replace it with the "
+            "file itself"
+        )
+
+    # -- internals: reading ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _open(self, key: str) -> Iterator[tuple[BinaryIO, ObjectInfo]]:
+        """The open file with the info of exactly that version (a later replace does not change
+        what an open descriptor reads)."""
+        parts = self._segments(key)
+        try:
+            with self._folders(key, parts[:-1]) as folders:
+                fd = self._open_file(folders[-1], parts[-1], key)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
+            raise ObjectMissing(f"{self.url}: no object {key}") from error
+        with os.fdopen(fd, "rb") as src:
+            st = os.fstat(fd)
+            meta = self._metadata(key, parts, fd, st)
+            yield src, ObjectInfo(key, st.st_size, _etag(st), _modified(st), meta)
+
+    def _metadata(self, key: str, parts: Parts, fd: int, st: os.stat_result) -> dict[str, str]:
+        try:
+            return dict(json.loads(os.getxattr(fd, XATTR)))
+        except OSError as error:
+            if error.errno not in (errno.ENODATA, *_NO_XATTRS):
+                raise
+        try:
+            body = json.loads(self._read_sidecar(key, parts))
+        except (OSError, ValueError, NotAFile):
+            return {}
+        if not isinstance(body, dict):
+            return {}
+        if (body.get("inode"), body.get("mtime_ns")) != (st.st_ino, st.st_mtime_ns):
+            return {}
+        return dict(body.get("metadata", {}))
+
+    def _read_sidecar(self, key: str, parts: Parts) -> bytes:
+        with self._folders(key, [META_DIR, *parts[:-1]]) as folders:
+            fd = self._open_file(folders[-1], f"{parts[-1]}.json", key)
+        with os.fdopen(fd, "rb") as sidecar:
+            return sidecar.read(SIDECAR_MAX)
+
+    # -- internals: writing ---------------------------------------------------------------------
 
     def _put(
         self,
@@ -168,146 +362,228 @@ class FolderStore:
         if_none_match: bool,
         if_match: str | None,
     ) -> str:
-        dest = self._path(key)
+        parts = self._segments(key)
         meta = normalize_metadata(metadata)
-        with _disk_full(key):
-            staged = self._stage(write)
-        try:
-            use_sidecar = bool(meta) and not self._set_xattr(staged, meta)
-            with self._locked() as lock:
-                current = _stat(dest)
-                _check(key, current, if_match=if_match, if_none_match=if_none_match)
-                st = _stamp(staged, lock, current)
-                if use_sidecar:
-                    self._write_sidecar(key, st, meta)
-                self._move(key, staged, dest, exclusive=if_none_match)
-            return _etag(st)
-        finally:
-            staged.unlink(missing_ok=True)
+        with self._staging() as tmp:
+            with _disk_full(key):
+                staged, in_xattr = self._stage(tmp, write, meta)
+            try:
+                with self._locked(tmp) as lock:
+                    current = self._current(key, parts)
+                    _check(key, current, if_match=if_match, if_none_match=if_none_match)
+                    st = _stamp(tmp, staged, lock, current)
+                    if meta and not in_xattr:
+                        self._write_sidecar(key, parts, st, meta)
+                    self._move(key, parts, tmp, staged, exclusive=if_none_match)
+                return _etag(st)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(staged, dir_fd=tmp)
 
-    def _stage(self, write: Callable[[BinaryIO], object]) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.root / TMP_DIR, prefix=STAGED_PREFIX)
+    def _current(self, key: str, parts: Parts) -> os.stat_result | None:
+        """The object a write would replace (before any folder is made for it)."""
+        with self._folders(key, parts[:-1], missing_ok=True) as folders:
+            return _regular(folders[-1], parts[-1]) if folders else None
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[int]:
+        """The open staging folder, made by the first write (so a store that is only read,
+        a source, is never written to); the first use also clears what killed writers left."""
+        with contextlib.ExitStack() as stack:
+            try:
+                folders = stack.enter_context(self._folders(TMP_DIR, [TMP_DIR], create=True))
+            except NotAFile as error:
+                raise ConfigError(
+                    f"{self.url}: {TMP_DIR} is a symlink; ptif stages every write there and "
+                    "follows no symlink: remove it (ptif makes the folder itself)"
+                ) from error
+            if not self._swept:
+                _sweep_staged(folders[-1])
+                self._swept = True
+            yield folders[-1]
+
+    def _stage(
+        self, tmp: int, write: Callable[[BinaryIO], object], meta: dict[str, str]
+    ) -> tuple[str, bool]:
+        """A new file in the staging folder holding what ``write`` writes; its name, and
+        whether ``meta`` went into its extended attributes (which a rename keeps)."""
+        name, fd = _create(tmp)
         try:
             with os.fdopen(fd, "wb") as dst:
                 write(dst)
                 dst.flush()
+                in_xattr = bool(meta) and self._set_xattr(dst.fileno(), meta)
                 os.fsync(dst.fileno())
         except BaseException:
-            os.unlink(name)
+            os.unlink(name, dir_fd=tmp)
             raise
-        return Path(name)
+        return name, in_xattr
 
-    def _move(self, key: str, staged: Path, dest: Path, *, exclusive: bool) -> None:
-        with _key_errors(key):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "is a folder", str(dest))
+    def _move(self, key: str, parts: Parts, tmp: int, staged: str, *, exclusive: bool) -> None:
+        """Publish the staged file at ``key``, making its folders (never through a symlink).
+        A rename replaces whatever name is there, a symlink included, never what it points to."""
+        with _key_errors(key), self._folders(key, parts[:-1], create=True) as folders:
+            folder, leaf = folders[-1], parts[-1]
+            there = _lstat(folder, leaf)
+            if there is not None and stat.S_ISDIR(there.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a folder", key)
             try:
                 if exclusive:
-                    os.link(staged, dest)
+                    os.link(staged, leaf, src_dir_fd=tmp, dst_dir_fd=folder, follow_symlinks=False)
                 else:
-                    os.rename(staged, dest)
+                    os.rename(staged, leaf, src_dir_fd=tmp, dst_dir_fd=folder)
             except FileExistsError as error:
                 raise PreconditionFailed(f"{self.url}: {key} already exists") from error
-            _fsync_dir(dest.parent)
+            os.fsync(folder)
 
-    def _set_xattr(self, path: Path, meta: dict[str, str]) -> bool:
+    def _set_xattr(self, fd: int, meta: dict[str, str]) -> bool:
         """Metadata travels with the file (rename keeps xattrs); False if refused."""
         if self._xattrs is False:
             return False
         try:
-            os.setxattr(path, XATTR, json.dumps(meta).encode())
+            os.setxattr(fd, XATTR, json.dumps(meta).encode())
         except OSError as error:
             if error.errno not in _NO_XATTRS:
                 raise
             return False
         return True
 
-    def _write_sidecar(self, key: str, st: os.stat_result, meta: dict[str, str]) -> None:
+    def _write_sidecar(
+        self, key: str, parts: Parts, st: os.stat_result, meta: dict[str, str]
+    ) -> None:
         """Metadata for a filesystem without xattrs, bound to the inode and stamp it describes,
         so a sidecar left by an interrupted put never dresses another file."""
-        sidecar = self._sidecar(key)
-        sidecar.parent.mkdir(parents=True, exist_ok=True)
         body = {"inode": st.st_ino, "mtime_ns": st.st_mtime_ns, "metadata": meta}
-        tmp = sidecar.with_name(sidecar.name + ".tmp")
-        tmp.write_text(json.dumps(body))
-        os.rename(tmp, sidecar)
+        with (
+            self._meta_errors(),
+            self._folders(key, [META_DIR, *parts[:-1]], create=True) as folders,
+        ):
+            folder, name = folders[-1], f"{parts[-1]}.json"
+            tmp = f"{name}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+            fd = os.open(tmp, _NEW, FILE_MODE, dir_fd=folder)
+            with os.fdopen(fd, "wb") as out:
+                out.write(json.dumps(body).encode())
+            os.rename(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
 
-    def _metadata(self, key: str, fd: int, st: os.stat_result) -> dict[str, str]:
+    @contextlib.contextmanager
+    def _meta_errors(self) -> Iterator[None]:
+        """A symlink among the sidecar folders is the store's problem, not the object's."""
         try:
-            return dict(json.loads(os.getxattr(fd, XATTR)))
+            yield
+        except NotAFile as error:
+            raise ConfigError(
+                f"{self.url}: a folder under {META_DIR} is a symlink; ptif keeps metadata there "
+                f"and follows no symlink: remove it ({error})"
+            ) from error
+
+    def _delete_sidecar(self, key: str, parts: Parts) -> None:
+        with (
+            contextlib.suppress(FileNotFoundError, NotAFile),
+            self._folders(key, [META_DIR, *parts[:-1]], missing_ok=True) as folders,
+        ):
+            if folders and _regular(folders[-1], f"{parts[-1]}.json") is not None:
+                os.unlink(f"{parts[-1]}.json", dir_fd=folders[-1])
+
+    @contextlib.contextmanager
+    def _locked(self, tmp: int) -> Iterator[BinaryIO]:
+        try:
+            fd = os.open(LOCK_FILE, _LOCK, FILE_MODE, dir_fd=tmp)
         except OSError as error:
-            if error.errno not in (errno.ENODATA, *_NO_XATTRS):
+            if error.errno != errno.ELOOP:
                 raise
-        try:
-            body = json.loads(self._sidecar(key).read_text())
-        except (OSError, ValueError):
-            return {}
-        if (body.get("inode"), body.get("mtime_ns")) != (st.st_ino, st.st_mtime_ns):
-            return {}
-        return dict(body.get("metadata", {}))
-
-    @contextlib.contextmanager
-    def _open(self, key: str) -> Iterator[tuple[BinaryIO, ObjectInfo]]:
-        """The open file with the info of exactly that version (a later replace does not change
-        what an open descriptor reads)."""
-        path = self._path(key)
-        try:
-            src = open(path, "rb")  # noqa: SIM115 (closed by the with below)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
-            raise ObjectMissing(f"{self.url}: no object {key}") from error
-        with src:
-            st = os.fstat(src.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ObjectMissing(f"{self.url}: {key} is not a file")
-            meta = self._metadata(key, src.fileno(), st)
-            yield src, ObjectInfo(key, st.st_size, _etag(st), _modified(st), meta)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[BinaryIO]:
-        with open(self._lock_path(), "r+b") as lock:
+            raise ConfigError(
+                f"{self.url}: {TMP_DIR}/{LOCK_FILE} is a symlink; remove it (ptif makes it)"
+            ) from error
+        with os.fdopen(fd, "r+b") as lock:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(
+                    f"{self.url}: {TMP_DIR}/{LOCK_FILE} is not a regular file; remove it"
+                )
+            os.set_blocking(fd, True)
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield lock
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _lock_path(self) -> Path:
-        return self.root / TMP_DIR / "lock"
 
-    def _sidecar(self, key: str) -> Path:
-        return self.root / META_DIR / f"{key}.json"
-
-    def _path(self, key: str) -> Path:
-        return self.root.joinpath(*_segments(key))
-
-    def _prune(self, folder: Path) -> None:
-        """Remove folders a delete left empty, up to the root (called under the lock)."""
-        while folder != self.root and self.root in folder.parents:
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
+def _close_all(fds: list[int]) -> None:
+    for fd in reversed(fds):
+        os.close(fd)
+    fds.clear()
 
 
-def _segments(key: str) -> list[str]:
-    """The key's path segments, refusing any key that could name something outside the root or
-    that a filesystem cannot hold."""
-    if not isinstance(key, str) or not key:
-        raise UnsafeKey(f"empty or non-text key {key!r}")
-    if "\0" in key or key.startswith("/"):
-        raise UnsafeKey(f"key {key!r}: absolute or contains NUL")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise UnsafeKey(f"key {key[:60]!r}…: longer than {MAX_KEY_BYTES} bytes")
-    parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise UnsafeKey(f"key {key!r}: empty, '.' or '..' path segment")
-    if parts[0].startswith(RESERVED):
-        raise UnsafeKey(f"key {key!r}: names starting with {RESERVED} are the store's own")
-    if any(len(p.encode("utf-8", "surrogatepass")) > NAME_MAX for p in parts):
-        raise UnsafeKey(f"key {key[:60]!r}…: a segment is longer than {NAME_MAX} bytes")
-    return parts
+def _lstat(folder: int, name: str) -> os.stat_result | None:
+    try:
+        return os.lstat(name, dir_fd=folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _regular(folder: int, name: str) -> os.stat_result | None:
+    """The regular file ``name`` in ``folder``, or ``None`` (a symlink is no object)."""
+    st = _lstat(folder, name)
+    return st if st is not None and stat.S_ISREG(st.st_mode) else None
+
+
+def _kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a regular file" if stat.S_ISREG(mode) else "an unknown kind of file"
+
+
+def _warn_once(path: str, message: str) -> None:
+    if path in _WARNED:
+        return
+    if len(_WARNED) < _WARNED_MAX:
+        _WARNED.add(path)
+    log.warning("%s", message)
+
+
+def _create(tmp: int) -> tuple[str, int]:
+    """A new staged file with a name nobody else has; mode 0666 less the umask."""
+    while True:
+        name = f"{STAGED_PREFIX}{secrets.token_hex(8)}"
+        try:
+            return name, os.open(name, _NEW, FILE_MODE, dir_fd=tmp)
+        except FileExistsError:
+            continue
+
+
+def _sweep_staged(tmp: int) -> None:
+    """Remove staged writes that a killed writer left behind. A live write keeps touching
+    its file, and a written one is moved into place within moments, so a file untouched
+    for STALE_STAGED_S is nobody's."""
+    stale_before = time.time() - STALE_STAGED_S
+    with contextlib.suppress(OSError), os.scandir(tmp) as entries:
+        for entry in entries:
+            if not entry.name.startswith(STAGED_PREFIX):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < stale_before:
+                    os.unlink(entry.name, dir_fd=tmp)
+
+
+def _prune(folders: list[int], parts: list[str]) -> None:
+    """Remove the folders a delete left empty, deepest first, up to the root (not included);
+    ``folders`` are the open root and folders of ``parts[:-1]`` (called under the lock)."""
+    for depth in range(len(folders) - 1, 0, -1):
+        try:
+            os.rmdir(parts[depth - 1], dir_fd=folders[depth - 1])
+        except OSError:
+            return
 
 
 def _check(
@@ -319,19 +595,19 @@ def _check(
         raise PreconditionFailed(f"{key} has changed or is gone (expected eTag {if_match})")
 
 
-def _stamp(staged: Path, lock: BinaryIO, current: os.stat_result | None) -> os.stat_result:
+def _stamp(tmp: int, staged: str, lock: BinaryIO, current: os.stat_result | None) -> os.stat_result:
     """Give the staged file a modification time later than every earlier stamp (kept in the lock
     file) and than the file it replaces, so no two versions ever share an eTag."""
     lock.seek(0)
     last = int(lock.read(32) or b"0")
-    now = max(os.stat(staged).st_mtime_ns, last + 1)
+    now = max(os.stat(staged, dir_fd=tmp, follow_symlinks=False).st_mtime_ns, last + 1)
     if current is not None:
         now = max(now, current.st_mtime_ns + 1)
-    os.utime(staged, ns=(now, now))
+    os.utime(staged, ns=(now, now), dir_fd=tmp, follow_symlinks=False)
     lock.seek(0)
     lock.write(b"%020d" % now)
     lock.flush()
-    return os.stat(staged)
+    return os.stat(staged, dir_fd=tmp, follow_symlinks=False)
 
 
 @contextlib.contextmanager
@@ -363,7 +639,7 @@ def _disk_full(key: str) -> Iterator[None]:
 
 
 def _walk(
-    folder: Path,
+    folder: int,
     rel: str,
     prefix: str,
     start_after: str,
@@ -372,56 +648,71 @@ def _walk(
     recursive: bool = True,
     above: frozenset[tuple[int, int]] = frozenset(),
 ) -> Iterator[tuple[str, os.stat_result]]:
-    """Files below ``folder`` in S3 key order, one directory in memory at a time. Sorting a
-    directory's name as ``name + "/"`` puts ``a/b`` after ``a-b`` and before ``a0``, as S3 does
-    (code point order is UTF-8 byte order). ``above`` holds the folders on the way down, so a
-    symlink to one of them is not followed round and round."""
-    for name, is_dir, st in _sorted_entries(folder):
+    """Files below the open ``folder`` in S3 key order, one directory in memory at a time.
+    Sorting a directory's name as ``name + "/"`` puts ``a/b`` after ``a-b`` and before ``a0``,
+    as S3 does (code point order is UTF-8 byte order). Subfolders are opened relative to their
+    parent without following symlinks; ``above`` holds the folders on the way down, so a bind
+    mount of a folder inside itself is not walked round and round."""
+    here = os.fstat(folder)
+    above = above | {(here.st_dev, here.st_ino)}
+    seen_from = f"{here.st_dev}:{here.st_ino}/"
+    for name, st in _sorted_entries(folder, rel, seen_from, top=top):
         key = rel + name
-        if top and name.startswith(RESERVED):
-            continue
-        if not is_dir:
+        if not stat.S_ISDIR(st.st_mode):
             if key.startswith(prefix) and key > start_after:
                 yield key, st
             continue
-        if not recursive:
+        if not recursive or not _may_hold(key + "/", prefix, start_after):
             continue
-        here = (st.st_dev, st.st_ino)
-        if here in above:
-            log.warning("skipping %s: a symlink back to a folder above it", folder / name)
-        elif _may_hold(key + "/", prefix, start_after):
-            down = above | {here}
-            yield from _walk(folder / name, key + "/", prefix, start_after, top=False, above=down)
+        if (st.st_dev, st.st_ino) in above:
+            _warn_once(seen_from + name, f"skipping {key}: a folder mounted inside itself")
+            continue
+        try:
+            child = os.open(name, _FOLDER, dir_fd=folder)
+        except OSError:  # gone, or replaced by something else since it was listed
+            continue
+        try:
+            yield from _walk(child, key + "/", prefix, start_after, top=False, above=above)
+        finally:
+            os.close(child)
 
 
-def _sorted_entries(folder: Path) -> list[tuple[str, bool, os.stat_result]]:
+def _sorted_entries(
+    folder: int, rel: str, seen_from: str, *, top: bool
+) -> list[tuple[str, os.stat_result]]:
+    """The regular files and folders of ``folder`` (not what symlinks point to), sorted.
+    ``seen_from`` names the folder for :func:`_warn_once`: its device and inode."""
     entries = []
-    try:
-        with os.scandir(folder) as it:
-            for entry in it:
-                found = _entry(entry)
-                if found is not None:
-                    entries.append(found)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    entries.sort(key=lambda e: e[0] + "/" if e[1] else e[0])
+    with os.scandir(folder) as it:
+        for entry in it:
+            if top and entry.name.startswith(RESERVED):
+                continue
+            st = _entry(entry, rel, seen_from)
+            if st is not None:
+                entries.append((entry.name, st))
+    entries.sort(key=lambda e: e[0] + "/" if stat.S_ISDIR(e[1].st_mode) else e[0])
     return entries
 
 
-def _entry(entry: os.DirEntry[str]) -> tuple[str, bool, os.stat_result] | None:
+def _entry(entry: os.DirEntry[str], rel: str, seen_from: str) -> os.stat_result | None:
+    where = f"{rel}{entry.name}"
     try:
         entry.name.encode("utf-8")
     except UnicodeEncodeError:
-        log.warning("skipping %r: its name is not UTF-8, so it cannot be a key", entry.path)
+        message = f"skipping {where!r}: its name is not UTF-8, so it cannot be a key"
+        _warn_once(seen_from + entry.name, message)
         return None
     try:
-        st = entry.stat()
+        st = entry.stat(follow_symlinks=False)
     except FileNotFoundError:
         return None
-    if stat.S_ISDIR(st.st_mode):
-        return entry.name, True, st
-    if stat.S_ISREG(st.st_mode):
-        return entry.name, False, st
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        return st
+    _warn_once(
+        seen_from + entry.name,
+        f"skipping {where}: {_kind(st)}, not a regular file; folder stores hold only regular "
+        "files and follow no symlink",
+    )
     return None
 
 
@@ -432,25 +723,9 @@ def _may_hold(below: str, prefix: str, start_after: str) -> bool:
     return start_after.startswith(below) or start_after < below
 
 
-def _stat(path: Path) -> os.stat_result | None:
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return st if stat.S_ISREG(st.st_mode) else None
-
-
 def _etag(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
 
 
 def _modified(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=UTC)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -48,6 +48,7 @@ from ptif.stores.base import (
     PreconditionFailed,
     StoreError,
     UnsafeKey,
+    check_key,
     normalize_metadata,
     verify_conditional_writes,
 )
@@ -435,8 +436,9 @@ class S3Store:
         return info is not None and info.etag == md5
 
     def _full(self, key: str) -> str:
-        if not key:
-            raise UnsafeKey(f"{self.url}: empty key")
+        """The bucket key, after the rule every store applies (:func:`check_key`): refused
+        before any request, so a server that would normalise it never sees it."""
+        check_key(key, self._where(key))
         return self.prefix + key
 
     def _where(self, key: str) -> str:
