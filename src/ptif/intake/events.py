@@ -132,7 +132,7 @@ def _read(payload: Any, where: str, depth: int) -> Iterator[ObjectEvent | BadRec
         yield BadRecord(where or "event", str(error), record=payload)
         return
     if payload.get("Event") == TEST_EVENT:
-        extra = {"outcome": "test-event", "bucket": str(payload.get("Bucket"))}
+        extra = {"outcome": "test-event", "bucket": _printable(str(payload.get("Bucket") or ""))}
         log.info("ignoring %s", TEST_EVENT, extra=extra)
     elif "Records" in payload:
         yield from _records(payload["Records"], _join(where, "Records"), depth)
