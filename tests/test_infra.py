@@ -233,6 +233,17 @@ def test_intake_function_runs_the_handler_and_parks_failures(new: Synth) -> None
     )
 
 
+def test_an_sqs_event_source_would_report_each_failed_message(each: Synth) -> None:
+    """S3 invokes the intake directly (a failed record fails the invocation: retries, then the
+    on-failure queue above). Should a queue ever feed it, the mapping must let the handler's
+    batchItemFailures through, or one bad record would send its whole batch round again."""
+    mappings = each.template.find_resources("AWS::Lambda::EventSourceMapping")
+    assert [
+        m for m in mappings.values()
+        if m["Properties"].get("FunctionResponseTypes") != ["ReportBatchItemFailures"]
+    ] == []  # fmt: skip
+
+
 def test_existing_stores_reach_the_function_with_their_prefixes(existing: Synth) -> None:
     existing.template.has_resource_properties(
         "AWS::Lambda::Function",

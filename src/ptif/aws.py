@@ -1,15 +1,31 @@
 """The AWS Lambda entry point, ``ptif.aws.handler``: S3 notifications in, markers out.
 
 It takes S3 notifications delivered directly, through SNS, through SQS or from EventBridge, one
-or many records at a time (:mod:`ptif.intake.events` reads them all), and queues each new image with
-:class:`ptif.intake.Intake`. It adapts and nothing more:
+or many records at a time, and adapts and nothing more: :func:`ptif.intake.events.read_records`
+reads each record on its own and :meth:`ptif.intake.enqueue.Intake.accept_record` queues it,
+so a record that cannot be read or queued never costs another record its marker. This module
+turns the results into Lambda's answer:
 
-- A store error raises, so that Lambda retries the event and then hands it to the function's
-  dead-letter target. Under SQS each message stands alone: the handler answers
-  ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` and SQS redelivers only those
-  (the event source mapping needs ``ReportBatchItemFailures``).
-- Logs are JSON lines on stderr with stable keys (``key``, ``etag``, ``bucket``, ``outcome``,
-  ``request_id``), configured here on the first call and nowhere in the library.
+- **Under SQS** (an event source mapping with ``ReportBatchItemFailures``) the answer is
+  ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``, listing exactly the messages
+  with at least one failed record; SQS deletes the others and redelivers those. That includes a
+  message whose record will never parse, not only one the store refused. Retrying it is useless,
+  but dropping it would leave one log line as its only trace; reported, it comes back
+  ``maxReceiveCount`` times (its good records are rewritten harmlessly: marker writes are
+  idempotent) and then lands, whole, in the queue's dead-letter queue, where an alarm sees it,
+  an operator can read it and a redrive replays it once fixed, as AWS recommends.
+- **Invoked directly** (S3, SNS, EventBridge: asynchronous invocations) every good record is
+  queued first; then, if any record failed, the invocation raises one :class:`IntakeFailed`
+  that names each failed record's key (or place) and reason. Lambda retries the whole event
+  (the good records' markers are rewritten idempotently) and then hands it to the function's
+  on-failure destination or dead-letter queue. The same choice as under SQS, for the same reason.
+- Logs are JSON lines on stderr with stable keys: one per record (``key``, ``etag``,
+  ``bucket``, ``outcome``), one per failed record (``key``, ``where``, ``code``, ``reason``,
+  ``messageId`` under SQS, and ``record``: the unreadable record, shortened), and a summary per
+  invocation (``outcome`` ``summary``, ``counts``); every line carries ``aws_request_id`` (and
+  ``request_id``, its older name). Events hold no image bytes and no credentials; an SQS
+  message's ``receiptHandle`` is left out. Logging is configured here on the first call and
+  nowhere in the library.
 - The process store is opened once per container and reused while the settings are the same.
 
 It never imports pyvips: the function stays small and starts fast.
@@ -21,13 +37,13 @@ import contextvars
 import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ptif.config import Settings, load_settings
 from ptif.errors import PtifError
-from ptif.intake.enqueue import Intake, Outcome
-from ptif.intake.events import ObjectEvent, is_sqs, object_events, sqs_messages
+from ptif.intake.enqueue import Intake, Outcome, RecordResult
+from ptif.intake.events import BadRecord, is_sqs, read_records, sqs_messages
 from ptif.intake.scope import SourceScope
 from ptif.stores import open_store
 
@@ -37,10 +53,23 @@ _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", 
 _intakes: dict[tuple[Any, ...], Intake] = {}
 _lock = threading.Lock()
 _logging_ready = False
+#: How many failed records the error of a direct invocation names (the log has them all).
+NAMED_FAILURES = 10
 
 
 class IntakeFailed(PtifError):
-    """Some records of an event could not be queued; Lambda should retry the event."""
+    """Some records of an event could not be queued (the others were); Lambda should retry the
+    event. ``failures`` holds the failed records' results."""
+
+    def __init__(self, failures: list[RecordResult], total: int) -> None:
+        named = "; ".join(_describe(result) for result in failures[:NAMED_FAILURES])
+        more = len(failures) - NAMED_FAILURES
+        super().__init__(
+            f"{len(failures)} of {total} record(s) could not be queued (the others were): "
+            f"{named}{f'; and {more} more (see the log)' if more > 0 else ''}",
+            code=failures[0].code,
+        )
+        self.failures = failures
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
@@ -49,14 +78,14 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     _request_id.set(str(getattr(context, "aws_request_id", "") or ""))
     intake = current_intake()
     if is_sqs(event):
-        return {"batchItemFailures": _sqs_batch(intake, event)}
-    counts: Counter[str] = Counter()
-    errors = [error for ev in object_events(event) if (error := _accept(intake, ev, counts))]
-    if errors:
-        raise IntakeFailed(
-            f"{len(errors)} record(s) could not be queued; first: {errors[0]}"
-        ) from errors[0]
-    return dict(counts)
+        return _sqs_batch(intake, event)
+    results = [_logged(intake.accept_record(item)) for item in read_records(event)]
+    _summarise(results)
+    failures = [result for result in results if result.failed]
+    if failures:
+        cause = next((f.error for f in failures if f.error is not None), None)
+        raise IntakeFailed(failures, len(results)) from cause
+    return dict(Counter(str(result.outcome) for result in results))
 
 
 def current_intake(settings: Settings | None = None) -> Intake:
@@ -82,48 +111,88 @@ def current_intake(settings: Settings | None = None) -> Intake:
         return intake
 
 
-def _sqs_batch(intake: Intake, event: Mapping[str, Any]) -> list[dict[str, str]]:
-    failures = []
+def _sqs_batch(intake: Intake, event: Mapping[str, Any]) -> dict[str, Any]:
+    """Each message on its own; those with a failed record are reported for redelivery."""
+    failures: list[dict[str, str]] = []
+    every: list[RecordResult] = []
+    messages = 0
     for message_id, body in sqs_messages(event):
-        try:
-            results = [_accept(intake, ev, Counter()) for ev in object_events(body)]
-            failed = any(results)
-        except Exception as error:  # reported to SQS, which redelivers the message
-            log.error(
-                "message %s: %s",
-                message_id,
-                error,
-                exc_info=not isinstance(error, PtifError),
-                extra={"outcome": "error"},
-            )
-            failed = True
-        if failed:
-            log.warning("message %s will be redelivered", message_id, extra={"outcome": "retry"})
+        messages += 1
+        results = [
+            _logged(intake.accept_record(item), message_id) for item in read_records(body, "body")
+        ]
+        every += results
+        if any(result.failed for result in results):
             failures.append({"itemIdentifier": message_id})
-    return failures
+    _summarise(every, messages=messages, redelivered=len(failures))
+    return {"batchItemFailures": failures}
 
 
-def _accept(intake: Intake, event: ObjectEvent, counts: Counter[str]) -> Exception | None:
-    """Queue one event and log the outcome; return the error instead of raising it, so the
-    other records of the event are still tried."""
-    fields = {"key": event.key, "etag": event.etag, "bucket": event.bucket}
-    try:
-        outcome = intake.accept(event)
-    except Exception as error:
-        unexpected = not isinstance(error, PtifError)
-        extra = {**fields, "outcome": "error"}
-        log.error("%s: could not queue: %s", event.key, error, exc_info=unexpected, extra=extra)
-        return error
-    counts[outcome.value] += 1
-    level = logging.WARNING if outcome is Outcome.OUTSIDE else logging.INFO
-    extra = {**fields, "outcome": outcome.value}
-    log.log(level, "%s: %s (%s)", event.key, outcome.value, event.name, extra=extra)
-    return None
+def _logged(result: RecordResult, message_id: str | None = None) -> RecordResult:
+    """Log one record's result, as a JSON line with stable keys."""
+    item = result.item
+    if result.failed or isinstance(item, BadRecord):
+        _log_failure(result, message_id)
+        return result
+    extra = {"key": item.key, "etag": item.etag, "bucket": item.bucket, "outcome": result.outcome}
+    if message_id is not None:
+        extra["messageId"] = message_id
+    level = logging.WARNING if result.outcome is Outcome.OUTSIDE else logging.INFO
+    log.log(level, "%s: %s (%s)", item.key, result.outcome, item.name, extra=extra)
+    return result
+
+
+def _log_failure(result: RecordResult, message_id: str | None) -> None:
+    extra: dict[str, Any] = {
+        "key": result.key,
+        "where": result.where,
+        "outcome": "failed",
+        "code": result.code,
+        "reason": result.reason,
+    }
+    if message_id is not None:
+        extra["messageId"] = message_id
+    if isinstance(result.item, BadRecord):
+        extra["record"] = result.item.excerpt()
+    unexpected = result.error is not None and not isinstance(result.error, PtifError)
+    then = (
+        "another attempt may succeed"
+        if result.retryable
+        else "no attempt will succeed: after its retries it goes to the dead-letter queue"
+    )
+    log.error(
+        "%s: could not queue (%s): %s; %s",
+        _name(result),
+        result.code,
+        result.reason,
+        then,
+        exc_info=result.error if unexpected else None,
+        extra=extra,
+    )
+
+
+def _summarise(results: Iterable[RecordResult], **counts: int) -> None:
+    tally = Counter("failed" if r.failed else str(r.outcome) for r in results)
+    summary = {"records": tally.total(), **tally, **counts}
+    failed = tally["failed"]
+    level = logging.ERROR if failed else logging.INFO
+    text = ", ".join(f"{n} {what}" for what, n in summary.items())
+    log.log(level, "invocation: %s", text, extra={"outcome": "summary", "counts": summary})
+
+
+def _describe(result: RecordResult) -> str:
+    where = f"{result.where} " if result.where and result.key else ""
+    return f"{where}{_name(result)}: {result.code}: {result.reason}"
+
+
+def _name(result: RecordResult) -> str:
+    """How an operator finds the record: its key, else its place in the event."""
+    return repr(result.key) if result.key else result.where or "the event"
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get()
+        record.request_id = record.aws_request_id = _request_id.get()
         return True
 
 

@@ -30,6 +30,12 @@ _EXTRA_KEYS = (
     "etag",
     "bucket",
     "request_id",
+    "aws_request_id",
+    "messageId",
+    "where",
+    "reason",
+    "record",
+    "counts",
 )
 
 

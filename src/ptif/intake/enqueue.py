@@ -5,6 +5,11 @@ Three sources of news share this module: S3 notifications (:mod:`ptif.aws`), ``p
 the same way what is worth queueing (:func:`ptif.intake.scope.is_candidate`) and writes markers
 with :func:`ptif.queue.markers.write_marker`, so a repeated or late event never replaces the
 marker of a newer one.
+
+A notification carries several records, and each stands alone: :meth:`Intake.accept_record`
+never raises, so whatever becomes of one record (unreadable, refused by the store) its siblings
+are queued. It returns a :class:`RecordResult` that says what happened and, for a failure,
+whether another attempt could succeed; the caller decides how to report it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ptif.intake.events import ObjectEvent
+from ptif.errors import INTERNAL, PtifError, failure_code
+from ptif.intake.events import BadEvent, BadRecord, ObjectEvent
 from ptif.intake.scope import SourceScope, is_candidate
 from ptif.queue.markers import new_marker, write_marker
 from ptif.stores.base import ObjectInfo, Store
@@ -30,6 +36,43 @@ class Outcome(StrEnum):
     NOT_IMAGE = "not-image"
     NOT_CREATED = "not-created"
     OUTSIDE = "outside-source"
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What became of one record of a notification: an outcome, or the error that stopped it."""
+
+    item: ObjectEvent | BadRecord
+    outcome: Outcome | None = None
+    error: Exception | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is None
+
+    @property
+    def key(self) -> str:
+        return self.item.key
+
+    @property
+    def where(self) -> str:
+        return self.item.where
+
+    @property
+    def code(self) -> str:
+        """The failure code (``bad-event``, ``store-unreachable``…); "" if it did not fail."""
+        if self.error is None:
+            return ""
+        return self.error.code if isinstance(self.error, PtifError) else INTERNAL
+
+    @property
+    def reason(self) -> str:
+        return str(self.error) if self.error is not None else ""
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt could succeed: a store error yes, an unreadable record no."""
+        return self.failed and not failure_code(self.code).permanent
 
 
 @dataclass(frozen=True)
@@ -62,6 +105,16 @@ class Intake:
         )
         written = write_marker(self.process, marker, self.queue_prefix)
         return Outcome.MARKED if written else Outcome.NOT_NEWER
+
+    def accept_record(self, item: ObjectEvent | BadRecord) -> RecordResult:
+        """:meth:`accept` for one record of a notification, which may not have been readable.
+        Never raises: the error is in the result, for the caller to log and report."""
+        if isinstance(item, BadRecord):
+            return RecordResult(item, error=BadEvent(item.reason))
+        try:
+            return RecordResult(item, self.accept(item))
+        except Exception as error:  # kept in the result: it costs this record alone
+            return RecordResult(item, error=error)
 
 
 def queue_object(
