@@ -44,7 +44,7 @@ def fresh_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def env(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> Bench:
-    """The bench, named in the environment as the Lambda's configuration names them; the
+    """The stores, named in the environment as the Lambda's configuration names them; the
     source is a folder, so every bucket's events are taken."""
     bench.setenv(monkeypatch, PTIF_SOURCE=str(bench.root / "unused-source"))
     return bench
