@@ -5,12 +5,13 @@ names the setting."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ptif.config import in_aws, load_settings, parse_extensions
+from ptif.config import ENVIRONMENT_VARIABLES, in_aws, load_settings, parse_extensions
 from ptif.errors import ConfigError
 
 TOML = """
@@ -200,3 +201,14 @@ def test_in_aws() -> None:
     assert not in_aws({})
     assert in_aws({"AWS_LAMBDA_FUNCTION_NAME": "ptif-intake"})
     assert in_aws({"ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/x"})
+
+
+def test_every_variable_ptif_reads_is_in_the_one_list() -> None:
+    """The tests clear ENVIRONMENT_VARIABLES so the developer's shell cannot leak in: a variable
+    read anywhere else in ptif must be in it too."""
+    src = Path(__file__).parents[1] / "src" / "ptif"
+    read = re.compile(r"""(?:environ\.get|environ\[|getenv)\(?\s*["']([A-Z][A-Z0-9_]*)["']""")
+    found = {name for path in src.rglob("*.py") for name in read.findall(path.read_text())}
+    assert found, "the pattern no longer matches how ptif reads its environment"
+    assert found <= set(ENVIRONMENT_VARIABLES)
+    assert "PTIF_SOURCE" in ENVIRONMENT_VARIABLES and "RBSC_BUCKET" in ENVIRONMENT_VARIABLES
