@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -51,7 +52,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Budget", "ChildClosed", "ChildOutput", "run", "too_large"]
 
-SCRATCH_PREFIX = "ptif-decoder-"
+#: Each process keeps its decoders' scratch folders in one folder of the temporary folder,
+#: named so, holding a lock file that the process keeps locked (``flock``) while it lives.
+SCRATCH_PREFIX = "ptif-decoders-"
+SCRATCH_LOCK = ".in-use"
+#: A folder without its lock file (its process died while making it) is left alone this long.
+UNLOCKED_GRACE_S = 86400.0
 #: How much of a decoder's standard error is kept for its failure message.
 STDERR_TAIL = 16384
 #: A decoder that crashed after its address space grew past this share of the limit ran out
@@ -244,12 +250,68 @@ def run(
 
     if call and not _callable(command[0]):
         raise ValueError(f"{command[0]!r} is not a ptif decoder function")
-    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+    scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=_scratch_root()))
     try:
         process = _start(command, source, scratch, budget, call)
         return _supervise(process, budget, read)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+_ROOTS: dict[str, Path] = {}
+_ROOTS_LOCK = threading.Lock()
+
+
+def _scratch_root() -> Path:
+    """This process's folder of scratch folders under the temporary folder, made and locked on
+    first use; the folders of processes that died (their lock is free) are removed first."""
+    import fcntl
+    import tempfile
+    from pathlib import Path
+
+    parent = tempfile.gettempdir()
+    with _ROOTS_LOCK:
+        root = _ROOTS.get(parent)
+        if root is not None and root.is_dir():
+            return root
+        sweep(Path(parent))
+        root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+        descriptor = os.open(root / SCRATCH_LOCK, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # held, descriptor open, until the process ends
+        _ROOTS[parent] = root
+        return root
+
+
+def sweep(parent: Path) -> list[Path]:
+    """Remove the decoder folders under ``parent`` that no live process holds: those a killed
+    worker left behind, with whatever its decoders had written."""
+    import shutil
+
+    removed = []
+    for folder in parent.glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            if folder.is_dir() and not folder.is_symlink() and _abandoned(folder):
+                shutil.rmtree(folder)
+                removed.append(folder)
+        except OSError:
+            continue
+    return removed
+
+
+def _abandoned(folder: Path) -> bool:
+    import fcntl
+
+    try:
+        descriptor = os.open(folder / SCRATCH_LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return time.time() - folder.stat().st_mtime > UNLOCKED_GRACE_S
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)
+    return True
 
 
 def _start(
