@@ -181,21 +181,22 @@ def _rasterise(request: OpenRequest, kind: str, formats: list[str], decoder: str
 
 
 def _refusal_error(request: OpenRequest, budget: Any, refusal: Refused) -> Exception:
+    from ptif.convert import rasterise
     from ptif.convert.sandbox import too_large
 
     fields = refusal.fields
-    if refusal.status == "budget":
+    if refusal.status == rasterise.PIXELS:
         try:
             width, height = int(fields["width"]), int(fields["height"])
             check_budget(request.path, width, height, request.max_pixels)
         except (PixelBudgetError, UndecodableError) as error:
             return error
-    if refusal.status == "pages":
+    if refusal.status == rasterise.NO_PAGE:
         try:
             _check_page(request, int(fields["pages"]))
         except ConfigError as error:
             return error
-    if refusal.status == "too-large":
+    if refusal.status == rasterise.MEMORY:
         return too_large(budget, int(fields.get("need") or 0) or None)
     reason = fields.get("reason") or refusal.status
     return UndecodableError(

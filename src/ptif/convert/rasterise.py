@@ -34,6 +34,9 @@ MAGIC = b"PTIF-RASTER/1"
 #: Bytes per pixel of each mode the child sends. ``I`` is 32-bit grey (16-bit sources are
 #: widened by Pillow); ``LAB`` is 8-bit CIELAB as Pillow keeps it (L 0-255, a and b signed).
 MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "I": 4, "LAB": 3}
+#: What the child reports instead of pixels: the page does not exist, its pixels are over the
+#: budget, holding them would pass the memory budget, or the file is broken (with a reason).
+NO_PAGE, PIXELS, MEMORY, BROKEN = "no-such-page", "over-pixel-budget", "out-of-memory", "broken"
 #: Memory a child needs beyond the pixels it holds: the interpreter, the library, its buffers.
 CHILD_OVERHEAD = 96 * 2**20
 #: Rows written to the pipe at a time.
@@ -90,11 +93,11 @@ def read_raster(output: ChildOutput, max_pixels: int, max_memory: int) -> Raster
         icc_size, orientation = int(fields["icc"]), int(fields["orientation"])
         size = width * height * MODES[mode]
     except (KeyError, ValueError) as error:
-        raise Refused("undecodable", reason=f"bad raster header ({error})") from None
+        raise Refused(BROKEN, reason=f"bad raster header ({error})") from None
     if not (0 < width * height <= max_pixels and 0 <= icc_size <= 2**24):
-        raise Refused("undecodable", reason=f"implausible raster {width}x{height}")
+        raise Refused(BROKEN, reason=f"implausible raster {width}x{height}")
     if size > max_memory:
-        raise Refused("too-large", need=str(size))
+        raise Refused(MEMORY, need=str(size))
     icc = bytearray(icc_size)
     output.read_into(memoryview(icc))
     data = bytearray(size)
@@ -105,7 +108,7 @@ def read_raster(output: ChildOutput, max_pixels: int, max_memory: int) -> Raster
 def _parse_header(line: bytes) -> dict[str, str]:
     magic, _, rest = line.partition(b" ")
     if magic != MAGIC:
-        return {"status": "undecodable", "reason": "the decoder wrote no raster"}
+        return {"status": BROKEN, "reason": "the decoder wrote no raster"}
     text = rest.decode("utf-8", errors="replace")
     head, _, reason = text.partition(" reason=")
     fields = dict(item.partition("=")[::2] for item in head.split())
@@ -133,11 +136,11 @@ def decode(argv: list[str]) -> int:
     except MemoryError:
         if job.streaming:
             raise
-        _header(out, "too-large", reason="out of memory")
+        _header(out, MEMORY, reason="out of memory")
     except Exception as error:  # a library choking on hostile bytes: IndexError, struct.error…
         if job.streaming:  # too late for a header: the parent sees the output end early
             raise
-        _header(out, "undecodable", reason=f"{type(error).__name__}: {error}")
+        _header(out, BROKEN, reason=f"{type(error).__name__}: {error}")
     return 0
 
 
@@ -158,12 +161,12 @@ class _Job:
     def check(self, width: int, height: int, pages: int, bytes_per_pixel: int) -> None:
         """Refuse before decoding: no such page, over the pixel budget, or too big to hold."""
         if not 1 <= self.page <= pages:
-            raise Refused("pages", pages=str(pages))
+            raise Refused(NO_PAGE, pages=str(pages))
         if width < 1 or height < 1 or width * height > self.max_pixels:
-            raise Refused("budget", width=str(width), height=str(height))
+            raise Refused(PIXELS, width=str(width), height=str(height))
         need = width * height * bytes_per_pixel + CHILD_OVERHEAD
         if need > self.max_memory:
-            raise Refused("too-large", need=str(need))
+            raise Refused(MEMORY, need=str(need))
 
 
 def _header(out: BinaryIO, status: str, reason: str = "", **fields: Any) -> None:
@@ -190,7 +193,7 @@ def _pdf(job: _Job, out: BinaryIO) -> None:
     try:
         document = pdfium.PdfDocument("/proc/self/fd/0")
     except pdfium.PdfiumError as error:
-        raise Refused("undecodable", reason=str(error)) from None
+        raise Refused(BROKEN, reason=str(error)) from None
     _render(job, out, document)
 
 
@@ -200,7 +203,7 @@ def _render(job: _Job, out: BinaryIO, document: Any) -> None:
     scale = RENDER_DPI / 72.0
     pages = len(document)
     if not 1 <= job.page <= pages:
-        raise Refused("pages", pages=str(pages))
+        raise Refused(NO_PAGE, pages=str(pages))
     page = document[job.page - 1]
     width_pt, height_pt = page.get_size()
     width, height = max(1, round(width_pt * scale)), max(1, round(height_pt * scale))
@@ -245,7 +248,7 @@ def _pillow(job: _Job, out: BinaryIO, formats: list[str], *, heif: bool) -> None
             im.load()
             _send_pillow(job, im, out, pages, keep_orientation=not heif)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
-        raise Refused("undecodable", reason=str(error) or type(error).__name__) from None
+        raise Refused(BROKEN, reason=str(error) or type(error).__name__) from None
 
 
 def _bytes_per_pixel(mode: str) -> int:
