@@ -6,9 +6,11 @@ Usage: .venv/bin/python bench/bombs.py [--only NAME] [--max-memory SIZE] [--max-
 Each bomb is generated into a temporary folder (tests/hostile.py builds the bytes) and
 converted by a fresh `ptif convert` process, run in its own process group by a small launcher
 so that everything it starts is counted and, at the timeout, killed. Printed per bomb: the exit
-code, the failure line, the wall time, the peak RSS of the ptif process itself, and the peak
-RSS of the whole tree (the largest of ptif and every decoder child it waited for, from
-``wait4``). A tree killed by the bench's own timeout is marked ``killed``.
+code, the failure line, the wall time, the peak RSS of the ptif process itself, the peak RSS of
+the largest process of the tree (``wait4``: ptif or a decoder child it waited for), and the
+largest sum of the RSS of ptif and all its descendants, sampled every 0.1 s from /proc (this
+one also counts a decoder that was never waited for). A tree killed by the bench's own timeout
+is marked ``killed``; its descendants are found and killed too.
 """
 
 from __future__ import annotations
@@ -100,18 +102,25 @@ def run_one(src: Path, folder: Path, args: argparse.Namespace) -> dict[str, obje
                                  process_group=0)  # fmt: skip
     killed = False
     deadline = started + args.timeout
+    tree_sum = 0
+    family: set[int] = set()
     while True:
+        family |= descendants(child.pid)
+        tree_sum = max(tree_sum, sum(rss(pid) for pid in {child.pid} | family))
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
         if time.perf_counter() > deadline and not killed:
-            os.killpg(child.pid, signal.SIGKILL)
+            for member in family | {child.pid}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(member, signal.SIGKILL)
             killed = True
-        time.sleep(0.05)
+        time.sleep(0.1)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    if killed:  # the group's other members (an orphaned decoder) are gone too
-        _reap_group(child.pid)
+    for member in family:  # a decoder that outlived ptif (an orphan) goes too
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
     lines = err.read_text(errors="replace").strip().splitlines()
     return {
         "exit": child.returncode,
@@ -119,13 +128,38 @@ def run_one(src: Path, folder: Path, args: argparse.Namespace) -> dict[str, obje
         "wall_s": wall,
         "self_rss": int(self_rss.read_text()) if self_rss.exists() else None,
         "tree_rss": usage.ru_maxrss * 1024,
-        "message": lines[-1][:160] if lines else "",
+        "tree_sum": tree_sum,
+        "message": lines[-1][:200] if lines else "",
     }
 
 
-def _reap_group(group: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
+def descendants(root: int) -> set[int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    text = stat.read()
+            except OSError:
+                continue
+            parents[int(entry)] = int(text[text.rindex(")") + 2 :].split()[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def mib(value: object) -> str:
@@ -135,15 +169,16 @@ def mib(value: object) -> str:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     names = args.only or list(BOMBS)
-    print(f"{'bomb':14} {'exit':>5} {'wall':>8} {'ptif peak':>11} {'tree peak':>11}  message")
+    columns = f"{'exit':>6} {'wall':>7} {'ptif':>10} {'largest':>10} {'tree sum':>10}"
+    print(f"{'bomb':14} {columns}  message")
     for name in names:
         with tempfile.TemporaryDirectory(prefix="ptif-bomb-") as tmp:
             folder = Path(tmp)
             result = run_one(BOMBS[name](folder), folder, args)
         exit_text = "killed" if result["killed"] else str(result["exit"])
         print(
-            f"{name:14} {exit_text:>5} {result['wall_s']:>7.1f}s {mib(result['self_rss']):>11} "
-            f"{mib(result['tree_rss']):>11}  {result['message']}",
+            f"{name:14} {exit_text:>6} {result['wall_s']:>6.1f}s {mib(result['self_rss']):>10} "
+            f"{mib(result['tree_rss']):>10} {mib(result['tree_sum']):>10}  {result['message']}",
             flush=True,
         )
     return 0
