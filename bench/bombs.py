@@ -36,10 +36,16 @@ MIB = 1 << 20
 #: Runs ptif's command line in this process and, however it ends (short of a signal), writes
 #: the process's own peak RSS to the file named by PTIF_BENCH_SELF_RSS.
 WRAPPER = """
-import atexit, os, resource, sys
+import atexit, os, sys
+def peak_of_this_process():
+    # VmHWM: this process's own peak RSS. ru_maxrss would start at the RSS of the process
+    # that started it (exec folds the old address space's peak into it).
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return str(int(line.split()[1]) * 1024)
 def report():
     with open(os.environ["PTIF_BENCH_SELF_RSS"], "w") as out:
-        out.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+        out.write(peak_of_this_process())
 atexit.register(report)
 sys.argv = ["ptif", *sys.argv[1:]]
 from ptif.cli import run

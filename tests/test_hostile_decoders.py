@@ -342,10 +342,16 @@ def test_the_time_limit_fails_an_endless_eps_and_the_batch_converts(tmp_path: Pa
 #: Runs ``ptif`` in this process and writes its own peak RSS (children not included) to the
 #: file named by PTIF_TEST_PEAK_RSS when it exits.
 PEAK_WRAPPER = """
-import atexit, os, resource, sys
+import atexit, os, sys
+def peak_of_this_process():
+    # VmHWM: this process's own peak RSS. ru_maxrss would start at the RSS of the process
+    # that started it (exec folds the old address space's peak into it).
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return str(int(line.split()[1]) * 1024)
 def report():
     with open(os.environ["PTIF_TEST_PEAK_RSS"], "w") as out:
-        out.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+        out.write(peak_of_this_process())
 atexit.register(report)
 sys.argv = ["ptif", *sys.argv[1:]]
 from ptif.cli import run
