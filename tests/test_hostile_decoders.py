@@ -152,7 +152,8 @@ def test_nested_form_xobjects_hit_the_memory_limit_in_the_child(tmp_path: Path) 
 
 def test_a_pdf_within_its_limits_still_renders(tmp_path: Path) -> None:
     (tmp_path / "ok.pdf").write_bytes(hostile.nested_forms_pdf(2, fanout=3))
-    result = convert(tmp_path / "ok.pdf", tmp_path / "out.tif", limits=TIGHT)
+    (tmp_path / "link.pdf").symlink_to(tmp_path / "ok.pdf")  # ptif convert follows links
+    result = convert(tmp_path / "link.pdf", tmp_path / "out.tif", limits=TIGHT)
     assert (result.width, result.height, result.decoder) == (833, 833, "PDFium")
 
 

@@ -279,7 +279,19 @@ def _scratch_root() -> Path:
         descriptor = os.open(root / SCRATCH_LOCK, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(descriptor, fcntl.LOCK_EX)  # held, descriptor open, until the process ends
         _ROOTS[parent] = root
+        if len(_ROOTS) == 1:
+            import atexit
+
+            atexit.register(_remove_roots)
         return root
+
+
+def _remove_roots() -> None:
+    """At a normal exit; after a kill, the next process's :func:`sweep` does it."""
+    import shutil
+
+    for root in _ROOTS.values():
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def sweep(parent: Path) -> list[Path]:
@@ -319,7 +331,7 @@ def _start(
 ) -> subprocess.Popen[bytes]:
     import subprocess
 
-    from ptif.errors import SourceMissingError, UndecodableError
+    from ptif.errors import IO_ERROR, ConversionError, SourceMissingError, UndecodableError
 
     launcher = [
         sys.executable, "-I", "-m", __name__, str(budget.max_memory),
@@ -327,9 +339,12 @@ def _start(
         *command,
     ]  # fmt: skip
     try:
-        descriptor = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        descriptor = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SourceMissingError(f"{budget.label}: no such file") from None
+    except OSError as error:
+        reason = f"{budget.label}: cannot read it ({error.strerror})"
+        raise ConversionError(reason, code=IO_ERROR) from error
     try:
         return subprocess.Popen(
             launcher,
