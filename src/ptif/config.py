@@ -55,6 +55,8 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
 #: Variables holding a bare bucket name, as the original system set them.
 BARE_BUCKET_VARIABLES = {"RBSC_BUCKET", "PROCESS_BUCKET", "IMAGE_BUCKET"}
 CONFIG_FILE_VARIABLE = "PTIF_CONFIG"
+#: Seconds ``ptif process`` keeps converting after SIGTERM before it releases what is left.
+STOP_GRACE_VARIABLE = "PTIF_STOP_GRACE_SECONDS"
 #: Set in AWS Lambda and ECS; ptif then logs JSON and emits CloudWatch embedded metrics.
 AWS_MARKERS = ("AWS_LAMBDA_FUNCTION_NAME", "ECS_CONTAINER_METADATA_URI_V4", "AWS_EXECUTION_ENV")
 #: Every variable ptif reads: the settings', the configuration file's and the AWS markers.
@@ -190,6 +192,20 @@ def _from_file(path: Path | None) -> dict[str, Any]:
     except ConfigError as error:
         raise ConfigError(f"{path}: in 'recipe', {error}") from error
     return dict(table)
+
+
+def stop_grace_seconds(default: float, environ: Mapping[str, str] | None = None) -> float:
+    """The grace period after SIGTERM: ``PTIF_STOP_GRACE_SECONDS``, else ``default``."""
+    text = (os.environ if environ is None else environ).get(STOP_GRACE_VARIABLE)
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 86400:
+        raise ConfigError(f"{STOP_GRACE_VARIABLE}={text!r}: give a number of seconds, 0 or more")
+    return seconds
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

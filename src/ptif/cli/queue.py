@@ -25,6 +25,7 @@ from ptif.cli.common import (
 # so that `ptif convert` does not pay for the queue's modules.
 
 #: ECS gives a stopping task 30 s by default before SIGKILL; finish or release before that.
+#: ``PTIF_STOP_GRACE_SECONDS`` changes it (a task with a longer stop timeout can wait longer).
 STOP_GRACE_SECONDS = 25.0
 
 
@@ -87,12 +88,14 @@ def _add_follow_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_process(args: argparse.Namespace) -> int:
+    from ptif.config import stop_grace_seconds
     from ptif.console import ItemProgress, configure_logging, wants_json
     from ptif.queue.worker import RunOptions, Worker
 
     json_lines = wants_json(args.json)
     configure_logging(args.verbose, args.quiet, json_lines=json_lines)
     settings = settings_from(args, workers=args.workers, min_age=args.min_age)
+    grace = stop_grace_seconds(STOP_GRACE_SECONDS)
     stores = open_stores(settings)
     options = RunOptions(
         prefix=args.prefix,
@@ -104,7 +107,7 @@ def run_process(args: argparse.Namespace) -> int:
     progress = ItemProgress(bar=not json_lines and not args.quiet)
     worker = Worker(settings, stores, on_item=progress)
     progress.run_id = worker.run_id
-    _stop_on_signals(worker)
+    _stop_on_signals(worker, grace)
     with progress:
         report = worker.run(options, on_pass=_emit_metrics)
     return _finish(report, args)
@@ -128,15 +131,15 @@ def _finish(report: Any, args: argparse.Namespace) -> int:
     return 1 if report.unfinished else 0
 
 
-def _stop_on_signals(worker: Any) -> None:
-    """SIGTERM or Ctrl-C: finish what is in hand; after the grace period, release and leave."""
+def _stop_on_signals(worker: Any, grace: float) -> None:
+    """SIGTERM or Ctrl-C: finish what is in hand; after ``grace`` seconds, release and leave."""
 
     def stop(name: str) -> None:
         if worker.stopping:
             _abandon(worker)
         print(f"ptif: stopping ({name}); finishing work in hand", file=sys.stderr)
         worker.stop()
-        timer = threading.Timer(STOP_GRACE_SECONDS, _abandon, args=(worker,))
+        timer = threading.Timer(grace, _abandon, args=(worker,))
         timer.daemon = True
         timer.start()
 

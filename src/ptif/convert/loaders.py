@@ -4,6 +4,8 @@ libvips loaders read only the header here; pixels are decoded later, as the pyra
 Formats this libvips build lacks go through one well-kept library each (Pillow for BMP and JPEG
 2000, PDFium for PDF, Ghostscript with -dSAFER for EPS, pillow-heif for HEIC), always after a
 header-only size check, so a small file that declares billions of pixels fails before decoding.
+Those run in a sandboxed child process (:mod:`ptif.convert.sandbox`) under the conversion's
+memory and time budgets, in an empty folder of their own, and die with the worker.
 """
 
 from __future__ import annotations
@@ -20,16 +22,13 @@ from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, Unsuppo
 __all__ = ["OpenRequest", "Opened", "open_page"]
 from ptif.convert.formats import Format, decoder_for
 from ptif.convert.limits import Limits
+from ptif.convert.rasterise import MODES, RENDER_DPI, Raster, Refused
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
     from typing import Any, Final
 
 log = logging.getLogger(__name__)
-
-#: Resolution at which PDF and EPS pages are rendered.
-RENDER_DPI = 300.0
-GHOSTSCRIPT_TIMEOUT_S = 600
 
 #: Orientations a streaming pipeline can apply; the others need random access.
 _STREAMABLE_ORIENTATIONS = (None, 1, 2)
@@ -144,75 +143,102 @@ def _vips_reason(error: pyvips.Error) -> str:
     return detail[:300] or "libvips gave no reason"
 
 
-# Pillow: BMP, JPEG 2000, HEIC -------------------------------------------------------------------
+# Sandboxed decoders: Pillow, PDFium, Ghostscript ------------------------------------------------
+#
+# They decode in a child process (ptif.convert.sandbox) under the conversion's memory and time
+# budgets. Pillow and PDFium send raw pixels (ptif.convert.rasterise), wrapped here without a
+# copy; Ghostscript sends a PNG of the page, decoded lazily by libvips as the pyramid is written.
 
-_PIL_INTERPRETATION = {"L": "b-w", "LA": "b-w", "RGB": "srgb", "RGBA": "srgb", "CMYK": "cmyk"}
+_INTERPRETATION = {
+    "L": "b-w", "LA": "b-w", "RGB": "srgb", "RGBA": "srgb", "CMYK": "cmyk", "I": "grey16",
+}  # fmt: skip
 
 
-def pil_to_vips(im: Any) -> pyvips.Image:
-    """A decoded Pillow image as a libvips image, keeping its ICC profile and orientation."""
-    icc = im.info.get("icc_profile")
-    orientation = im.getexif().get(0x0112) if hasattr(im, "getexif") else None
-    im = _pil_normalise_mode(im)
-    if im.mode == "LAB":
-        image = _lab_from_pil(im)
-    elif im.mode in ("I", "I;16"):
-        data = im.convert("I").tobytes()
-        image = pyvips.Image.new_from_memory(data, im.width, im.height, 1, "int")
-        image = image.cast("ushort").copy(interpretation="grey16")
+def _budget(request: OpenRequest, decoder: str) -> Any:
+    from ptif.convert.sandbox import Budget
+
+    return Budget(
+        str(request.path), request.fmt.title, decoder, request.max_memory, request.max_seconds
+    )
+
+
+def _rasterise(request: OpenRequest, kind: str, formats: list[str], decoder: str) -> Raster:
+    """Decode page ``request.page`` in a sandboxed child, as raw pixels."""
+    from ptif.convert import rasterise, sandbox
+
+    budget = _budget(request, decoder)
+    arguments = [kind, str(request.page), str(request.max_pixels), str(request.max_memory)]
+    try:
+        return sandbox.run(
+            ["ptif.convert.rasterise:decode", *arguments, *formats],
+            request.path,
+            budget,
+            lambda output: rasterise.read_raster(output, request.max_pixels, request.max_memory),
+            call=True,
+        )
+    except rasterise.Refused as refusal:
+        raise _refusal_error(request, budget, refusal) from None
+
+
+def _refusal_error(request: OpenRequest, budget: Any, refusal: Refused) -> Exception:
+    from ptif.convert import rasterise
+    from ptif.convert.sandbox import too_large
+
+    fields = refusal.fields
+    if refusal.status == rasterise.PIXELS:
+        try:
+            width, height = int(fields["width"]), int(fields["height"])
+            check_budget(request.path, width, height, request.max_pixels)
+        except (PixelBudgetError, UndecodableError) as error:
+            return error
+    if refusal.status == rasterise.NO_PAGE:
+        try:
+            _check_page(request, int(fields["pages"]))
+        except ConfigError as error:
+            return error
+    if refusal.status == rasterise.MEMORY:
+        return too_large(budget, int(fields.get("need") or 0) or None)
+    reason = fields.get("reason") or refusal.status
+    return UndecodableError(
+        f"{request.path}: not a readable {request.fmt.title} file ({budget.decoder}: {reason})"
+    )
+
+
+def raster_to_vips(raster: Raster) -> pyvips.Image:
+    """The child's pixels as a libvips image over the same memory, with its ICC profile and
+    orientation."""
+    if raster.mode == "LAB":
+        image = _lab_image(raster)
     else:
-        bands = len(im.getbands())
-        image = pyvips.Image.new_from_memory(im.tobytes(), im.width, im.height, bands, "uchar")
-        image = image.copy(interpretation=_PIL_INTERPRETATION[im.mode])
-    if icc:
-        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
-    if isinstance(orientation, int) and 1 <= orientation <= 8:
-        image.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+        fmt = "int" if raster.mode == "I" else "uchar"
+        bands = MODES[raster.mode] // (4 if raster.mode == "I" else 1)
+        image = pyvips.Image.new_from_memory(raster.data, raster.width, raster.height, bands, fmt)
+        if raster.mode == "I":
+            image = image.cast("ushort")
+        image = image.copy(interpretation=_INTERPRETATION[raster.mode])
+    if raster.icc:
+        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", raster.icc)
+    if raster.orientation:
+        image.set_type(pyvips.GValue.gint_type, "orientation", raster.orientation)
     return image
 
 
-def _lab_from_pil(im: Any) -> pyvips.Image:
-    """Pillow keeps 8-bit CIELAB as in the TIFF: L 0-255, a and b signed. To libvips' float Lab."""
-    data = im.tobytes()
-    lightness = pyvips.Image.new_from_memory(data, im.width, im.height, 3, "uchar")[0]
-    chroma = pyvips.Image.new_from_memory(data, im.width, im.height, 3, "char")[1:3]
+def _lab_image(raster: Raster) -> pyvips.Image:
+    """8-bit CIELAB as Pillow keeps it (L 0-255, a and b signed) to libvips' float Lab."""
+    w, h = raster.width, raster.height
+    lightness = pyvips.Image.new_from_memory(raster.data, w, h, 3, "uchar")[0]
+    chroma = pyvips.Image.new_from_memory(raster.data, w, h, 3, "char")[1:3]
     lab = (lightness * (100 / 255)).bandjoin(chroma.cast("float"))
     return lab.copy(interpretation="lab")
 
 
-def _pil_normalise_mode(im: Any) -> Any:
-    if im.mode in _PIL_INTERPRETATION or im.mode in ("I", "I;16", "LAB"):
-        return im
-    if im.mode.startswith("I;16"):
-        return im.convert("I")
-    if im.mode == "1":
-        return im.convert("L")
-    if im.mode in ("P", "PA"):
-        transparent = im.mode == "PA" or "transparency" in im.info
-        return im.convert("RGBA" if transparent else "RGB")
-    if im.mode == "F":
-        return im.convert("L")
-    return im.convert("RGB")
+# Pillow: BMP, JPEG 2000, HEIC, LABq TIFF --------------------------------------------------------
 
 
-def _open_pillow(request: OpenRequest, pil_formats: list[str]) -> Opened:
-    from PIL import Image
-
-    try:
-        with Image.open(request.path, formats=pil_formats) as im:
-            check_budget(request.path, im.width, im.height, request.max_pixels)
-            pages = int(getattr(im, "n_frames", 1))
-            _check_page(request, pages)
-            if request.page > 1:
-                im.seek(request.page - 1)
-            Image.MAX_IMAGE_PIXELS = request.max_pixels
-            im.load()
-            image = pil_to_vips(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise UndecodableError(
-            f"{request.path}: not a readable {request.fmt.title} file ({error})"
-        ) from error
-    return Opened(image, pages, f"Pillow {'/'.join(pil_formats)}")
+def _open_pillow(request: OpenRequest, pil_formats: list[str], kind: str = "pillow") -> Opened:
+    decoder = f"Pillow {'/'.join(pil_formats)}"
+    raster = _rasterise(request, kind, pil_formats, decoder)
+    return Opened(raster_to_vips(raster), raster.pages, decoder)
 
 
 def _open_bmp(request: OpenRequest) -> Opened:
@@ -224,43 +250,16 @@ def _open_jp2(request: OpenRequest) -> Opened:
 
 
 def _open_heic(request: OpenRequest) -> Opened:
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-    opened = _open_pillow(request, ["HEIF"])
-    opened.image.remove("orientation")
-    return opened
+    """pillow-heif applies the orientation itself: the child sends none."""
+    return _open_pillow(request, ["HEIF"], kind="heif")
 
 
 # PDFium: PDF -----------------------------------------------------------------------------------
 
 
 def _open_pdf(request: OpenRequest) -> Opened:
-    import pypdfium2 as pdfium
-
-    try:
-        document = pdfium.PdfDocument(str(request.path))
-    except pdfium.PdfiumError as error:
-        raise UndecodableError(f"{request.path}: not a readable PDF file ({error})") from error
-    try:
-        pages = len(document)
-        _check_page(request, pages)
-        image = _render_pdf_page(request, document[request.page - 1])
-    finally:
-        document.close()
-    return Opened(image, pages, "PDFium")
-
-
-def _render_pdf_page(request: OpenRequest, page: Any) -> pyvips.Image:
-    scale = RENDER_DPI / 72.0
-    width_pt, height_pt = page.get_size()
-    width, height = max(1, round(width_pt * scale)), max(1, round(height_pt * scale))
-    check_budget(request.path, width, height, request.max_pixels)
-    bitmap = page.render(scale=scale, fill_color=(255, 255, 255, 255))
-    image = pil_to_vips(bitmap.to_pil())
-    # PDFium rounds the bitmap up: 108 pt at 300 dpi is 450.00000000000006, drawn as 451 px.
-    image = image.crop(0, 0, min(width, image.width), min(height, image.height))
-    return _with_dpi(image, RENDER_DPI)
+    raster = _rasterise(request, "pdf", [], "PDFium")
+    return Opened(_with_dpi(raster_to_vips(raster), RENDER_DPI), raster.pages, "PDFium")
 
 
 def _with_dpi(image: pyvips.Image, dpi: float) -> pyvips.Image:
@@ -272,6 +271,16 @@ def _with_dpi(image: pyvips.Image, dpi: float) -> pyvips.Image:
 _BBOX = re.compile(
     rb"^%%(?:HiRes)?BoundingBox:\s*([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)\s+([-\d.]+)", re.M
 )
+#: Ghostscript's switches. -dSAFER stops the program from reaching files beyond Ghostscript's
+#: own resources and its temporary folder (the child's empty scratch folder); the EPS comes on
+#: standard input (``-``), so Ghostscript is given no path at all. Nothing may follow that
+#: weakens SAFER; the environment (GS_OPTIONS) is not passed on.
+GHOSTSCRIPT_SWITCHES = (
+    "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-dEPSCrop", "-sstdout=%stderr",
+    "-dFirstPage=1", "-dLastPage=1", "-sDEVICE=png16m", f"-r{RENDER_DPI:g}",
+    "-dTextAlphaBits=4", "-dGraphicsAlphaBits=4", "-sOutputFile=-", "-",
+)  # fmt: skip
+_UNSAFE_SWITCHES = ("-dNOSAFER", "-dDELAYSAFER", "-dWRITESYSTEMDICT", "--permit")
 
 
 def _eps_size(path: Path) -> tuple[int, int] | None:
@@ -285,46 +294,36 @@ def _eps_size(path: Path) -> tuple[int, int] | None:
     return max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
 
 
+def ghostscript_command() -> list[str]:
+    import shutil  # only EPS needs it; one-shot conversions start faster without it
+
+    program = shutil.which("gs") or "gs"
+    assert not any(s.startswith(_UNSAFE_SWITCHES) for s in GHOSTSCRIPT_SWITCHES)
+    return [program, *GHOSTSCRIPT_SWITCHES]
+
+
 def _open_eps(request: OpenRequest) -> Opened:
+    from ptif.convert import sandbox
+    from ptif.convert.sandbox import too_large
+
     _check_page(request, 1)
     size = _eps_size(request.path)
     if size:
         check_budget(request.path, *size, request.max_pixels)
-    command = [
-        "gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-dEPSCrop", "-sstdout=%stderr",
-        "-dFirstPage=1", "-dLastPage=1", "-sDEVICE=png16m", f"-r{RENDER_DPI:g}",
-        "-dTextAlphaBits=4", "-dGraphicsAlphaBits=4", "-sOutputFile=-",
-        "-f", str(request.path),
-    ]  # fmt: skip
-    png = _run_ghostscript(request.path, command)
+    budget = _budget(request, "Ghostscript")
+    png = sandbox.run(
+        ghostscript_command(),
+        request.path,
+        budget,
+        lambda output: output.read_to_end(request.max_memory),
+    )
+    if png is None:
+        raise too_large(budget)
     if not png.startswith(b"\x89PNG"):
         raise UndecodableError(f"{request.path}: Ghostscript drew nothing from this EPS file")
     image = pyvips.Image.pngload_buffer(png, access="sequential", fail_on="error")
     check_budget(request.path, image.width, image.height, request.max_pixels)
     return Opened(_with_dpi(image, RENDER_DPI), 1, "Ghostscript")
-
-
-def _run_ghostscript(path: Path, command: list[str]) -> bytes:
-    """Run Ghostscript; its standard output (the rendered page) is returned."""
-    import subprocess  # only EPS needs it; one-shot conversions start faster without it
-
-    try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=GHOSTSCRIPT_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise UndecodableError(
-            f"{path}: Ghostscript did not finish within {GHOSTSCRIPT_TIMEOUT_S} s"
-        ) from error
-    if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines() or ["failed"]
-        reason = next((line for line in lines if "Error:" in line), lines[-1]).strip()
-        raise UndecodableError(f"{path}: not a readable EPS file (Ghostscript: {reason})")
-    return done.stdout
 
 
 _FALLBACKS: dict[str, Callable[[OpenRequest], Opened]] = {

@@ -1,0 +1,531 @@
+"""Run a decoder in a child process that cannot outlive, outgrow or outlast its conversion.
+
+Decoders that run programs (Ghostscript runs the PostScript of an EPS) or whose memory cannot be
+bounded from inside the worker (PDFium, Pillow) decode in a child started by :func:`run`:
+
+- **Its own empty folder.** A fresh private scratch folder (mode 0700, removed afterwards) is
+  its working folder, ``TMPDIR``, ``TEMP``, ``TMP`` and ``HOME``. Its environment is only that,
+  ``PATH`` and the C locale: nothing of the worker's (``GS_OPTIONS``, credentials, ``PTIF_*``).
+- **The source on standard input**, opened read-only by the parent: the child is given no path
+  to it, nor to the work folder where other images wait.
+- **Limits** set by the child on itself before it runs the decoder: address space
+  (``RLIMIT_AS``) at the conversion's memory budget, CPU time (``RLIMIT_CPU``) at its time
+  budget, files it writes no larger than the memory budget, no core dumps, no new privileges.
+  The parent adds a wall-clock deadline of the same time budget.
+- **It dies with the worker.** ``PR_SET_PDEATHSIG(SIGKILL)``: the kernel kills it when the
+  thread that started it ends, which for ptif is when the worker process ends, however it ends
+  (SIGKILL, or SIGTERM and the grace period). The death signal follows the *thread*, not the
+  process, so a caller must start children from a thread that outlives them: :func:`run` blocks
+  until its child is gone, and the worker's conversion threads live for the whole run. The child
+  checks its parent is still there after arming the signal, so a worker that dies while it
+  starts leaves nothing. It runs in its own process group, killed as a whole when the parent
+  stops waiting (deadline, bad output, error), so nothing it started survives either.
+
+The child is a small Python launcher (``python -I -m ptif.convert.sandbox``, spawned, not forked
+from the threaded worker into Python code) that sets its limits, then either ``exec``s the
+decoder program (Ghostscript) or calls a decoder function of :mod:`ptif.convert` in the same
+process (the Pillow and PDFium rasterisers, which import neither pyvips nor the worker).
+
+What goes wrong becomes one error, never a traceback and never the worker going down: past the
+time budget (deadline or CPU limit), :class:`~ptif.errors.TooSlowError`; out of memory (the
+decoder says so, or crashes after growing close to the limit), :class:`~ptif.errors.TooLargeError`;
+any other failure or signal, :class:`~ptif.errors.UndecodableError` with the decoder's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import TypeVar
+
+    from ptif.errors import PtifError
+
+    T = TypeVar("T")
+
+__all__ = ["Budget", "ChildClosed", "ChildOutput", "run", "too_large"]
+
+#: Each process keeps its decoders' scratch folders in one folder of the temporary folder,
+#: named so, holding a lock file that the process keeps locked (``flock``) while it lives.
+SCRATCH_PREFIX = "ptif-decoders-"
+SCRATCH_LOCK = ".in-use"
+#: A folder without its lock file (its process died while making it) is left alone this long.
+UNLOCKED_GRACE_S = 86400.0
+#: How much of a decoder's standard error is kept for its failure message.
+STDERR_TAIL = 16384
+#: A decoder that crashed after its address space grew past this share of the limit ran out
+#: of memory (PDFium aborts when an allocation fails; nothing else tells the two apart).
+OUT_OF_MEMORY_SHARE = 0.75
+#: How often the parent samples the child's peak address space.
+SAMPLE_SECONDS = 0.1
+#: CPU seconds a decoder gets past its limit (SIGXCPU) before the kernel's SIGKILL.
+CPU_GRACE_S = 2
+#: What decoders say when an allocation fails (Ghostscript, Python, C++, libc).
+OUT_OF_MEMORY_WORDS = ("vmerror", "out of memory", "memoryerror", "bad_alloc", "cannot allocate")
+#: What a decoder child may call in-process (``call`` mode): ptif's own rasterisers only.
+_CALLABLE_PREFIX = "ptif.convert."
+#: Linux prctl options.
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_SIGKILL = 9
+#: Exit status of a child whose parent died before it could arm its death signal.
+_ORPHANED = 125
+
+
+class Budget:
+    """What a decoder child may use, and whose file it decodes (for messages)."""
+
+    __slots__ = ("decoder", "label", "max_memory", "max_seconds", "title")
+
+    def __init__(
+        self, label: str, title: str, decoder: str, max_memory: int, max_seconds: float
+    ) -> None:
+        self.label = label
+        self.title = title
+        self.decoder = decoder
+        self.max_memory = max_memory
+        self.max_seconds = max_seconds
+
+
+class ChildClosed(Exception):
+    """The child's output ended before the reader had what it needed."""
+
+
+class _Expired(Exception):
+    """The wall-clock deadline passed."""
+
+
+class ChildOutput:
+    """The child's standard output as a reader sees it, read within the deadline while its
+    standard error is collected (a tail of it) and its peak address space sampled."""
+
+    def __init__(self, process: subprocess.Popen[bytes], deadline: float) -> None:
+        import selectors
+
+        assert process.stdout is not None and process.stderr is not None
+        self._process = process
+        self._deadline = deadline
+        self._out = process.stdout.fileno()
+        self._err = process.stderr.fileno()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._out, selectors.EVENT_READ)
+        self._selector.register(self._err, selectors.EVENT_READ)
+        self._pending = bytearray()
+        self._out_open = True
+        self._err_open = True
+        self._sampled = 0.0
+        self.stderr = bytearray()
+        self.peak_memory = 0
+
+    def read_line(self, limit: int = 4096) -> bytes:
+        """One line (without its newline) of at most ``limit`` bytes."""
+        while (end := self._pending.find(b"\n")) < 0:
+            if len(self._pending) > limit or not self._fetch():
+                raise ChildClosed
+        line = bytes(self._pending[:end])
+        del self._pending[: end + 1]
+        return line
+
+    def read_into(self, view: memoryview) -> None:
+        """Fill ``view`` entirely, straight from the pipe (large rasters are not copied)."""
+        filled = min(len(self._pending), len(view))
+        view[:filled] = self._pending[:filled]
+        del self._pending[:filled]
+        while filled < len(view):
+            self._wait_for_output()
+            count = os.readv(self._out, [view[filled:]])
+            if count == 0:
+                self._out_open = False
+                raise ChildClosed
+            filled += count
+
+    def read_to_end(self, limit: int) -> bytes | None:
+        """Everything until the child closes its output; ``None`` past ``limit`` bytes."""
+        while self._fetch():
+            if len(self._pending) > limit:
+                return None
+        data = bytes(self._pending)
+        self._pending.clear()
+        return data
+
+    def _fetch(self) -> bool:
+        """Append what the child wrote next to the pending bytes; False at its end."""
+        if not self._out_open:
+            return False
+        self._wait_for_output()
+        data = os.read(self._out, 1 << 16)
+        if not data:
+            self._out_open = False
+            return False
+        self._pending += data
+        return True
+
+    def _wait_for_output(self) -> None:
+        while not self._poll(want_output=True):
+            pass
+
+    def finish(self) -> None:
+        """Read standard error to its end (the child is exiting), within the deadline."""
+        while self._err_open:
+            self._poll(want_output=False)
+
+    def _poll(self, *, want_output: bool) -> bool:
+        """Wait for the pipes once; True when standard output has bytes (or its end)."""
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Expired
+        events = self._selector.select(min(remaining, SAMPLE_SECONDS))
+        self._sample_memory()
+        ready = False
+        for key, _ in events:
+            if key.fd == self._err:
+                self._read_stderr()
+            elif want_output:
+                ready = True
+            else:  # finishing: output the reader did not want is dropped
+                self._drop_output()
+        return ready
+
+    def _read_stderr(self) -> None:
+        data = os.read(self._err, 1 << 16)
+        if not data:
+            self._err_open = False
+            self._selector.unregister(self._err)
+            return
+        self.stderr += data
+        del self.stderr[:-STDERR_TAIL]
+
+    def _drop_output(self) -> None:
+        if not os.read(self._out, 1 << 16):
+            self._out_open = False
+            self._selector.unregister(self._out)
+
+    def _sample_memory(self) -> None:
+        now = time.monotonic()
+        if now - self._sampled < SAMPLE_SECONDS:
+            return
+        self._sampled = now
+        self.peak_memory = max(self.peak_memory, _peak_address_space(self._process.pid))
+
+    def close(self) -> None:
+        self._selector.close()
+
+
+def _peak_address_space(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def run(
+    command: list[str],
+    source: Path,
+    budget: Budget,
+    read: Callable[[ChildOutput], T],
+    *,
+    call: bool = False,
+) -> T:
+    """Run ``command`` confined, with ``source`` on its standard input; ``read`` turns its
+    standard output into the result. With ``call``, ``command`` is ``["ptif.convert.module:
+    function", *arguments]``, called in the child's Python instead of ``exec``.
+
+    ``read`` may raise a :class:`~ptif.errors.PtifError` (the child reported one), or
+    :class:`ChildClosed` (the output ended early: the child's exit status then says why).
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if call and not _callable(command[0]):
+        raise ValueError(f"{command[0]!r} is not a ptif decoder function")
+    scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=_scratch_root()))
+    try:
+        process = _start(command, source, scratch, budget, call)
+        return _supervise(process, budget, read)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+_ROOTS: dict[str, Path] = {}
+_ROOTS_LOCK = threading.Lock()
+
+
+def _scratch_root() -> Path:
+    """This process's folder of scratch folders under the temporary folder, made and locked on
+    first use; the folders of processes that died (their lock is free) are removed first."""
+    import fcntl
+    import tempfile
+    from pathlib import Path
+
+    parent = tempfile.gettempdir()
+    with _ROOTS_LOCK:
+        root = _ROOTS.get(parent)
+        if root is not None and root.is_dir():
+            return root
+        sweep(Path(parent))
+        root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+        descriptor = os.open(root / SCRATCH_LOCK, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # held, descriptor open, until the process ends
+        _ROOTS[parent] = root
+        if len(_ROOTS) == 1:
+            import atexit
+
+            atexit.register(_remove_roots)
+        return root
+
+
+def _remove_roots() -> None:
+    """At a normal exit; after a kill, the next process's :func:`sweep` does it."""
+    import shutil
+
+    for root in _ROOTS.values():
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def sweep(parent: Path) -> list[Path]:
+    """Remove the decoder folders under ``parent`` that no live process holds: those a killed
+    worker left behind, with whatever its decoders had written."""
+    import shutil
+
+    removed = []
+    for folder in parent.glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            if folder.is_dir() and not folder.is_symlink() and _abandoned(folder):
+                shutil.rmtree(folder)
+                removed.append(folder)
+        except OSError:
+            continue
+    return removed
+
+
+def _abandoned(folder: Path) -> bool:
+    import fcntl
+
+    try:
+        descriptor = os.open(folder / SCRATCH_LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return time.time() - folder.stat().st_mtime > UNLOCKED_GRACE_S
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)
+    return True
+
+
+def _start(
+    command: list[str], source: Path, scratch: Path, budget: Budget, call: bool
+) -> subprocess.Popen[bytes]:
+    import subprocess
+
+    from ptif.errors import IO_ERROR, ConversionError, SourceMissingError, UndecodableError
+
+    launcher = [
+        sys.executable, "-I", "-m", __name__, str(budget.max_memory),
+        str(max(1, round(budget.max_seconds))), str(os.getpid()), "call" if call else "exec",
+        *command,
+    ]  # fmt: skip
+    try:
+        descriptor = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SourceMissingError(f"{budget.label}: no such file") from None
+    except OSError as error:
+        reason = f"{budget.label}: cannot read it ({error.strerror})"
+        raise ConversionError(reason, code=IO_ERROR) from error
+    try:
+        return subprocess.Popen(
+            launcher,
+            stdin=descriptor,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=scratch,
+            env=_environment(scratch),
+            process_group=0,
+            close_fds=True,
+        )
+    except OSError as error:
+        raise UndecodableError(
+            f"{budget.label}: could not start {budget.decoder} ({error.strerror})"
+        ) from error
+    finally:
+        os.close(descriptor)
+
+
+def _environment(scratch: Path) -> dict[str, str]:
+    folder = str(scratch)
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LC_ALL": "C"}
+    env.update(TMPDIR=folder, TEMP=folder, TMP=folder, HOME=folder)
+    return env
+
+
+def _supervise(
+    process: subprocess.Popen[bytes], budget: Budget, read: Callable[[ChildOutput], T]
+) -> T:
+    deadline = time.monotonic() + budget.max_seconds
+    output = ChildOutput(process, deadline)
+    try:
+        try:
+            result = read(output)
+            closed = False
+        except ChildClosed:
+            closed = True
+        output.finish()
+        status = _wait(process, deadline)
+        if closed or status != 0:
+            raise _failure(budget, status, output)
+        return result
+    except _Expired:
+        raise _too_slow(budget, "did not finish within") from None
+    finally:
+        _kill_group(process)
+        output.close()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _wait(process: subprocess.Popen[bytes], deadline: float) -> int:
+    import subprocess
+
+    try:
+        return process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise _Expired from None
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the child's process group (whatever the decoder started), then reap the child."""
+    import contextlib
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, _SIGKILL)
+    process.wait()
+
+
+def _failure(budget: Budget, status: int, output: ChildOutput) -> PtifError:
+    from ptif.errors import UndecodableError
+
+    text = output.stderr.decode(errors="replace")
+    signal_name = _signal_name(-status) if status < 0 else None
+    if signal_name == "SIGXCPU":
+        return _too_slow(budget, "used more CPU time than")
+    if any(word in text.lower() for word in OUT_OF_MEMORY_WORDS) or (
+        signal_name and output.peak_memory >= OUT_OF_MEMORY_SHARE * budget.max_memory
+    ):
+        return too_large(budget)
+    reason = _reason(text, status, signal_name)
+    return UndecodableError(
+        f"{budget.label}: not a readable {budget.title} file ({budget.decoder}: {reason})"
+    )
+
+
+def _reason(text: str, status: int, signal_name: str | None) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = next((line for line in lines if "Error:" in line), lines[-1] if lines else "")
+    said = said[:300]
+    if signal_name:
+        return f"{said}; killed by {signal_name}" if said else f"crashed ({signal_name})"
+    if status == 0:
+        return said or "its output ended early"
+    return said or f"failed with exit status {status}"
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def too_large(budget: Budget, need: int | None = None) -> PtifError:
+    """The memory error of a decoder; ``need`` if it said how much it wanted."""
+    from ptif.convert.limits import format_size
+    from ptif.errors import TooLargeError
+
+    wanted = f" (it needs {format_size(need)})" if need else ""
+    return TooLargeError(
+        f"{budget.label}: {budget.decoder} needs more memory than the limit of "
+        f"{format_size(budget.max_memory)} per conversion{wanted}; if the image is genuine, "
+        "raise the limit with --max-memory or PTIF_MAX_MEMORY"
+    )
+
+
+def _too_slow(budget: Budget, what: str) -> PtifError:
+    from ptif.errors import TooSlowError
+
+    return TooSlowError(
+        f"{budget.label}: {budget.decoder} {what} the time limit of {budget.max_seconds:g} s "
+        "and was stopped; if the image is genuine, raise the limit with --max-seconds or "
+        "PTIF_MAX_SECONDS"
+    )
+
+
+# the child -------------------------------------------------------------------------------------
+
+
+def _callable(target: str) -> bool:
+    module, _, function = target.partition(":")
+    return module.startswith(_CALLABLE_PREFIX) and function.isidentifier()
+
+
+def _confine(max_memory: int, max_seconds: int, parent: int) -> None:
+    """In the child, before the decoder runs: die with the parent, and set the limits."""
+    import resource
+
+    _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(_ORPHANED)
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (max_seconds, max_seconds + CPU_GRACE_S))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_memory, max_memory))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    if prctl is None:  # not Linux: no death signal; the parent still kills the group
+        return
+    if prctl(option, value, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"prctl({option}): {os.strerror(error)}")
+
+
+def main(argv: list[str]) -> int:
+    """``MAX_MEMORY MAX_SECONDS PARENT_PID exec PROGRAM ARGS...`` or ``... call MODULE:FUNCTION
+    ARGS...``: confine this process, then become the program or call the function."""
+    memory, seconds, parent, mode, target, *arguments = argv
+    _confine(int(memory), int(seconds), int(parent))
+    if mode == "exec":
+        os.execvp(target, [target, *arguments])
+    if mode != "call" or not _callable(target):
+        print(f"ptif sandbox: cannot run {target!r}", file=sys.stderr)
+        return 2
+    import importlib
+
+    module, _, function = target.partition(":")
+    result: int = getattr(importlib.import_module(module), function)(arguments)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(result)  # no interpreter teardown: PDFium's alone takes tens of milliseconds
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
