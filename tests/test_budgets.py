@@ -1,6 +1,6 @@
-"""The memory budget of libvips conversions: bombs refused from their header in small memory,
-honest big images still converted, running out of memory reported as ``too-large`` in one
-line."""
+"""The memory and time budgets of libvips conversions: bombs refused from their header in small
+memory, honest big images still converted, a conversion stopped at its deadline, running out of
+memory reported as ``too-large`` in one line."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ptif.convert import budgets
 from ptif.convert.engine import convert
 from ptif.convert.headers import read_jpeg_frame, read_tiff_page
 from ptif.convert.limits import MIN_MEMORY, Limits
-from ptif.errors import TOO_LARGE, TooLargeError
+from ptif.errors import TOO_LARGE, TOO_SLOW, TooLargeError, TooSlowError
 
 MiB = 2**20
 #: The memory budget of these tests: what a small container gives each of a few workers.
@@ -252,6 +253,46 @@ def test_tiff_page_layout(tmp_path: Path, bigtiff: bool) -> None:
 def test_tiff_layout_of_separate_planes(tmp_path: Path) -> None:
     page = read_tiff_page(constant_tiff(tmp_path / "s.tif", 64, 64, bands=3, separate=True), 0)
     assert page is not None and page.separate and page.rows_per_strip == 64
+
+
+# time --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A photo-like JPEG that takes a few seconds to convert."""
+    return noisy_jpeg(tmp_path_factory.mktemp("slow") / "slow.jpg", 6000, 6000)
+
+
+def test_conversion_stops_at_its_deadline(tmp_path: Path, slow_source: Path) -> None:
+    dst = tmp_path / "out" / "slow.tif"
+
+    started = time.perf_counter()
+    with pytest.raises(TooSlowError) as caught:
+        convert(slow_source, dst, limits=Limits(max_seconds=0.3))
+    elapsed = time.perf_counter() - started
+
+    assert caught.value.code == TOO_SLOW and caught.value.permanent
+    assert isinstance(caught.value.__cause__, pyvips.Error), "libvips was stopped mid-way"
+    assert elapsed < 5
+    assert "0.3 s" in str(caught.value) and "--max-seconds" in str(caught.value)
+    assert no_output(dst)
+
+
+def test_a_tiny_time_limit_fails_before_writing(tmp_path: Path, slow_source: Path) -> None:
+    dst = tmp_path / "slow.tif"
+
+    with pytest.raises(TooSlowError):
+        convert(slow_source, dst, limits=Limits(max_seconds=0.05))
+
+    assert no_output(dst)
+
+
+def test_the_watchdog_is_gone_after_a_conversion(tmp_path: Path) -> None:
+    src = flat_jpeg(tmp_path / "small.jpg", 300, 200)
+    before = threading.active_count()
+    convert(src, tmp_path / "small.tif", limits=Limits(max_seconds=60))
+    assert threading.active_count() == before
 
 
 # out of memory -----------------------------------------------------------------------------

@@ -31,13 +31,14 @@ Loaded by ``ptif convert``: plain classes, no typing at run time.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pyvips
 
 from ptif.convert.headers import JpegFrame, TiffPage, read_jpeg_frame, read_tiff_page
 from ptif.convert.limits import format_size
-from ptif.errors import TooLargeError
+from ptif.errors import TooLargeError, TooSlowError
 
 #: Bytes of one sample of each libvips band format.
 SAMPLE_BYTES = {
@@ -222,3 +223,39 @@ def out_of_memory(path: Path, detail: str, budget: int) -> TooLargeError:
         "workers, give them more memory, or lower --max-memory (PTIF_MAX_MEMORY) so that such "
         "images are refused from their header"
     )
+
+
+def too_slow(path: Path, seconds: float) -> TooSlowError:
+    return TooSlowError(
+        f"{path}: stopped after {seconds:g} s, the time limit of one conversion; if the image "
+        "is genuine, raise the limit with --max-seconds or PTIF_MAX_SECONDS"
+    )
+
+
+class Deadline:
+    """Kill a libvips pipeline if it is still running at a time (``time.perf_counter``).
+
+    libvips checks an image's kill flag after each piece of work it computes, in every thread,
+    and fails the whole evaluation once it is set. A timer thread sets it when the time is up:
+    nothing runs per tile, so the hot path pays nothing.
+    """
+
+    __slots__ = ("_image", "_timer", "expired")
+
+    def __init__(self, image: pyvips.Image, seconds: float) -> None:
+        self._image = image
+        self.expired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
+        self._timer.daemon = True
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._image.set_kill(True)
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        self._timer.join()  # no thread outlives the conversion

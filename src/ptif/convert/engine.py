@@ -20,7 +20,7 @@ from pathlib import Path
 import pyvips
 
 from ptif import __version__
-from ptif.convert.budgets import out_of_memory, ran_out_of_memory
+from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
 from ptif.convert.formats import Format, sniff
 from ptif.convert.limits import Limits
@@ -218,6 +218,11 @@ class _Job:
         self.started = started
         self.durable = durable
 
+    @property
+    def deadline(self) -> float:
+        """When the conversion must stop (``time.perf_counter``)."""
+        return self.started + self.limits.max_seconds
+
 
 def _limits(limits: Limits | None, max_pixels: int | None) -> Limits:
     if limits is None:
@@ -331,10 +336,17 @@ def _make_parent(dst: Path) -> None:
 
 
 def _save(job: _Job, image: pyvips.Image, temp: Path, options: dict[str, Any]) -> None:
-    try:
-        image.tiffsave(str(temp), **options)
-    except pyvips.Error as error:
-        raise _classify_save_error(job, temp, error) from error
+    """Write the pyramid; libvips is stopped when the conversion's time is up."""
+    remaining = job.deadline - time.perf_counter()
+    if remaining <= 0:
+        raise too_slow(job.src, job.limits.max_seconds)
+    with Deadline(image, remaining) as deadline:
+        try:
+            image.tiffsave(str(temp), **options)
+        except pyvips.Error as error:
+            if deadline.expired:
+                raise too_slow(job.src, job.limits.max_seconds) from error
+            raise _classify_save_error(job, temp, error) from error
 
 
 def _classify_save_error(job: _Job, temp: Path, error: pyvips.Error) -> PtifError:
