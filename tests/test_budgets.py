@@ -16,6 +16,15 @@ import pytest
 import pyvips
 from bombs import constant_tiff, flat_jpeg, forged_jpeg, interlaced_png, noisy_jpeg, patch_frame
 from conftest import read_pyramid
+from queue_helpers import (
+    add_images,
+    add_source,
+    failures,
+    folder_bench,
+    queue,
+    run_ptif,
+    verify_all,
+)
 
 from ptif.convert import budgets
 from ptif.convert.engine import convert
@@ -145,6 +154,26 @@ def test_the_same_bomb_converts_with_the_budget_it_needs(tmp_path: Path) -> None
     result = convert(src, tmp_path / "i.tif", limits=Limits(max_memory=512 * MiB))
 
     assert (result.width, result.height) == (6000, 6000)
+
+
+def test_worker_fails_bombs_alone_with_their_code(tmp_path: Path) -> None:
+    bench = folder_bench(tmp_path)
+    add_images(bench, {"good/a.jpg": (640, 480), "good/b.jpg": (300, 200)})
+    bombs = {"bombs/forged.jpg": BOMBS["tiny-progressive-jpeg"][0],
+             "bombs/deep.png": BOMBS["interlaced-png16"][0]}  # fmt: skip
+    for key, writer in bombs.items():
+        add_source(bench, key, writer(tmp_path / key.replace("/", "-")).read_bytes())
+        queue(bench, key)
+
+    done = run_ptif(bench, "process", "--workers", "2", env=bench.env(PTIF_MAX_MEMORY="256M"))
+
+    assert done.returncode == 1, done.stderr
+    verify_all(bench, {"good/a.jpg": (640, 480), "good/b.jpg": (300, 200)})
+    records = failures(bench)
+    assert sorted(records) == sorted(bombs)
+    for key, record in records.items():
+        assert (record["code"], record["attempts"]) == (TOO_LARGE, 1), record
+        assert key in record["message"]
 
 
 # honest images: not refused ------------------------------------------------------------------
