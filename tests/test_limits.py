@@ -72,6 +72,19 @@ def test_cgroup_files_follow_this_process_group(tmp_path: Path) -> None:
     assert tmp_path / "fs/memory/memory.limit_in_bytes" in files
 
 
+def test_cgroup_v1_memory_group_counts(tmp_path: Path) -> None:
+    membership = tmp_path / "cgroup"
+    membership.write_text("5:cpu,cpuacct:/jobs\n4:memory:/jobs/ptif\n0::/\n")
+    limit = tmp_path / "fs/memory/jobs/ptif/memory.limit_in_bytes"
+    limit.parent.mkdir(parents=True)
+    limit.write_text(f"{3 * 2**30}\n")
+
+    files = cgroup_limit_files(tmp_path / "fs", membership)
+
+    assert limit in files and tmp_path / "fs/memory/memory.limit_in_bytes" in files
+    assert available_memory(files) == 3 * 2**30
+
+
 @pytest.mark.parametrize(
     ("limits", "message"),
     [

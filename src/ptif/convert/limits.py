@@ -94,18 +94,29 @@ def check_limits(max_pixels: int | None, max_memory: int | None, max_seconds: fl
 
 
 def cgroup_limit_files(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> list[Path]:
-    """Files that may hold this process's memory limit: its cgroup v2 group's ``memory.max``
-    and every parent's up to ``root`` (a limit anywhere above applies too), and cgroup v1's."""
-    files = [root / "memory" / "memory.limit_in_bytes"]
+    """Files that may hold this process's memory limit: the limit file of its cgroup and of
+    every parent up to the root (a limit anywhere above applies too), cgroup v2's
+    ``memory.max`` and v1's ``memory/.../memory.limit_in_bytes`` alike."""
     try:
         lines = membership.read_text().splitlines()
     except OSError:
         lines = []
-    group = next((line[3:] for line in lines if line.startswith("0::")), "/")
+    groups = {"v2": "/", "v1": "/"}
+    for line in lines:
+        _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
+        if not controllers:
+            groups["v2"] = group
+        elif "memory" in controllers.split(","):
+            groups["v1"] = group
+    return [
+        *_up_to_root(root, groups["v2"], "memory.max"),
+        *_up_to_root(root / "memory", groups["v1"], "memory.limit_in_bytes"),
+    ]
+
+
+def _up_to_root(root: Path, group: str, name: str) -> list[Path]:
     parts = [part for part in group.split("/") if part and part != ".."]
-    for depth in range(len(parts), -1, -1):
-        files.append(root.joinpath(*parts[:depth], "memory.max"))
-    return files
+    return [root.joinpath(*parts[:depth], name) for depth in range(len(parts), -1, -1)]
 
 
 def available_memory(limit_files: Iterable[Path] | None = None) -> int:
