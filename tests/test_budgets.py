@@ -306,6 +306,8 @@ def test_conversion_stops_at_its_deadline(tmp_path: Path, slow_source: Path) -> 
     assert elapsed < 5
     assert "0.3 s" in str(caught.value) and "--max-seconds" in str(caught.value)
     assert no_output(dst)
+    small = flat_jpeg(tmp_path / "next.jpg", 600, 400)
+    assert convert(small, tmp_path / "next.tif").width == 600, "the next conversion is unharmed"
 
 
 def test_a_tiny_time_limit_fails_before_writing(tmp_path: Path, slow_source: Path) -> None:
