@@ -6,6 +6,7 @@ docs/security.md both use these).
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -96,9 +97,12 @@ def constant_tiff(
     rows_per_strip: int | None = None,
     tile: int | None = None,
     separate: bool = False,
+    orientation: int = 1,
+    noisy: bool = False,
 ) -> Path:
     """A one-colour 8-bit deflate TIFF whose strips (or tiles) all point at one compressed
-    piece: a few hundred kilobytes can declare gigapixels, in any layout."""
+    piece: a few hundred kilobytes can declare gigapixels, in any layout. ``noisy``: the piece
+    is noise instead, so the file is as big as one strip or tile (and no denser than a scan)."""
     planes = bands if separate else 1
     samples = 1 if separate else bands
     if tile:
@@ -108,8 +112,10 @@ def constant_tiff(
         rows = min(rows_per_strip or height, height)
         piece_pixels = width * rows
         count = -(-height // rows) * planes
-    blob = zlib.compress(bytes([200]) * (piece_pixels * samples), 9)
+    size = piece_pixels * samples
+    blob = zlib.compress(random.Random(1).randbytes(size) if noisy else bytes([200]) * size, 9)
     layout = {322: tile, 323: tile} if tile else {278: rows}
+    layout[274] = orientation
     return _write_tiff(path, width, height, bands, separate, layout, blob, count)
 
 
@@ -128,11 +134,11 @@ def _write_tiff(
     bits_at = counts_at + 4 * count
     ifd_at = bits_at + 2 * bands + 2 * (bands % 2)
     tiled = 322 in layout
-    entries = {
+    entries: dict[int, tuple[int, list[int]]] = {
         256: (4, [width]), 257: (4, [height]), 258: (3, [8] * bands), 259: (3, [8]),
         262: (3, [2 if bands >= 3 else 1]), 277: (3, [bands]), 284: (3, [2 if separate else 1]),
         324 if tiled else 273: (4, [8] * count), 325 if tiled else 279: (4, [len(blob)] * count),
-        **{tag: (4, [value]) for tag, value in layout.items()},
+        **{tag: (3 if tag == 274 else 4, [value or 0]) for tag, value in layout.items()},
     }  # fmt: skip
     remote = {258: bits_at, 273: offsets_at, 324: offsets_at, 279: counts_at, 325: counts_at}
     with open(path, "wb") as out:

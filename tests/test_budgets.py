@@ -148,6 +148,20 @@ def test_memory_message_names_estimate_limit_and_setting(tmp_path: Path) -> None
     assert "--max-memory" in message and "PTIF_MAX_MEMORY" in message
 
 
+@pytest.mark.parametrize(("rows", "reasons"), [(1000, 1), (100, 2)])  # lines, or strips
+def test_message_gives_each_reason(tmp_path: Path, rows: int, reasons: int) -> None:
+    src = constant_tiff(tmp_path / "r.tif", 10_000, 10_000, bands=3, rows_per_strip=rows,
+                        orientation=8, noisy=True)  # fmt: skip
+
+    with pytest.raises(TooLargeError) as caught:
+        convert(src, tmp_path / "out.tif", limits=Limits(max_memory=BUDGET))
+
+    message = str(caught.value)
+    assert "EXIF orientation 8 needs the whole decoded image, 286 MiB" in message
+    assert ("strip of 100 rows" in message) == (reasons == 2)
+    assert message.count("; ") == reasons - 1 + message.count("; if"), message
+
+
 def test_the_same_bomb_converts_with_the_budget_it_needs(tmp_path: Path) -> None:
     src = interlaced_png(tmp_path / "i.png", 6000, 6000)
 

@@ -93,7 +93,7 @@ def check_memory(path: Path, image: pyvips.Image, loader: str, page: int, budget
     costs = decode_costs(path, image, loader, page)
     total = sum(cost.bytes for cost in costs)
     if total > budget:
-        reasons = "; ".join(cost.reason for cost in costs if cost.bytes)
+        reasons = "; ".join(cost.reason for cost in costs if cost.reason)
         raise TooLargeError(
             f"{path}: decoding it would hold about {format_size(total)} in memory ({reasons}), "
             f"over the budget of {format_size(budget)} for one conversion; if the image is "
