@@ -18,14 +18,14 @@ from pathlib import Path
 import hostile
 import pytest
 import pyvips
-from queue_helpers import (
+from store_helpers import (
     Bench,
     add_images,
-    add_source,
     failures,
     folder_bench,
     keys,
     pending,
+    put_source,
     queue,
     verify_all,
     wait_for,
@@ -305,7 +305,7 @@ SMALL = {f"batch/{i}.jpg": (300, 200) for i in range(4)}
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_a_stopped_worker_leaves_no_ghostscript_behind(tmp_path: Path, how: str) -> None:
     bench = folder_bench(tmp_path)
-    add_source(bench, "endless.eps", hostile.ENDLESS_EPS)
+    put_source(bench.source, "endless.eps", hostile.ENDLESS_EPS)
     queue(bench, "endless.eps")
     worker = start_worker(bench, PTIF_STOP_GRACE_SECONDS="1")
     try:
@@ -326,7 +326,7 @@ def test_a_stopped_worker_leaves_no_ghostscript_behind(tmp_path: Path, how: str)
 def test_the_time_limit_fails_an_endless_eps_and_the_batch_converts(tmp_path: Path) -> None:
     bench = folder_bench(tmp_path)
     add_images(bench, SMALL)
-    add_source(bench, "endless.eps", hostile.ENDLESS_EPS)
+    put_source(bench.source, "endless.eps", hostile.ENDLESS_EPS)
     queue(bench, "endless.eps")
     worker = start_worker(bench, "--max-seconds", "3")
     _, stderr = worker.communicate(timeout=300)
@@ -365,7 +365,7 @@ def test_pdf_bombs_fail_alone_and_the_worker_stays_small(tmp_path: Path) -> None
     add_images(bench, SMALL)
     bombs = {"big-page.pdf": hostile.big_page_pdf(), "nested.pdf": hostile.nested_forms_pdf(9)}
     for key, data in bombs.items():
-        add_source(bench, key, data)
+        put_source(bench.source, key, data)
         queue(bench, key)
     peak = tmp_path / "peak"
     done = subprocess.run(
@@ -408,7 +408,7 @@ def test_a_snooping_eps_in_a_batch_changes_no_other_output(tmp_path: Path) -> No
         reads=["/etc/passwd"],
         wait_ms=3000,
     )
-    add_source(bench, "snoop.eps", eps)
+    put_source(bench.source, "snoop.eps", eps)
     queue(bench, "snoop.eps")
     sources = files_under(Path(bench.urls["source"]))
     worker = start_worker(bench, HOME=str(home))

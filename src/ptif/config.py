@@ -14,10 +14,9 @@ from typing import Any
 from ptif.convert.formats import ORIGINAL_EXTENSIONS
 from ptif.convert.limits import (
     DEFAULT_MAX_SECONDS,
-    MIN_MEMORY,
     Limits,
+    check_limits,
     default_max_memory,
-    format_size,
     parse_size,
 )
 from ptif.convert.profiles import (
@@ -100,15 +99,7 @@ class Settings:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
         if not 5 <= self.lease_seconds <= 86_400:  # also refuses NaN
             raise ConfigError(f"lease seconds must be 5 to 86400, not {self.lease_seconds}")
-        if self.max_pixels < 1:
-            raise ConfigError(f"max pixels must be at least 1, not {self.max_pixels}")
-        if self.max_memory is not None and self.max_memory < MIN_MEMORY:
-            raise ConfigError(
-                f"max memory must be at least {format_size(MIN_MEMORY)}, not "
-                f"{format_size(self.max_memory)}"
-            )
-        if not 1 <= self.max_seconds <= 86_400:  # also refuses NaN
-            raise ConfigError(f"max seconds must be 1 to 86400, not {self.max_seconds}")
+        check_limits(self.max_pixels, self.max_memory, self.max_seconds)
         if self.max_attempts < 1:
             raise ConfigError(f"max attempts must be at least 1, not {self.max_attempts}")
         if self.watch_settle < 0:
@@ -239,7 +230,8 @@ def _build(values: dict[str, Any]) -> Settings:
             try:
                 typed[name] = kind(typed[name])
             except (TypeError, ValueError):
-                raise ConfigError(f"{name} must be a number, not {typed[name]!r}") from None
+                kind_of = "a size like 2G or 512M" if kind is parse_size else "a number"
+                raise ConfigError(f"{name} must be {kind_of}, not {typed[name]!r}") from None
     if isinstance(typed.get("extensions"), list | tuple):
         typed["extensions"] = ",".join(typed["extensions"])
     settings = Settings(**typed)

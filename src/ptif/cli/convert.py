@@ -61,11 +61,12 @@ def _destination(src: Path, dst: str) -> Path:
 
 def _convert(args: argparse.Namespace) -> int:
     from ptif.convert.engine import convert, convert_pages
-    from ptif.convert.limits import Limits
+    from ptif.convert.limits import Limits, check_limits
 
     if not args.src.is_file():
         raise ConfigError(f"{args.src}: no such file")
     recipe = _recipe(args)
+    check_limits(args.max_pixels, args.max_memory, args.max_seconds)
     limits = Limits(args.max_pixels, args.max_memory, args.max_seconds)
     target = _destination(args.src, args.dst)
     if args.all_pages:

@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except PtifError as error:
         return report_error(error)
+    except MemoryError:  # one the conversion did not catch: a line, not a traceback
+        print("ptif: out of memory; run fewer workers or give ptif more memory", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("ptif: interrupted", file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyvips
 
 from ptif import __version__
+from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
 from ptif.convert.formats import Format, sniff
 from ptif.convert.limits import Limits
@@ -195,9 +196,32 @@ def convert(
     init_vips()
     check_writable(recipe)
     started = time.perf_counter()
-    fmt = sniff(src)
-    opened = open_page(OpenRequest(src, fmt, page, _limits(limits, max_pixels)))
-    return _write(src, dst, fmt, opened, recipe, page, started, durable)
+    limits = _limits(limits, max_pixels)
+    try:
+        fmt = sniff(src)
+        opened = open_page(OpenRequest(src, fmt, page, limits))
+        job = _Job(src, dst, limits, started, durable)
+        return _write(job, fmt, opened, recipe, page)
+    except MemoryError as error:
+        raise out_of_memory(src, str(error), limits.max_memory) from error
+
+
+class _Job:
+    """Where one conversion reads and writes, within what limits, since when."""
+
+    __slots__ = ("dst", "durable", "limits", "src", "started")
+
+    def __init__(self, src: Path, dst: Path, limits: Limits, started: float, durable: bool):
+        self.src = src
+        self.dst = dst
+        self.limits = limits
+        self.started = started
+        self.durable = durable
+
+    @property
+    def deadline(self) -> float:
+        """When the conversion must stop (``time.perf_counter``)."""
+        return self.started + self.limits.max_seconds
 
 
 def _limits(limits: Limits | None, max_pixels: int | None) -> Limits:
@@ -257,60 +281,49 @@ def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
     return image.thumbnail_image(box_w, height=box_h, size="down", no_rotate=True)
 
 
-def _write(
-    src: Path,
-    dst: Path,
-    fmt: Format,
-    opened: Opened,
-    recipe: Recipe,
-    page: int,
-    started: float,
-    durable: bool,
-) -> ConversionResult:
+def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff)
-    _write_verified(src, dst, image, options, levels, recipe.tile_size, durable)
+    _write_verified(job, image, options, levels, recipe.tile_size)
     for warning in warnings:
-        log.warning("%s: %s", src, warning)
+        log.warning("%s: %s", job.src, warning)
     return ConversionResult(
-        path=dst,
+        path=job.dst,
         width=image.width,
         height=image.height,
         levels=levels,
         tile_size=recipe.tile_size,
         bands=image.bands,
-        bytes=dst.stat().st_size,
+        bytes=job.dst.stat().st_size,
         bigtiff=bigtiff,
         recipe=recipe,
         source_format=fmt.name,
         decoder=opened.decoder,
         page=page,
         pages=opened.pages,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - job.started,
         warnings=tuple(warnings),
     )
 
 
 def _write_verified(
-    src: Path,
-    dst: Path,
+    job: _Job,
     image: pyvips.Image,
     options: dict[str, Any],
     levels: tuple[tuple[int, int], ...],
     tile_size: int,
-    durable: bool,
 ) -> None:
-    """Save to a hidden temporary file beside ``dst``, verify it, then rename it into place:
-    ``dst`` holds a complete, verified pyramid or nothing new."""
-    _make_parent(dst)
-    temp = dst.with_name(f".{dst.name}.{os.urandom(6).hex()}.ptif-partial")
+    """Save to a hidden temporary file beside the destination, verify it, then rename it into
+    place: the destination holds a complete, verified pyramid or nothing new."""
+    _make_parent(job.dst)
+    temp = job.dst.with_name(f".{job.dst.name}.{os.urandom(6).hex()}.ptif-partial")
     try:
-        _save(src, image, temp, options)
+        _save(job, image, temp, options)
         verify_pyramid(temp, levels, tile_size, image.bands)
-        _publish(temp, dst, durable)
+        _publish(temp, job.dst, job.durable)
     finally:
         temp.unlink(missing_ok=True)
 
@@ -322,18 +335,27 @@ def _make_parent(dst: Path) -> None:
         raise OutputWriteError(f"{dst}: cannot create its folder ({error.strerror})") from error
 
 
-def _save(src: Path, image: pyvips.Image, temp: Path, options: dict[str, Any]) -> None:
-    try:
-        image.tiffsave(str(temp), **options)
-    except pyvips.Error as error:
-        raise _classify_save_error(src, temp, error) from error
+def _save(job: _Job, image: pyvips.Image, temp: Path, options: dict[str, Any]) -> None:
+    """Write the pyramid; libvips is stopped when the conversion's time is up."""
+    remaining = job.deadline - time.perf_counter()
+    if remaining <= 0:
+        raise too_slow(job.src, job.limits.max_seconds)
+    with Deadline(image, remaining) as deadline:
+        try:
+            image.tiffsave(str(temp), **options)
+        except pyvips.Error as error:
+            if deadline.expired:
+                raise too_slow(job.src, job.limits.max_seconds) from error
+            raise _classify_save_error(job, temp, error) from error
 
 
-def _classify_save_error(src: Path, temp: Path, error: pyvips.Error) -> PtifError:
-    text = " ".join(str(error.detail or error.message).split())
+def _classify_save_error(job: _Job, temp: Path, error: pyvips.Error) -> PtifError:
+    src, text = job.src, " ".join(str(error.detail or error.message).split())
     if _DISK_FULL.search(text):
         return OutputWriteError(f"{temp.parent}: disk full while writing the pyramid of {src}",
                                 code=DISK_FULL)  # fmt: skip
+    if ran_out_of_memory(text):
+        return out_of_memory(src, text, job.limits.max_memory)
     if _IO_PROBLEM.search(text) or _WRITER.search(text):
         return OutputWriteError(f"{temp.parent}: cannot write the pyramid of {src} ({text[:200]})")
     return UndecodableError(

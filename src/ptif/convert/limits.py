@@ -21,6 +21,11 @@ import re
 from pathlib import Path
 
 from ptif.convert.profiles import DEFAULT_MAX_PIXELS
+from ptif.errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 #: Seconds one conversion may take, decoding included.
 DEFAULT_MAX_SECONDS = 600.0
@@ -29,13 +34,14 @@ DEFAULT_MAX_SECONDS = 600.0
 MEMORY_SHARE = 0.75
 #: No conversion is given less than this, whatever the arithmetic says.
 MIN_MEMORY = 256 * 2**20
+#: The longest time limit a setting may give (a day).
+MAX_SECONDS = 86_400.0
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-_CGROUP_LIMITS = (
-    Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
-    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
-)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Lines like ``0::/system.slice/ptif.service``: the cgroups this process belongs to.
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 class Limits:
@@ -75,19 +81,60 @@ def format_size(size: float) -> str:
     return f"{size:.0f} B"
 
 
-def available_memory() -> int:
-    """Bytes this process may use: its cgroup's limit if it has one, else the machine's RAM."""
+def check_limits(max_pixels: int | None, max_memory: int | None, max_seconds: float | None) -> None:
+    """Refuse limits a person set out of range (``None``: not set, the default applies)."""
+    if max_pixels is not None and max_pixels < 1:
+        raise ConfigError(f"max pixels must be at least 1, not {max_pixels}")
+    if max_memory is not None and not max_memory >= MIN_MEMORY:
+        raise ConfigError(
+            f"max memory must be at least {format_size(MIN_MEMORY)}, not {format_size(max_memory)}"
+        )
+    if max_seconds is not None and not 1 <= max_seconds <= MAX_SECONDS:  # also refuses NaN
+        raise ConfigError(f"max seconds must be 1 to {MAX_SECONDS:.0f}, not {max_seconds:g}")
+
+
+def cgroup_limit_files(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> list[Path]:
+    """Files that may hold this process's memory limit: the limit file of its cgroup and of
+    every parent up to the root (a limit anywhere above applies too), cgroup v2's
+    ``memory.max`` and v1's ``memory/.../memory.limit_in_bytes`` alike."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    groups = {"v2": "/", "v1": "/"}
+    for line in lines:
+        _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
+        if not controllers:
+            groups["v2"] = group
+        elif "memory" in controllers.split(","):
+            groups["v1"] = group
+    return [
+        *_up_to_root(root, groups["v2"], "memory.max"),
+        *_up_to_root(root / "memory", groups["v1"], "memory.limit_in_bytes"),
+    ]
+
+
+def _up_to_root(root: Path, group: str, name: str) -> list[Path]:
+    parts = [part for part in group.split("/") if part and part != ".."]
+    return [root.joinpath(*parts[:depth], name) for depth in range(len(parts), -1, -1)]
+
+
+def available_memory(limit_files: Iterable[Path] | None = None) -> int:
+    """Bytes this process may use: the lowest cgroup limit that applies to it, else the
+    machine's RAM. ``limit_files`` defaults to :func:`cgroup_limit_files`."""
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for path in _CGROUP_LIMITS:
+    limits = [physical]
+    for path in cgroup_limit_files() if limit_files is None else limit_files:
         try:
             text = path.read_text().strip()
         except OSError:
             continue
-        if text.isdigit():
-            return min(int(text), physical)
-    return physical
+        if text.isdigit():  # "max" (v2) means no limit
+            limits.append(int(text))
+    return min(limits)
 
 
-def default_max_memory(workers: int) -> int:
+def default_max_memory(workers: int, limit_files: Iterable[Path] | None = None) -> int:
     """The memory budget of each of ``workers`` parallel conversions."""
-    return max(MIN_MEMORY, int(available_memory() * MEMORY_SHARE / max(1, workers)))
+    share = available_memory(limit_files) * MEMORY_SHARE / max(1, workers)
+    return max(MIN_MEMORY, int(share))

@@ -20,6 +20,13 @@ import pyvips
 from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, UnsupportedFormatError
 
 __all__ = ["OpenRequest", "Opened", "open_page"]
+from ptif.convert.budgets import (
+    check_density,
+    check_memory,
+    needs_random_access,
+    out_of_memory,
+    ran_out_of_memory,
+)
 from ptif.convert.formats import Format, decoder_for
 from ptif.convert.limits import Limits
 from ptif.convert.rasterise import MODES, RENDER_DPI, Raster, Refused
@@ -29,9 +36,6 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 log = logging.getLogger(__name__)
-
-#: Orientations a streaming pipeline can apply; the others need random access.
-_STREAMABLE_ORIENTATIONS = (None, 1, 2)
 
 
 class Opened:
@@ -117,8 +121,11 @@ def _vips_load(request: OpenRequest, loader: str, access: str) -> pyvips.Image:
     try:
         return pyvips.Operation.call(loader, str(request.path), **options)
     except pyvips.Error as error:
+        reason = _vips_reason(error)
+        if ran_out_of_memory(reason):
+            raise out_of_memory(request.path, reason, request.max_memory) from error
         raise UndecodableError(
-            f"{request.path}: not a readable {request.fmt.title} file ({_vips_reason(error)})"
+            f"{request.path}: not a readable {request.fmt.title} file ({reason})"
         ) from error
 
 
@@ -133,7 +140,9 @@ def _open_vips(request: OpenRequest, loader: str) -> Opened:
     if request.page != 1:
         _check_page(request, pages)
     check_budget(request.path, image.width, image.height, request.max_pixels)
-    if _field(image, "orientation") not in _STREAMABLE_ORIENTATIONS:
+    check_density(request.path, image)
+    check_memory(request.path, image, loader, request.page, request.max_memory)
+    if needs_random_access(image):
         image = _vips_load(request, loader, "random")
     return Opened(image, pages, f"libvips {loader}")
 
