@@ -133,6 +133,13 @@ BAD_SETTINGS = _declare(
 VERIFY_FAILED = _declare("verify-failed", _RETRY, "the written pyramid did not reopen as expected")
 DISK_FULL = _declare("disk-full", _RETRY, "a local disk or a folder store is full")
 IO_ERROR = _declare("io-error", _RETRY, "a file could not be read or written (disk, permissions)")
+SOURCE_CHANGED = _declare(
+    "source-changed",
+    _RETRY,
+    "the downloaded source (or its pyramid) changed in the worker's work folder before it was "
+    "published, or did not match its eTag; nothing was published; if it recurs, look for "
+    "another process writing to the worker's temporary folder",
+)
 STORE_UNREACHABLE = _declare(
     "store-unreachable",
     _RETRY,

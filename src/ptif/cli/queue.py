@@ -90,6 +90,7 @@ def _add_follow_options(parser: argparse.ArgumentParser) -> None:
 def run_process(args: argparse.Namespace) -> int:
     from ptif.config import stop_grace_seconds
     from ptif.console import ItemProgress, configure_logging, wants_json
+    from ptif.queue.health import StoreLost
     from ptif.queue.worker import RunOptions, Worker
 
     json_lines = wants_json(args.json)
@@ -108,8 +109,14 @@ def run_process(args: argparse.Namespace) -> int:
     worker = Worker(settings, stores, on_item=progress)
     progress.run_id = worker.run_id
     _stop_on_signals(worker, grace)
-    with progress:
-        report = worker.run(options, on_pass=_emit_metrics)
+    try:
+        with progress:
+            report = worker.run(options, on_pass=_emit_metrics)
+    except StoreLost as lost:
+        # One line (main prints it) and exit 3; with --json, the report of what was done.
+        if args.json and lost.report is not None:
+            print(json.dumps(lost.report.to_dict(), ensure_ascii=False))
+        raise
     return _finish(report, args)
 
 

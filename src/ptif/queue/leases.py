@@ -9,22 +9,43 @@ minutes. Clocks of the workers are assumed to agree to within a few seconds (NTP
 a lease's length.
 
 The claim also counts the attempts at the marker it is for, and a transient failure leaves it
-behind, released, with the error: the marker is never rewritten, so it keeps its age.
+behind, released, with the error: the marker is never rewritten, so it keeps its age. An attempt
+is counted when its conversion starts (:meth:`Lease.count_attempt`), written before any decoder
+sees the file, so an image that kills its worker every time is still counted, and given back as
+soon as the conversion has ended well (:meth:`Lease.end_attempt`), before the upload: a store
+that fails then is not the image's doing. A conversion that fails for a reason that is not the
+image's (a full disk) is given back when the claim is released
+(:meth:`Lease.release_noting` with ``counted=False``). What cannot be given back: a conversion
+running when the process store itself went away, which no one can tell from a crash.
+
+Claims are ptif's own data, so one that is not what ptif writes (not JSON, a field of the
+wrong type, an expiry further ahead than any lease may run) is garbage: it counts as expired,
+and the next worker to claim its subject replaces it, with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from ptif.errors import LEASE_LOST, PtifError
+from ptif.errors import LEASE_LOST, STORE_UNREACHABLE, PtifError
 from ptif.queue.layout import claim_key
 from ptif.stores.base import ObjectMissing, PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
+
+#: The longest lease a worker may take (``PTIF_LEASE_SECONDS``'s upper bound in ptif.config),
+#: and how far apart the workers' clocks may be: a claim expiring later than that is garbage.
+MAX_LEASE_SECONDS = 86_400.0
+CLOCK_SLACK_SECONDS = 300.0
+#: What a garbage claim is held by, for the record.
+GARBAGE = "nobody (a claim ptif did not write)"
 
 
 class LeaseLost(PtifError):
@@ -77,6 +98,9 @@ class Lease:
     etag: str = ""
     expires: float = 0.0
     lost: bool = field(default=False)
+    #: Whether :attr:`tries` includes the attempt in hand (its conversion has started).
+    counting: bool = field(default=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -84,6 +108,7 @@ class Lease:
 
     @property
     def attempts(self) -> int:
+        """Attempts counted so far, the one in hand included once its conversion started."""
         return self.tries.attempts
 
     def _body(self) -> bytes:
@@ -96,26 +121,71 @@ class Lease:
 
     def renew(self) -> None:
         """Push the expiry forward; raises :class:`LeaseLost` if someone else holds it."""
+        with self._lock:
+            self._write(self._body())
+
+    def count_attempt(self) -> None:
+        """Count the attempt in hand, before its conversion starts (and renew the lease): an
+        image that kills the worker is counted even though nobody releases its claim."""
+        with self._lock:
+            if self.counting:
+                return
+            self.tries = replace(self.tries, attempts=self.tries.attempts + 1)
+            self.counting = True
+            self._write(self._body())
+
+    def end_attempt(self) -> None:
+        """The conversion ended well: what follows (checks done, the upload) cannot be the
+        image's doing, so give its count back now (and renew), while the store is there."""
+        with self._lock:
+            if not self.counting:
+                return
+            self.tries = replace(self.tries, attempts=self.tries.attempts - 1)
+            self.counting = False
+            self._write(self._body())
+
+    def _write(self, body: bytes) -> None:
         try:
-            self.etag = self.store.put_bytes(self.key, self._body(), if_match=self.etag)
+            self.etag = self.store.put_bytes(self.key, body, if_match=self.etag)
         except (PreconditionFailed, ObjectMissing) as error:
             self.lost = True
             raise LeaseLost(f"{self.subject}: the lease was taken over") from error
 
     def release(self) -> None:
         """Give the subject back, forgetting the attempts; fine if it was taken over."""
-        try:
-            self.store.delete(self.key, if_match=self.etag)
-        except (PreconditionFailed, ObjectMissing):
-            log.info("%s: lease already gone when released", self.subject)
+        with self._lock:
+            try:
+                self.store.delete(self.key, if_match=self.etag)
+            except (PreconditionFailed, ObjectMissing):
+                log.info("%s: lease already gone when released", self.subject)
 
-    def release_noting(self, code: str, message: str) -> None:
-        """Give the subject back at once, keeping the attempts and the error for the next try."""
-        self.tries = replace(self.tries, last_error=message, last_error_code=code)
-        try:
-            self.store.put_bytes(self.key, self._encode("", 0.0), if_match=self.etag)
-        except (PreconditionFailed, ObjectMissing):
-            log.info("%s: lease already gone when released", self.subject)
+    def release_noting(self, code: str, message: str, *, counted: bool = True) -> None:
+        """Give the subject back at once, keeping the attempts and the error for the next try.
+        ``counted``: the attempt in hand is the image's (counted even if its conversion had not
+        started: an unexpected failure may be the image's doing); else it is given back."""
+        attempts = self.tries.attempts - int(self.counting) + int(counted)
+        self.tries = replace(
+            self.tries, attempts=attempts, last_error=message, last_error_code=code
+        )
+        self._release_keeping()
+
+    def release_untried(self) -> None:
+        """Give the subject back as if the attempt in hand never began: earlier attempts and
+        their error stay, and a claim with nothing to remember is deleted."""
+        self.tries = replace(self.tries, attempts=self.tries.attempts - int(self.counting))
+        self.counting = False
+        if self.tries.attempts or self.tries.last_error:
+            self._release_keeping()
+        else:
+            self.release()
+
+    def _release_keeping(self) -> None:
+        self.counting = False
+        with self._lock:
+            try:
+                self.store.put_bytes(self.key, self._encode("", 0.0), if_match=self.etag)
+            except (PreconditionFailed, ObjectMissing):
+                log.info("%s: lease already gone when released", self.subject)
 
 
 @dataclass(frozen=True)
@@ -129,9 +199,10 @@ class Busy:
 def acquire(
     store: Store, subject: str, owner: str, seconds: float, *, marker: str = "", etag: str = ""
 ) -> Lease | Busy:
-    """Take the lease of ``subject``, taking over an expired or released one, and count one
-    more attempt at version ``etag`` of ``marker``; else say who holds it."""
-    lease = Lease(store, subject, owner, seconds, Tries(marker, etag, 1))
+    """Take the lease of ``subject``, taking over an expired, released or garbage one, with
+    the attempts counted so far at version ``etag`` of ``marker``; else say who holds it.
+    (The attempt in hand is counted when its conversion starts: :meth:`Lease.count_attempt`.)"""
+    lease = Lease(store, subject, owner, seconds, Tries(marker, etag, 0))
     try:
         lease.etag = store.put_bytes(lease.key, lease._body(), if_none_match=True)
         return lease
@@ -141,38 +212,94 @@ def acquire(
         data, info = store.get_bytes(lease.key)
     except ObjectMissing:
         return acquire(store, subject, owner, seconds, marker=marker, etag=etag)
-    holder, before = read_claim(data)
+    try:
+        holder, before = parse_claim(data)
+    except BadClaim as garbage:
+        log.warning("%s: replacing the claim %s: %s", subject, lease.key, garbage)
+        holder, before = Busy(GARBAGE, 0.0), Tries()
     if holder.expires > time.time():
         return holder
-    before = before.of(marker, etag)
-    lease.tries = replace(before, attempts=before.attempts + 1)
+    lease.tries = before.of(marker, etag)
     try:
         lease.etag = store.put_bytes(lease.key, lease._body(), if_match=info.etag)
     except (PreconditionFailed, ObjectMissing):
         return Busy("another worker", time.time() + seconds)
-    if holder.owner:
+    if holder.owner and holder.owner != GARBAGE:
         log.info("%s: took over the expired lease of %s", subject, holder.owner)
     return lease
 
 
+class BadClaim(ValueError):
+    """A claim that is not what ptif writes."""
+
+
 def read_claim(data: bytes) -> tuple[Busy, Tries]:
-    """Who holds a claim until when, and the attempts it records."""
+    """Who holds a claim until when, and the attempts it records; a garbage claim is held by
+    nobody and records none."""
+    try:
+        return parse_claim(data)
+    except BadClaim:
+        return Busy(GARBAGE, 0.0), Tries()
+
+
+#: A claim's text fields, each optional.
+_CLAIM_TEXT = ("subject", "markerKey", "markerETag", "lastError", "lastErrorCode")
+
+
+def parse_claim(data: bytes) -> tuple[Busy, Tries]:
+    """The claim's holder and tries; :class:`BadClaim` if any field is missing or of the wrong
+    type, or the expiry is further ahead than any lease may run."""
     try:
         body = json.loads(data)
-        holder = Busy(str(body["owner"]), float(body["expires"]))
-    except (ValueError, KeyError, TypeError):
-        return Busy("unknown (unreadable lease)", 0.0), Tries()
+    except (ValueError, RecursionError) as error:
+        raise BadClaim(f"not JSON ({type(error).__name__})") from None
+    if not isinstance(body, dict):
+        raise BadClaim(f"a JSON {type(body).__name__}, not an object")
+    owner, expires = body.get("owner"), _time(body.get("expires"))
+    if not isinstance(owner, str):
+        raise BadClaim(f"'owner' is {_shown(owner)}, not text")
+    if expires is None:
+        raise BadClaim(f"'expires' is {_shown(body.get('expires'))}, not a time")
+    if expires > time.time() + MAX_LEASE_SECONDS + CLOCK_SLACK_SECONDS:
+        raise BadClaim(f"'expires' is {expires}, further ahead than any lease may run")
+    attempts = body.get("attempts", 0)
+    if not _is_whole(attempts) or attempts < 0:
+        raise BadClaim(f"'attempts' is {_shown(attempts)}, not a whole number ≥ 0")
+    text = _text_fields(body)
+    tries = Tries(
+        text["markerKey"], text["markerETag"], attempts, text["lastError"], text["lastErrorCode"]
+    )
+    return Busy(owner, expires), tries
+
+
+def _text_fields(body: Mapping[str, Any]) -> dict[str, str]:
+    found = {}
+    for name in _CLAIM_TEXT:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise BadClaim(f"{name!r} is {_shown(value)}, not text")
+        found[name] = value or ""
+    return found
+
+
+def _time(value: object) -> float | None:
+    """Epoch seconds, if ``value`` is a finite number (not a boolean, not text)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
     try:
-        tries = Tries(
-            str(body.get("markerKey") or ""),
-            str(body.get("markerETag") or ""),
-            int(body.get("attempts") or 0),
-            str(body.get("lastError") or ""),
-            str(body.get("lastErrorCode") or ""),
-        )
-    except (ValueError, TypeError):
-        tries = Tries()
-    return holder, tries
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 class LeaseKeeper:
@@ -181,6 +308,7 @@ class LeaseKeeper:
     def __init__(self, seconds: float) -> None:
         self._interval = seconds / 3
         self._held: dict[str, Lease] = {}
+        self._failing: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ptif-leases", daemon=True)
@@ -217,4 +345,12 @@ class LeaseKeeper:
             log.warning("%s: lost the lease; another worker will finish it", lease.subject)
             self.drop(lease)
         except PtifError as error:
-            log.warning("%s: could not renew the lease yet (%s)", lease.subject, error)
+            # Once per lease, and not for a store that cannot be reached: the run stops on its
+            # own if that lasts, and says so in one line.
+            first = lease.subject not in self._failing
+            self._failing.add(lease.subject)
+            quiet = not first or error.code == STORE_UNREACHABLE
+            level = logging.DEBUG if quiet else logging.WARNING
+            log.log(level, "%s: could not renew the lease yet (%s)", lease.subject, error)
+        else:
+            self._failing.discard(lease.subject)

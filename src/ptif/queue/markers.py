@@ -8,13 +8,19 @@ worker trusts the marker's ``key`` field, not its name, so markers the original 
 
 Writes are idempotent and the newer event wins: a marker is replaced only by one whose S3
 ``sequencer`` (else ``eventTime``) is later.
+
+Reading one checks every field of the contract for its type (:data:`FIELD_TYPES`): anyone who
+can write to the queue can write any JSON there, and a field of the wrong type would otherwise
+raise at the same place on every run, for ever. Such a marker is a :class:`BadMarker`: the
+worker files it under ``failed/_unreadable/`` with the code ``bad-marker`` at its first read,
+and intake replaces it when an event for its key arrives.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +34,12 @@ log = logging.getLogger(__name__)
 
 ORIGINS = ("s3-event", "watch", "mark", "reconcile", "retry")
 WRITE_ATTEMPTS = 8
+#: A marker is a few hundred bytes; one bigger than this is not read, but filed as bad.
+MAX_MARKER_BYTES = 1 << 20
 
 
 class BadMarker(PtifError):
-    """A marker that is not JSON, or has no usable ``key``."""
+    """A marker that is not JSON, has no usable ``key``, or has a field of the wrong type."""
 
     code = BAD_MARKER
 
@@ -90,14 +98,71 @@ def new_marker(
     return Marker(fields)
 
 
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _time_text(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    if not value:  # no time: such a marker is older than any other
+        return True
+    try:
+        parse_time(value)
+    except ValueError:
+        return False
+    return True
+
+
+#: Each field of the contract a marker may hold, what it must be when present and not null,
+#: and how an error message names that.
+FIELD_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "path": (_text, "text"),
+    "eTag": (_text, "text"),
+    "bucket": (_text, "text"),
+    "size": (_count, "a whole number ≥ 0"),
+    "versionId": (_text, "text"),
+    "sequencer": (_text, "text"),
+    "eventTime": (_time_text, "an ISO 8601 time"),
+    "origin": (_text, "text"),
+    "attempts": (_count, "a whole number ≥ 0"),
+    "lastError": (_text, "text"),
+    "copyrightStatus": (_text, "text"),
+}
+
+
 def parse_marker(data: bytes, name: str) -> Marker:
+    """The marker in ``data`` (found at ``name``); :class:`BadMarker` if it is not a JSON
+    object with a ``key``, or any field of the contract has the wrong type."""
     try:
         fields = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadMarker(f"{name}: not a JSON marker ({error})") from error
+    except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, a huge number, nesting
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise BadMarker(f"{name}: not a JSON marker ({reason})") from None
     if not isinstance(fields, dict) or not isinstance(fields.get("key"), str) or not fields["key"]:
         raise BadMarker(f"{name}: the marker has no 'key' field naming the source image")
+    _check_key(fields["key"], name)
+    for field, (valid, expected) in FIELD_TYPES.items():
+        value = fields.get(field)
+        if value is not None and not valid(value):
+            raise BadMarker(f"{name}: the marker's {field!r} is {_shown(value)}, not {expected}")
     return Marker(fields)
+
+
+def _check_key(key: str, name: str) -> None:
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadMarker(f"{name}: the marker's 'key' is not valid Unicode text") from None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def sequencer_order(value: str | None, width: int) -> str:

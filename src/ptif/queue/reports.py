@@ -34,6 +34,7 @@ class Outcome(Enum):
     GONE = "gone"
     YOUNG = "too-young"
     OUT_OF_SCOPE = "out-of-scope"
+    NOT_STARTED = "not-started"  # the run stopped before taking it; left as it was
 
 
 #: Outcomes that mean some image is not done, for the exit code.

@@ -3,8 +3,8 @@
 Work starts while the listing still streams, so a backlog of a million markers never waits for
 a full listing. Items run on a thread pool twice the size of the conversion slots, so downloads
 and uploads of some images overlap the conversion of others and every core stays busy. Each run
-works in its own private folder (:mod:`~ptif.queue.workdir`) and reaches libvips only through
-:mod:`~ptif.queue.conversion`.
+works in its own private folder, each item in a private folder inside it
+(:mod:`~ptif.queue.workdir`), and reaches libvips only through :mod:`~ptif.queue.conversion`.
 
 The guarantees (DESIGN.md, "Worker guarantees"):
 
@@ -13,15 +13,21 @@ The guarantees (DESIGN.md, "Worker guarantees"):
 - each output key is held by one lease at a time, so two workers never convert the same image,
   and ``a/x.png`` and ``a/x.jpg`` cannot race for ``a/x.tif``: the second is an
   ``output-conflict``;
-- every marker's attempts are counted in its claim as it is taken, so an image that crashes the
-  worker every time still ends in ``failed/`` after ``max_attempts``; the marker itself is never
-  rewritten, so its age is the age of its event;
-- permanent failures move to ``failed/`` with a code and message; transient ones stay queued.
+- every marker's attempts are counted in its claim while its conversion runs, so an image that
+  crashes the worker every time still ends in ``failed/`` after ``max_attempts``; what is not
+  the image's doing (a store error, a full disk: :func:`counts_as_attempt`) is never counted;
+  the marker itself is never rewritten, so its age is the age of its event;
+- permanent failures move to ``failed/`` with a code and message; transient ones stay queued;
+  a marker that cannot be read, or has a field of the wrong type, goes to ``failed/`` at once;
+- each image is fetched into a private folder of its own, and what is published is made from
+  exactly the bytes fetched (:mod:`~ptif.queue.fetch`);
+- a store that goes away stops the run (:mod:`~ptif.queue.health`): nothing more is claimed,
+  what is held is released, and :meth:`Worker.run` raises
+  :class:`~ptif.queue.health.StoreLost` once the items in hand have ended.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -33,24 +39,43 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ptif.config import Settings
 from ptif.convert.profiles import Recipe
-from ptif.errors import INTERNAL, INTERRUPTED, TOO_MANY_ATTEMPTS, PtifError, SourceMissingError
+from ptif.errors import (
+    DISK_FULL,
+    INTERNAL,
+    INTERRUPTED,
+    LEASE_LOST,
+    MISSING,
+    PRECONDITION_FAILED,
+    STORE_UNREACHABLE,
+    TOO_MANY_ATTEMPTS,
+    PtifError,
+    SourceMissingError,
+)
 from ptif.queue.conversion import convert_labelled, tune_libvips
 from ptif.queue.failures import FailureRecord, write_failure, write_unreadable
+from ptif.queue.fetch import Fetched, Pin, check_pyramid, fetch
+from ptif.queue.health import StoreHealth, StoreLost
 from ptif.queue.layout import HASHED_FOLDER
 from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, Tries, acquire
-from ptif.queue.markers import BadMarker, Marker, parse_marker
+from ptif.queue.markers import MAX_MARKER_BYTES, BadMarker, Marker, parse_marker
 from ptif.queue.outputs import OutputState, check_owner, compare_output, output_key, output_metadata
 from ptif.queue.reports import ItemResult, Outcome, RunReport
-from ptif.queue.workdir import work_folder
+from ptif.queue.workdir import item_folder, work_folder
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
+
+if TYPE_CHECKING:
+    from ptif.convert.engine import ConversionResult
 
 log = logging.getLogger(__name__)
 
 #: How soon to look again at a marker another worker holds: most finish in seconds.
 BUSY_RECHECK_SECONDS = 2.0
+#: The names of an item's two files in its work folder.
+SOURCE_NAME, PYRAMID_NAME = "source", "pyramid.tif"
 
 
 class Stopping(PtifError):
@@ -91,7 +116,12 @@ class Worker:
         on_item: Callable[[ItemResult], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.stores = stores
+        self.health = StoreHealth(self._lose)
+        self.stores = Stores(
+            source=self.health.watch("source", stores.source),
+            process=self.health.watch("process", stores.process),
+            images=self.health.watch("images", stores.images),
+        )
         self.owner = owner or default_owner()
         self.run_id = os.urandom(4).hex()
         self.on_item = on_item
@@ -106,6 +136,10 @@ class Worker:
 
     def stop(self) -> None:
         """Finish what is in hand, start nothing new."""
+        self._stop.set()
+
+    def _lose(self, lost: StoreLost) -> None:
+        """A store went away: start nothing new; the run raises ``lost`` when it ends."""
         self._stop.set()
 
     @property
@@ -130,7 +164,9 @@ class Worker:
         """One pass over the queue, or with ``follow`` one pass per poll until stopped.
 
         Each pass that did anything gets its own report (saved, and given to ``on_pass``, so an
-        always-on worker still feeds metrics); the returned report adds them all up.
+        always-on worker still feeds metrics); the returned report adds them all up. If a store
+        went away, :class:`~ptif.queue.health.StoreLost` is raised once the items in hand have
+        ended, with that report as its ``report``.
         """
         options = options or RunOptions()
         self.stores.process.check_conditional_writes()
@@ -155,10 +191,18 @@ class Worker:
                 if not options.follow or self._stop.wait(options.poll_seconds):
                     break
         total.finish()
+        if self.health.lost is not None:
+            lost = self.health.lost.again()
+            lost.report = total
+            raise lost
         return total
 
     def save_report(self, report: RunReport) -> None:
-        """Keep the report in the process store; a report that cannot be saved is only logged."""
+        """Keep the report in the process store; a report that cannot be saved is only logged
+        (not even tried when the process store is known to be gone)."""
+        if self.health.is_lost("process"):
+            log.info("the run report %s is not saved: the process store is gone", report.name)
+            return
         try:
             self.stores.process.put_bytes(report.name, report.to_bytes())
         except PtifError as error:
@@ -166,7 +210,15 @@ class Worker:
 
     def _pass(self, pool: ThreadPoolExecutor, options: RunOptions, report: RunReport) -> None:
         busy: list[tuple[float, ObjectInfo]] = []
-        self._submit_all(pool, self._listing(options, report), options, report, busy)
+        try:
+            self._submit_all(pool, self._listing(options, report), options, report, busy)
+        except StoreLost:
+            return
+        except PtifError as error:
+            if error.code != STORE_UNREACHABLE:
+                raise
+            self.health.declare("process", self.stores.process, error)  # no queue, no run
+            return
         while busy and not self._stop.is_set():
             due_at = min(until for until, _ in busy)
             if self._stop.wait(max(0.0, due_at - time.time()) + 0.5):
@@ -222,7 +274,7 @@ class Worker:
         if item.outcome is Outcome.BUSY and item.busy_until is not None:
             busy.append((item.busy_until, info))
             return
-        if item.outcome is Outcome.OUT_OF_SCOPE:
+        if item.outcome in (Outcome.OUT_OF_SCOPE, Outcome.NOT_STARTED):
             return
         report.add(item)
         if self.on_item:
@@ -255,6 +307,9 @@ class Worker:
         started = time.monotonic()
         try:
             result = self._claim_and_work(info, options)
+        except PtifError as error:  # a store failing before the claim or as the outcome is filed
+            log.debug("%s: will retry (%s): %s", info.key, error.code, error)
+            result = ItemResult(info.key, Outcome.RETRY, code=error.code, message=str(error))
         except Exception as error:  # a bug, or a library failing in a way nobody foresaw
             log.exception("%s: unexpected failure; the marker stays for a later run", info.key)
             result = ItemResult(info.key, Outcome.RETRY, code=INTERNAL, message=repr(error))
@@ -262,10 +317,12 @@ class Worker:
         return result
 
     def _claim_and_work(self, info: ObjectInfo, options: RunOptions) -> ItemResult:
+        if self._stop.is_set():  # stopped after it was listed: leave it as it is
+            return ItemResult(info.key, Outcome.NOT_STARTED)
         age = (datetime.now(UTC) - info.modified).total_seconds()
         if age < options.min_age:
             return ItemResult(info.key, Outcome.YOUNG)
-        read = self._read(info.key)
+        read = self._read(info)
         if isinstance(read, ItemResult):
             return read
         marker, etag = read
@@ -286,13 +343,19 @@ class Worker:
         result = None
         try:
             result = self._claimed(info.key, marker, etag, got)
-            return result
+        except PtifError as error:  # a store failing as the outcome was being filed
+            result = ItemResult(info.key, Outcome.RETRY, marker.key, error.code, str(error))
         finally:
             self._keeper.drop(got)
             _release(got, result)
+        return result
 
-    def _read(self, key: str) -> tuple[Marker, str] | ItemResult:
+    def _read(self, listed: ObjectInfo) -> tuple[Marker, str] | ItemResult:
         """The marker and its eTag, or the outcome when it is gone or unreadable."""
+        key = listed.key
+        if listed.size > MAX_MARKER_BYTES:
+            error = BadMarker(f"{key}: {listed.size:,} bytes, too big to be a marker")
+            return self._fail_unreadable(key, listed.etag, b"", error)
         try:
             data, info = self.stores.process.get_bytes(key)
         except ObjectMissing:
@@ -311,7 +374,7 @@ class Worker:
             return ItemResult(key, Outcome.GONE)
         if now.etag != etag:  # replaced meanwhile: read it again soon
             return ItemResult(key, Outcome.BUSY, marker.key, busy_until=time.time())
-        tried = max(lease.attempts - 1, marker.attempts)  # markers of ptif 0.1 counted there
+        tried = max(lease.attempts, marker.attempts)  # markers of ptif 0.1 counted there
         if tried >= self.settings.max_attempts:
             reason = lease.tries.last_error or marker.fields.get("lastError")
             error = PtifError(
@@ -335,6 +398,7 @@ class Worker:
         target = output_key(source_key)
         source = self.stores.source.head(source_key)
         if source is None:
+            self.health.confirm("source", self.stores.source)  # not found, or not there at all?
             raise SourceMissingError(
                 f"{self.stores.source.url}: {source_key} is not there (deleted after it was "
                 "queued?); upload it again, or delete its failure record"
@@ -343,30 +407,44 @@ class Worker:
         check_owner(existing, source_key)
         if compare_output(existing, source_key, source.etag, {recipe.hash}) is OutputState.CURRENT:
             return ItemResult("", Outcome.SKIPPED, source_key)
-        digest = hashlib.sha256(source_key.encode("utf-8", "surrogatepass")).hexdigest()
-        local = self._work / digest
-        return self._transform(source_key, target, recipe, local, lease)
+        return self._transform(source_key, target, recipe, lease)
 
-    def _transform(
-        self, source_key: str, target: str, recipe: Recipe, local: Path, lease: Lease
-    ) -> ItemResult:
-        src, dst = local.with_suffix(".src"), local.with_suffix(".tif")
-        try:
-            fetched = self.stores.source.get_file(source_key, src)
-            with self._slots:
-                if self._stop.is_set():
-                    raise Stopping(f"{source_key}: the run stopped before converting it")
-                result = convert_labelled(src, dst, recipe, source_key, self.settings.limits())
+    def _transform(self, source_key: str, target: str, recipe: Recipe, lease: Lease) -> ItemResult:
+        """Fetch into the item's own folder, convert, and publish what was made from exactly
+        the bytes fetched."""
+        with item_folder(self._work) as folder:
+            fetched = fetch(self.stores.source, source_key, folder / SOURCE_NAME)
+            dst = folder / PYRAMID_NAME
+            made, result = self._convert_fetched(fetched, dst, recipe, lease)
             if lease.lost:
                 raise LeaseLost(f"{source_key}: the lease was lost while converting")
-            metadata = output_metadata(result.metadata(), source_key, fetched.etag)
+            fetched.check()
+            lease.end_attempt()  # what follows is the stores' doing, never the image's
+            metadata = output_metadata(result.metadata(), source_key, fetched.info.etag)
+            check_pyramid(source_key, dst, made)
             self.stores.images.put_file(target, dst, metadata)
-        finally:
-            src.unlink(missing_ok=True)
-            dst.unlink(missing_ok=True)
         return ItemResult(
-            "", Outcome.CONVERTED, source_key, bytes_in=fetched.size, bytes_out=result.bytes
+            "", Outcome.CONVERTED, source_key, bytes_in=fetched.info.size, bytes_out=result.bytes
         )
+
+    def _convert_fetched(
+        self, fetched: Fetched, dst: Path, recipe: Recipe, lease: Lease
+    ) -> tuple[Pin, ConversionResult]:
+        """Convert in one of the run's slots, the attempt counted as it starts. A permanent
+        failure is the image's only if its source is still the one fetched."""
+        with self._slots:
+            if self._stop.is_set():
+                raise Stopping(f"{fetched.key}: the run stopped before converting it")
+            lease.count_attempt()
+            try:
+                result = convert_labelled(
+                    fetched.path, dst, recipe, fetched.key, self.settings.limits()
+                )
+            except PtifError as error:
+                if error.permanent:
+                    fetched.check()
+                raise
+        return Pin.of(dst), result
 
     def _finish(self, key: str, etag: str, result: ItemResult) -> ItemResult:
         result.marker_key = key
@@ -410,12 +488,29 @@ class Worker:
             log.info("%s: replaced meanwhile; the newer marker stays queued", key)
 
 
+def counts_as_attempt(code: str | None) -> bool:
+    """Whether a transient failure with ``code`` counts as the image's attempt. A store that
+    fails, a full disk, a race lost to another writer or worker, a run that stopped: none is
+    the image's doing, so none pushes it towards ``too-many-attempts``."""
+    return code not in (
+        STORE_UNREACHABLE, DISK_FULL, MISSING, PRECONDITION_FAILED, LEASE_LOST, INTERRUPTED
+    )  # fmt: skip
+
+
 def _release(lease: Lease, result: ItemResult | None) -> None:
     """Let go of the claim. After a transient failure (or a bug) it stays behind, released,
-    with the attempts and the error, so the next try counts on from there."""
-    if result is None:
-        lease.release_noting(INTERNAL, "an unexpected failure; see the worker's log")
-    elif result.outcome is Outcome.RETRY and result.code != Stopping.code:
-        lease.release_noting(result.code or INTERNAL, result.message or "")
-    else:
-        lease.release()
+    with the attempts and the error, so the next try counts on from there; an attempt that
+    failed for a reason that is not the image's (:func:`counts_as_attempt`) is not counted.
+    A release the process store refuses is left to expire."""
+    try:
+        if result is None:
+            lease.release_noting(INTERNAL, "an unexpected failure; see the worker's log")
+        elif result.outcome is Outcome.RETRY and result.code == Stopping.code:
+            lease.release_untried()
+        elif result.outcome is Outcome.RETRY:
+            counted = counts_as_attempt(result.code)
+            lease.release_noting(result.code or INTERNAL, result.message or "", counted=counted)
+        else:
+            lease.release()
+    except PtifError as error:
+        log.debug("%s: not released (%s); it expires by itself", lease.subject, error)

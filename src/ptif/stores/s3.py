@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import functools
 import hashlib
 import io
@@ -41,7 +42,7 @@ import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 
-from ptif.errors import UNSUPPORTED, ConfigError, PtifError
+from ptif.errors import DISK_FULL, UNSUPPORTED, ConfigError, PtifError
 from ptif.stores.base import (
     ObjectInfo,
     ObjectMissing,
@@ -90,6 +91,9 @@ _STREAM_ERRORS = (
     OSError,
 )
 _ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?")
+#: Writing a download failed for want of space (a full disk or quota, a file size limit): the
+#: local disk's problem, not a broken stream to resume.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 Parts = list[dict[str, Any]]
 _SESSION_LOCK = threading.Lock()
@@ -352,6 +356,11 @@ class S3Store:
                 info = None
                 log.info("%s: %s changed while being read; reading it again", self, key)
             except _STREAM_ERRORS as error:
+                if isinstance(error, OSError) and error.errno in _NO_SPACE:
+                    raise PtifError(
+                        f"{self._where(key)}: no space left to download it ({error.strerror})",
+                        code=DISK_FULL,
+                    ) from error
                 if attempt == STREAM_ATTEMPTS:
                     raise StoreError(
                         f"{self._where(key)}: the download broke off {attempt} times ({error}); "
@@ -457,10 +466,9 @@ class S3Store:
         ) as error:
             raise ConfigError(f"{self.url}: no usable AWS credentials: {error}") from error
         except (
-            botocore.exceptions.EndpointConnectionError,
-            botocore.exceptions.ConnectionClosedError,
-            botocore.exceptions.ConnectTimeoutError,
-            botocore.exceptions.ReadTimeoutError,
+            # refused, reset, timed out, a TLS or proxy failure: every way the network fails
+            botocore.exceptions.ConnectionError,
+            botocore.exceptions.HTTPClientError,
         ) as error:
             raise StoreError(
                 f"could not reach {self.endpoint_url or 'AWS S3'} to {op} {self._where(key)} "

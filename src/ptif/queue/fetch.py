@@ -1,0 +1,171 @@
+"""What was fetched is what gets published: the source's fingerprint, taken as it arrives and
+checked again before its pyramid leaves the worker.
+
+The worker downloads a source into its item's private folder (:mod:`ptif.queue.workdir`) and
+hands that file to a decoder. Between the download and the upload something could rewrite the
+file: a decoder of the same image (a PostScript program can write files), or anything else
+running as root or as the worker's user. A pyramid made from rewritten bytes must never be
+published under the source's key, recorded as made from the source's eTag: ``reconcile`` would
+then call it current for ever.
+
+So :func:`fetch` reads the download once, right after the store wrote it, for its SHA-256, and
+pins the file (inode, size, modification and change times: a write changes the change time,
+and only the clock's owner can set it back). :meth:`Fetched.check` runs before a pyramid is
+published and before a conversion failure is filed as the image's fault: a file that is not
+the one pinned, or whose bytes hash otherwise, raises :class:`SourceChanged` (``source-changed``,
+retried: the next attempt downloads afresh, and counts, so a source that keeps being rewritten
+ends in ``failed/``). The pyramid is pinned the same way when the conversion returns and
+checked just before the upload.
+
+Where the store's eTag is the MD5 of the bytes (S3 and compatible servers, for an object
+uploaded in one part and not encrypted with KMS or a customer key: 32 hex digits), the
+download is also compared with it, so bytes damaged on the way are never converted. An eTag of
+that shape that is not an MD5 (SSE-KMS, SSE-C) is told apart by downloading once more: the same
+bytes twice that both differ from the eTag mean the eTag is no MD5; different bytes mean the
+download was damaged or changed, and the attempt fails as ``source-changed``. A folder store's
+eTag says nothing of the content, so its sources rely on the pin alone.
+
+The first hash is taken after the store has written the file, not while the bytes stream in
+(the stores' ``get_file`` gives none): a writer quick enough to change the file before that read
+goes unseen unless the eTag is an MD5. The item folders keep every other user out of that
+moment, and the decoder sandbox keeps decoders out of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ptif.errors import SOURCE_CHANGED, PtifError
+from ptif.queue.workdir import local_error
+from ptif.stores.base import ObjectInfo, Store
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+#: An eTag that may be the MD5 of the object's bytes (a multipart one ends in ``-<parts>``).
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+
+
+class SourceChanged(PtifError):
+    """The local copy of a source, or its pyramid, is not what was fetched or made."""
+
+    code = SOURCE_CHANGED
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One file as it was: which inode, how long, and when last modified and changed."""
+
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+    changed_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> Pin:
+        st = os.stat(path, follow_symlinks=False)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def pin(path: Path) -> Pin | None:
+    """The file's pin, or ``None`` when it is gone."""
+    try:
+        return Pin.of(path)
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A source downloaded to ``path``: its info from the store, its SHA-256 and its pin."""
+
+    key: str
+    path: Path
+    info: ObjectInfo
+    sha256: str
+    pinned: Pin
+
+    def check(self) -> None:
+        """Raise :class:`SourceChanged` unless the file is still the one fetched, byte for
+        byte."""
+        now = pin(self.path)
+        if now != self.pinned:
+            raise self._changed("was modified or replaced in the work folder")
+        if _digests(self.path, md5=False)[0] != self.sha256:
+            raise self._changed("holds other bytes than were downloaded")
+        if pin(self.path) != self.pinned:  # written while it was being hashed
+            raise self._changed("was modified while it was being checked")
+
+    def _changed(self, what: str) -> SourceChanged:
+        log.warning("%s: the downloaded source %s; nothing published", self.key, what)
+        return SourceChanged(
+            f"{self.key}: its downloaded copy {what} before its pyramid was published; nothing "
+            "was published and the next attempt downloads it again (if this recurs, look for "
+            "another process writing to the worker's temporary folder)"
+        )
+
+
+def fetch(store: Store, key: str, path: Path) -> Fetched:
+    """Download ``key`` to ``path``, checked against an MD5 eTag where there is one, and
+    fingerprinted for :meth:`Fetched.check`."""
+    info = _get(store, key, path)
+    sha256, md5 = _digests(path, md5=_is_md5(info.etag))
+    if md5 is None or md5 == info.etag:
+        return Fetched(key, path, info, sha256, Pin.of(path))
+    first = sha256
+    info = _get(store, key, path)
+    sha256, md5 = _digests(path, md5=_is_md5(info.etag))
+    if md5 is not None and md5 != info.etag and sha256 != first:
+        raise SourceChanged(
+            f"{key}: two downloads differed from each other and from the eTag {info.etag}; "
+            "nothing was converted and the next attempt downloads it again"
+        )
+    if md5 is not None and md5 != info.etag:
+        log.debug("%s: the eTag %s is not the MD5 of its bytes (SSE-KMS?)", key, info.etag)
+    else:
+        log.info("%s: a download did not match the eTag; the second one did", key)
+    return Fetched(key, path, info, sha256, Pin.of(path))
+
+
+def check_pyramid(key: str, path: Path, made: Pin) -> None:
+    """Raise :class:`SourceChanged` if the pyramid at ``path`` is not the file the conversion
+    made and verified (``made``)."""
+    if pin(path) != made:
+        log.warning("%s: the pyramid changed in the work folder before upload; not published", key)
+        raise SourceChanged(
+            f"{key}: its pyramid was modified or replaced in the work folder after it was "
+            "verified; nothing was published and the next attempt converts it again"
+        )
+
+
+def _get(store: Store, key: str, path: Path) -> ObjectInfo:
+    try:
+        return store.get_file(key, path)
+    except OSError as error:  # writing the download: the store's own failures are its errors
+        raise local_error(error, f"{key}: cannot write its download to {path.parent}") from error
+
+
+def _is_md5(etag: str) -> bool:
+    return bool(_MD5_ETAG.match(etag))
+
+
+def _digests(path: Path, *, md5: bool) -> tuple[str, str | None]:
+    """The file's SHA-256 and, if asked, its MD5, in one read."""
+    sha = hashlib.sha256()
+    mdh: Any = hashlib.md5(usedforsecurity=False) if md5 else None
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            while chunk := handle.read(CHUNK):
+                sha.update(chunk)
+                if mdh is not None:
+                    mdh.update(chunk)
+    except OSError as error:
+        raise local_error(error, f"{path}: cannot read the download") from error
+    return sha.hexdigest(), (mdh.hexdigest() if mdh is not None else None)
