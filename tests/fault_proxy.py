@@ -9,9 +9,12 @@ requests in a fixed order sees the same faults every run.
 
 Faults: a ``503 SlowDown`` with S3's XML error body; a connection reset without an answer (the
 request never reached the server); a reset after the server did the work (the answer is lost);
-a hang-up halfway through the response body; and a stall that outlasts a short client read
-timeout, then a reset. Stalls are bounded and end when the proxy stops; the proxy serves a
-bounded number of requests, never listens beyond 127.0.0.1, and only forwards to loopback.
+a hang-up halfway through the response body; a stall that outlasts a short client read
+timeout, then a reset; a body with one byte changed (at a seeded random place) and its length
+kept, as a bad link or a bad disk delivers it; and an answer whose ``ETag`` is some other 32 hex
+digits, as S3 gives for an object encrypted with SSE-KMS (an eTag that is not its MD5).
+Stalls are bounded and end when the proxy stops; the proxy serves a bounded number of
+requests, never listens beyond 127.0.0.1, and only forwards to loopback.
 
 :class:`HeadersOnlyProxy` is a blunter one: it passes a PUT's headers on, then drops both
 connections, as a client killed between the headers and the body would.
@@ -47,6 +50,8 @@ HOP_BY_HOP = {
 }
 MAX_REQUESTS = 50_000
 MAX_STALL = 30.0
+#: The eTag of :attr:`Fault.OTHER_ETAG`: the shape of an MD5, the MD5 of nothing served here.
+OTHER_ETAG = '"0123456789abcdef0123456789abcdef"'
 CHUNK = 1 << 20
 SLOWDOWN_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -61,6 +66,8 @@ class Fault(enum.Enum):
     LOST_ANSWER = "reset-after-upstream"
     RESET_MID_BODY = "reset-mid-body"
     STALL = "stall"
+    CORRUPT_BODY = "corrupt-body"
+    OTHER_ETAG = "other-etag"
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,11 @@ class FaultProxy:
             self.events.append(Event(request.method, target, rule.fault if rule else None))
             return rule
 
+    def position(self, length: int) -> int:
+        """Where :attr:`Fault.CORRUPT_BODY` changes a body of ``length`` bytes."""
+        with self._lock:
+            return self._rng.randrange(length)
+
     def stall(self, seconds: float) -> None:
         self._stopping.wait(min(seconds, MAX_STALL))
 
@@ -269,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
             response.read()
             self._cut()
             return
-        self._relay(response, cut_halfway=fault is Fault.RESET_MID_BODY)
+        self._relay(response, fault)
 
     def _send_upstream(self, body: bytes) -> http.client.HTTPResponse:
         """A fresh upstream connection per request: reusing one that the server has meanwhile
@@ -283,16 +295,22 @@ class _Handler(BaseHTTPRequestHandler):
         conn.endheaders(body or None)
         return conn.getresponse()
 
-    def _relay(self, response: http.client.HTTPResponse, *, cut_halfway: bool) -> None:
+    def _relay(self, response: http.client.HTTPResponse, fault: Fault | None) -> None:
         body = b"" if self.command == "HEAD" else response.read()
+        if fault is Fault.CORRUPT_BODY and body:
+            changed = bytearray(body)
+            changed[self.server.proxy.position(len(body))] ^= 0xFF
+            body = bytes(changed)
         self.send_response_only(response.status, response.reason)
         for name, value in response.getheaders():
+            if name.lower() == "etag" and fault is Fault.OTHER_ETAG:
+                value = OTHER_ETAG
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
                 self.send_header(name, value)
         length = response.getheader("Content-Length") if self.command == "HEAD" else len(body)
         self.send_header("Content-Length", str(length or 0))
         self.end_headers()
-        if cut_halfway:
+        if fault is Fault.RESET_MID_BODY:
             self.wfile.write(body[: len(body) // 2])
             self._hang_up()
             return

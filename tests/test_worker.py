@@ -325,8 +325,8 @@ def test_transient_failure_keeps_the_marker(bench: Bench) -> None:
     assert report.counts["retry-later"] == 1 and report.retry_later[0]["key"] == "t/x.jpg"
     marker = read_json(bench.process, marker_key("t/x.jpg", QUEUE))
     assert "attempts" not in marker and "lastError" not in marker
-    claim = claim_of(bench, "t/x.jpg")
-    assert claim["attempts"] == 1 and claim["lastErrorCode"] == "store-unreachable"
+    claim = claim_of(bench, "t/x.jpg")  # a store error is not the image's attempt
+    assert claim["attempts"] == 0 and claim["lastErrorCode"] == "store-unreachable"
     assert claim["expires"] == 0 and claim["markerKey"] == marker_key("t/x.jpg", QUEUE)
     assert keys(bench.images) == [] and keys(bench.process, "failed/") == []
     assert bench.run().converted == ["t/x.jpg"]
@@ -349,29 +349,47 @@ def test_a_store_error_after_the_claim_is_a_transient_failure(bench: Bench) -> N
     assert report.counts["retry-later"] == 1
     assert report.retry_later[0]["code"] == "store-unreachable"
     claim = claim_of(bench, "t/x.jpg")
-    assert claim["attempts"] == 1 and claim["lastErrorCode"] == "store-unreachable"
+    assert claim["attempts"] == 0 and claim["lastErrorCode"] == "store-unreachable"
     assert bench.run().converted == ["t/x.jpg"]
 
 
-def test_transient_failures_add_up_to_too_many_attempts(bench: Bench) -> None:
+class BuggySource(Wrapped):
+    """Every download fails the way a library bug does: an exception nobody foresaw."""
+
+    def get_file(self, key: str, path: Path) -> ObjectInfo:
+        raise RuntimeError(f"{key}: a bug (test)")
+
+
+def test_unexpected_failures_add_up_to_too_many_attempts(bench: Bench) -> None:
     add_images(bench, {"t/x.jpg": SMALL})
-    flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
+    buggy = Stores(BuggySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
     for attempt in (1, 2):
-        assert bench.worker(flaky, max_attempts=2).run().counts["retry-later"] == 1
+        assert bench.worker(buggy, max_attempts=2).run().counts["retry-later"] == 1
         assert claim_of(bench, "t/x.jpg")["attempts"] == attempt
-    report = bench.worker(flaky, max_attempts=2).run()
+    report = bench.worker(buggy, max_attempts=2).run()
     assert report.counts["failed"] == 1 and keys(bench.images) == []
     record = read_json(bench.process, failed_key("t/x.jpg"))
     assert record["code"] == "too-many-attempts" and record["attempts"] == 2
     assert "gave up after 2 attempts" in record["message"]
-    assert record["lastErrorCode"] == "store-unreachable"
+    assert record["lastErrorCode"] == "internal"
     assert pending(bench) == [] and keys(bench.process, CLAIMS_PREFIX) == []
+
+
+def test_store_errors_never_add_up_to_too_many_attempts(bench: Bench) -> None:
+    add_images(bench, {"t/x.jpg": SMALL})
+    flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
+    for _ in range(3):
+        assert bench.worker(flaky, max_attempts=2).run().counts["retry-later"] == 1
+        claim = claim_of(bench, "t/x.jpg")
+        assert claim["attempts"] == 0 and claim["lastErrorCode"] == "store-unreachable"
+    assert keys(bench.process, "failed/") == []
+    assert bench.run(max_attempts=2).converted == ["t/x.jpg"]
 
 
 def test_a_newer_event_starts_the_count_again(bench: Bench) -> None:
     add_images(bench, {"t/x.jpg": SMALL})
-    flaky = Stores(FlakySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
-    bench.worker(flaky, max_attempts=1).run()
+    buggy = Stores(BuggySource(bench.source), bench.process, bench.images)  # type: ignore[arg-type]
+    bench.worker(buggy, max_attempts=1).run()
     assert claim_of(bench, "t/x.jpg")["attempts"] == 1
     put_source(bench.source, "t/x.jpg", jpeg(*SMALL, seed=7))  # uploaded again: a newer event
     later = datetime.now(UTC) + timedelta(seconds=5)
