@@ -18,22 +18,21 @@ import time
 from typing import Any
 
 import pytest
-from queue_helpers import (
+from corpus import jpeg
+from store_helpers import (
     QUEUE,
     Bench,
     Size,
     add_images,
-    add_source,
     claim_of,
-    jpeg,
     keys,
     pending,
+    put_source,
     queue,
     read_json,
     run_ptif,
     verify_output,
 )
-from queue_helpers import bench as bench
 
 from ptif.queue.layout import claim_key
 from ptif.queue.markers import MAX_MARKER_BYTES
@@ -181,7 +180,7 @@ def test_claims_with_fields_of_the_wrong_type_are_replaced(
 ) -> None:
     sources = {f"claimed/{name}.jpg": name for name in GARBAGE_CLAIMS}
     for seed, (key, name) in enumerate(sources.items()):
-        add_source(bench, key, jpeg(*SMALL, seed=seed))
+        put_source(bench.source, key, jpeg(*SMALL, seed=seed))
         queue(bench, key)
         bench.process.put_bytes(claim_key(output_key(key)), GARBAGE_CLAIMS[name])
     caplog.set_level(logging.WARNING, logger="ptif.queue.leases")
@@ -197,7 +196,7 @@ def test_claims_with_fields_of_the_wrong_type_are_replaced(
 def test_a_garbage_claim_does_not_reset_a_real_count(bench: Bench) -> None:
     """The count lives in ptif's own claims; a garbage one is replaced by a good one, which
     then counts as usual."""
-    add_source(bench, "g/x.jpg", jpeg(*SMALL))
+    put_source(bench.source, "g/x.jpg", jpeg(*SMALL))
     queue(bench, "g/x.jpg", attempts=2)  # counted by ptif 0.1 in the marker
     bench.process.put_bytes(claim_key("g/x.tif"), b'{"owner": "w", "expires": "soon"}')
     report = bench.run(max_attempts=2)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fault_proxy import Fault, FaultProxy, Request, Rule
-from queue_helpers import (
+from s3_server import S3Server
+from store_helpers import (
     QUEUE,
     Bench,
     Size,
@@ -25,7 +26,6 @@ from queue_helpers import (
     s3_bench,
     verify_output,
 )
-from s3_server import S3Server
 
 from ptif.queue.layout import marker_key
 from ptif.queue.outputs import output_key

@@ -25,20 +25,19 @@ from pathlib import Path
 
 import pytest
 import pyvips
-from queue_helpers import (
+from corpus import jpeg
+from store_helpers import (
     QUEUE,
     Bench,
     Size,
-    add_source,
     claim_of,
-    jpeg,
     keys,
     pending,
+    put_source,
     queue,
     verify_output,
     wait_for,
 )
-from queue_helpers import bench as bench
 
 from ptif.queue.layout import marker_key
 from ptif.queue.outputs import output_key
@@ -117,7 +116,7 @@ def mode(path: Path) -> int:
 
 def test_each_item_works_in_a_private_folder_of_its_own(bench: Bench, scratch: Path) -> None:
     for seed, key in enumerate(("p/a.jpg", "p/b.jpg")):
-        add_source(bench, key, jpeg(*HEAVY, seed=seed))
+        put_source(bench.source, key, jpeg(*HEAVY, seed=seed))
         queue(bench, key)
     seen: dict[Path, set[str]] = {}
 
@@ -296,7 +295,7 @@ def test_a_source_rewritten_while_converting_is_not_published(
     if bench.kind == "s3" and attack == "replaced":
         pytest.skip("the local copy is what is attacked; one store kind shows it for this one")
     key = "victim/scan.jpg"
-    add_source(bench, key, jpeg(*BIG, seed=5))
+    put_source(bench.source, key, jpeg(*BIG, seed=5))
     queue(bench, key)
     caplog.set_level(logging.WARNING, logger="ptif.queue.fetch")
     with Background(bench, workers=1) as run:

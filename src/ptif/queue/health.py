@@ -23,6 +23,7 @@ store is ``disk-full``, retried later, never a lost store.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -31,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ptif.errors import PtifError
 from ptif.queue.workdir import NO_SPACE, local_error
 from ptif.stores.base import CHECK_PREFIX, ObjectInfo, ObjectMissing, Store, StoreError
-from ptif.stores.folder import TMP_DIR
 
 if TYPE_CHECKING:
     from ptif.queue.reports import RunReport
@@ -157,9 +157,13 @@ def reachable(store: Store) -> str | None:
         return _cause(error)
     except PtifError:
         pass  # it answered, with a refusal
-    root = getattr(store, "root", None)  # a folder store: is it still the folder it was?
-    if isinstance(root, Path) and not (root / TMP_DIR).is_dir():
-        return f"{root} no longer holds the store (unmounted or removed?)"
+    root = getattr(store, "root", None)  # a folder store answers "not there" of anything
+    if isinstance(root, Path):
+        try:
+            with os.scandir(root):
+                pass
+        except OSError as error:
+            return f"{root}: {error.strerror or error} (unmounted or removed?)"
     return None
 
 
