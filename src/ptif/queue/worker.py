@@ -237,15 +237,17 @@ class Worker:
     ) -> None:
         width = self.settings.workers * 4
         window = threading.BoundedSemaphore(width)
-        for info in markers:
-            if self._stop.is_set():
-                break
-            window.acquire()
-            pool.submit(self._item_accounted, info, options, report, busy, window)
-        for _ in range(width):  # every permit back: every item of this batch is accounted for
-            window.acquire()
-        for _ in range(width):
-            window.release()
+        try:
+            for info in markers:
+                if self._stop.is_set():
+                    break
+                window.acquire()
+                pool.submit(self._item_accounted, info, options, report, busy, window)
+        finally:  # a listing that fails too: the items in hand end before the report does
+            for _ in range(width):  # every permit back: every item of this batch is accounted for
+                window.acquire()
+            for _ in range(width):
+                window.release()
 
     def _item_accounted(
         self,
