@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from corpus import Corpus, Sample, require_gs
 from pyramids import probe_ok, probe_value, read_pixels
 from store_helpers import PTIF, Bench, failures, fetch, folder_bench, put_source, verify_output
 
+from ptif.convert import sandbox
 from ptif.errors import DISK_FULL, NOT_A_FILE, PIXEL_BUDGET, TOO_LARGE, TOO_SLOW, PtifError
 from ptif.queue.outputs import output_key
 from ptif.stores import FolderStore
@@ -295,6 +297,25 @@ def test_a_download_that_fills_the_local_disk_is_disk_full(tmp_path: Path) -> No
     assert failed.value.code == DISK_FULL and not failed.value.permanent
     assert "huge.jpg" in str(failed.value)
     assert not local.exists()
+
+
+def test_a_decoders_last_words_reach_the_operator_without_control_characters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ghostscript's standard error is the PostScript program's to write: an EPS that prints an
+    escape sequence (here one that retitles the terminal) and fails must not put it in the
+    failure record, the log, or the terminal of whoever runs ``ptif convert``."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "source").write_bytes(b"")
+    budget = sandbox.Budget(str(tmp_path / "source"), "EPS", "Ghostscript", 512 * MIB, 30)
+    script = r"printf 'Error: all is well\033]0;owned\007, run this\n' >&2; exit 1"
+
+    with pytest.raises(PtifError) as failed:
+        sandbox.run(["sh", "-c", script], tmp_path / "source", budget, lambda out: None)
+
+    message = str(failed.value)
+    assert "Error: all is well\\x1b]0;owned\\x07, run this" in message
+    assert message.isprintable()
 
 
 @pytest.mark.xfail(
