@@ -34,6 +34,17 @@ def forged_jpeg(path: Path, width: int, height: int, *, progressive: bool) -> Pa
     return path
 
 
+def dense_forged_jpeg(path: Path, width: int, height: int, *, real: int = 1000) -> Path:
+    """A real ``real`` x ``real`` progressive JPEG of noise (4:4:4, some 1 MB, so no density
+    rule stops it) whose frame claims width x height: at 20000x20000 libjpeg would allocate
+    2.4 GB of coefficients."""
+    noise = pyvips.Image.gaussnoise(real, real, mean=128, sigma=40).cast("uchar")
+    image = noise.bandjoin([noise, noise]).copy(interpretation="srgb")
+    data = image.jpegsave_buffer(interlace=True, subsample_mode="off", Q=95, keep="none")
+    path.write_bytes(patch_frame(data, width, height))
+    return path
+
+
 def flat_jpeg(
     path: Path, width: int, height: int, *, progressive: bool = False, orientation: int = 1
 ) -> Path:
@@ -156,4 +167,54 @@ def _write_tiff(
                 value = struct.pack("<I", remote[tag])
             out.write(struct.pack("<HHI", tag, kind, len(values)) + value)
         out.write(b"\0\0\0\0")
+    return path
+
+
+# progressive JPEG scans ------------------------------------------------------------------------
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _eob_runs(blocks: int) -> bytes:
+    """Entropy-coded data that skips ``blocks`` blocks in end-of-band runs of up to 32,767,
+    with the AC table of :func:`scan_bomb_jpeg` (EOBr coded as the 4 bits of r)."""
+    bits: list[int] = []
+    while blocks:
+        run = min(blocks, 32767)
+        r = run.bit_length() - 1
+        bits += [(r >> i) & 1 for i in range(3, -1, -1)]
+        bits += [((run - (1 << r)) >> i) & 1 for i in range(r - 1, -1, -1)]
+        blocks -= run
+    bits += [1] * (-len(bits) % 8)  # pad with ones
+    out = bytearray()
+    for i in range(0, len(bits), 8):
+        out.append(int("".join(map(str, bits[i : i + 8])), 2))
+        if out[-1] == 0xFF:
+            out.append(0)  # byte stuffing
+    return bytes(out)
+
+
+def scan_bomb_jpeg(path: Path, side: int) -> Path:
+    """A grey ``side`` x ``side`` progressive JPEG (one 8-bit component, all AC coefficients
+    zero) with the most scans a valid progression allows: for each of the 63 AC coefficients
+    alone, a first scan at bit 13 and 13 refinements, 882 scans that each walk every 8x8 block
+    again, in a few hundred bytes each. Its coefficients fit the memory estimate, its bytes the
+    density rule; libjpeg decodes all its scans in one call that libvips cannot interrupt."""
+    blocks = (side // 8) ** 2
+    huffman_dc = b"\x00" + bytes([1] + [0] * 15) + b"\x00"  # one code '0': DC difference 0
+    huffman_ac = b"\x10" + bytes([0, 0, 0, 15] + [0] * 12) + bytes(r << 4 for r in range(15))
+    out = bytearray(b"\xff\xd8")
+    out += _segment(0xDB, b"\x00" + b"\x01" * 64)
+    out += _segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    out += _segment(0xC4, huffman_dc) + _segment(0xC4, huffman_ac)
+    out += _segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + bytes(-(-blocks // 8))
+    runs = _eob_runs(blocks)
+    for k in range(1, 64):
+        high = 0
+        for low in range(13, -1, -1):
+            out += _segment(0xDA, bytes([1, 1, 0x00, k, k, high << 4 | low])) + runs
+            high = low
+    path.write_bytes(bytes(out + b"\xff\xd9"))
     return path

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 import pyvips
-from bombs import constant_tiff, flat_jpeg, forged_jpeg, interlaced_png, noisy_jpeg, patch_frame
+from bombs import (
+    constant_tiff,
+    dense_forged_jpeg,
+    flat_jpeg,
+    forged_jpeg,
+    interlaced_png,
+    noisy_jpeg,
+    patch_frame,
+)
 from pyramids import read_pyramid
 from store_helpers import (
     add_images,
@@ -74,16 +82,6 @@ def no_output(dst: Path) -> bool:
 # bombs: refused from the header, in small memory ------------------------------------------------
 
 
-def progressive_forged_dense(path: Path) -> Path:
-    """A real 1000x1000 progressive JPEG of noise (some 1 MB, so no density rule stops it)
-    whose frame claims 20000x20000: libjpeg would allocate 2.4 GB of coefficients."""
-    noise = pyvips.Image.gaussnoise(1000, 1000, mean=128, sigma=40).cast("uchar")
-    image = noise.bandjoin([noise, noise]).copy(interpretation="srgb")
-    data = image.jpegsave_buffer(interlace=True, subsample_mode="off", Q=95, keep="none")
-    path.write_bytes(patch_frame(data, 20_000, 20_000))
-    return path
-
-
 BOMBS = {
     # name: (writer, what the message must say)
     "tiny-progressive-jpeg": (
@@ -91,7 +89,10 @@ BOMBS = {
         "pixels a byte",
     ),
     "tiny-baseline-jpeg": (lambda p: forged_jpeg(p, 20_000, 20_000, progressive=False), "forged"),
-    "dense-progressive-jpeg": (progressive_forged_dense, "DCT coefficients"),
+    "dense-progressive-jpeg": (
+        lambda p: dense_forged_jpeg(p, 20_000, 20_000),
+        "DCT coefficients",
+    ),
     "interlaced-png16": (lambda p: interlaced_png(p, 6000, 6000), "interlaced PNG"),
     "tiff-tiny-strips": (
         lambda p: constant_tiff(p, 60_000, 50_000, rows_per_strip=1),

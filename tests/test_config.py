@@ -162,12 +162,24 @@ def test_bad_environment_values(environ: dict[str, str], message: str) -> None:
         ("[ptif]\nrecipe = {dpi = true}\n", "dpi must be a number, not True"),
         ("[ptif]\nrecipe = {max_width = 2.5}\n", "max-width must be a whole number, not 2.5"),
         ('[ptif]\nrecipe = "marble"\n', "'recipe' must be a table"),
+        # int(true) and int(1.9) are 1: a pixel budget of 1 failed every image for ever.
+        ("[ptif]\nmax_pixels = true\n", "max_pixels must be a number, not True"),
+        ("[ptif]\nmax_pixels = 1.9\n", "max_pixels must be a number, not 1.9"),
+        ("[ptif]\nmax_seconds = true\n", "max_seconds must be a number, not True"),
+        ("[ptif]\nworkers = true\n", "workers must be a number, not True"),
+        ("[ptif]\nmax_memory = true\n", "max_memory must be a size like 2G or 512M, not True"),
     ],
 )
 def test_bad_files(elsewhere: Path, text: str, message: str) -> None:
     write_toml(elsewhere, text)
     with pytest.raises(ConfigError, match=message):
         load_settings(environ={})
+
+
+def test_whole_floats_are_whole_numbers(elsewhere: Path) -> None:
+    write_toml(elsewhere, "[ptif]\nmax_pixels = 1e9\nworkers = 3.0\nmax_seconds = 20\n")
+    settings = load_settings(environ={})
+    assert (settings.max_pixels, settings.workers, settings.max_seconds) == (10**9, 3, 20.0)
 
 
 def test_missing_config_file_is_named(elsewhere: Path) -> None:

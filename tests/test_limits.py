@@ -90,6 +90,9 @@ def test_cgroup_v1_memory_group_counts(tmp_path: Path) -> None:
     [
         ((0, None, None), "max pixels must be at least 1, not 0"),
         ((None, 100 * MiB, None), "max memory must be at least 256 MiB, not 100 MiB"),
+        # A decoder child takes the budget as a 64-bit resource limit; past it every PDF and EPS
+        # failed as undecodable instead of the run stopping on its setting.
+        ((None, 2**64, None), "max memory must be at most 512 TiB, not 1.68e[+]07 TiB"),
         ((None, None, 0.0), "max seconds must be 1 to 86400, not 0"),
         ((None, None, float("nan")), "max seconds must be 1 to 86400, not nan"),
     ],
@@ -120,6 +123,7 @@ def test_bad_memory_setting_is_one_line_exit_2(tmp_path: Path) -> None:
     [
         (["--max-seconds", "0"], "ptif: max seconds must be 1 to 86400, not 0"),
         (["--max-memory", "100M"], "ptif: max memory must be at least 256 MiB, not 100 MiB"),
+        (["--max-memory", "9999999T"], "ptif: max memory must be at most 512 TiB, not 1e+07 TiB"),
     ],
 )
 def test_bad_limit_flags_are_one_line_exit_2(

@@ -227,8 +227,15 @@ def _build(values: dict[str, Any]) -> Settings:
     typed = dict(values)
     for name, kind in _CONVERTERS.items():
         if name in typed:
+            value = typed[name]
             try:
-                typed[name] = kind(typed[name])
+                # TOML gives true and 1.9 as they are: int() would make them 1 (every image
+                # over a pixel budget of 1), so a setting is a number, and a whole one for int.
+                if isinstance(value, bool) or (
+                    kind is int and isinstance(value, float) and not value.is_integer()
+                ):
+                    raise TypeError(name)
+                typed[name] = kind(value)
             except (TypeError, ValueError):
                 kind_of = "a size like 2G or 512M" if kind is parse_size else "a number"
                 raise ConfigError(f"{name} must be {kind_of}, not {typed[name]!r}") from None

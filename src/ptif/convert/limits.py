@@ -34,6 +34,9 @@ DEFAULT_MAX_SECONDS = 600.0
 MEMORY_SHARE = 0.75
 #: No conversion is given less than this, whatever the arithmetic says.
 MIN_MEMORY = 256 * 2**20
+#: The largest memory budget a setting may give: decoder children get it as a resource limit,
+#: which the kernel takes as a 64-bit number; past that, every sandboxed decode would fail.
+MAX_MEMORY = 512 * 2**40
 #: The longest time limit a setting may give (a day).
 MAX_SECONDS = 86_400.0
 
@@ -88,6 +91,10 @@ def check_limits(max_pixels: int | None, max_memory: int | None, max_seconds: fl
     if max_memory is not None and not max_memory >= MIN_MEMORY:
         raise ConfigError(
             f"max memory must be at least {format_size(MIN_MEMORY)}, not {format_size(max_memory)}"
+        )
+    if max_memory is not None and max_memory > MAX_MEMORY:
+        raise ConfigError(
+            f"max memory must be at most {format_size(MAX_MEMORY)}, not {format_size(max_memory)}"
         )
     if max_seconds is not None and not 1 <= max_seconds <= MAX_SECONDS:  # also refuses NaN
         raise ConfigError(f"max seconds must be 1 to {MAX_SECONDS:.0f}, not {max_seconds:g}")

@@ -121,7 +121,7 @@ class FolderStore:
         part = path.with_name(path.name + ".part")
         with self._open(key) as (src, info):
             try:
-                with open(part, "wb") as dst:
+                with _disk_full(key), open(part, "wb") as dst:  # the local disk may fill up
                     shutil.copyfileobj(src, dst, CHUNK)
                 os.replace(part, path)
             except BaseException:
