@@ -37,6 +37,8 @@ NOT_FOR_CONVERT = {
     "ptif.intake.watch",
     "ptif.intake.reconcile",
     "ptif.intake.mark",
+    "ptif.cli.convert_many",
+    "ptif.convert.batch",
 }
 
 

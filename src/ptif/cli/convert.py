@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ptif.cli.common import add_recipe_options, int_range, recipe_settings
 from ptif.convert.profiles import Recipe, get_profile
+from ptif.convert.targets import check_target, derived_target
 from ptif.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -23,15 +24,43 @@ def add_convert(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     parser = commands.add_parser(
         "convert",
         formatter_class=formatter,
-        help="one file to one pyramid TIFF, no stores",
-        description="Convert one file SRC into a verified pyramid TIFF at DST\n"
-        "(a file, or a folder to put SRC's name with .tif in).",
+        help="files or folders to pyramid TIFFs, no stores",
+        description="Convert SRC into a verified pyramid TIFF at DST (a file, or a folder to put\n"
+        "SRC's name with .tif in). With several sources, or a folder and --recursive, DST is a\n"
+        "folder: each image goes there under its name with .tif, a folder's images under their\n"
+        "paths inside it, converted in parallel (--workers, PTIF_WORKERS); each failure is one\n"
+        "line on stderr and the exit code is 1.\n"
+        "A destination that is a source (the same file under any name, link or hard link)\n"
+        "is refused: a master is never overwritten. DST must end in .tif, .tiff or .ptif\n"
+        "unless --force.",
         epilog="examples:\n  ptif convert scan.jpg scan.tif\n"
         "  ptif convert map.tif out/ --profile marble\n"
-        "  ptif convert book.pdf book.tif --all-pages --json",
+        "  ptif convert a.jpg b.png out/\n"
+        "  ptif convert -r scans/ pyramids/ --workers 4\n"
+        "  ptif convert book.pdf book.tif --all-pages --json\n"
+        "exit codes: 0 all done; 1 some images failed; 2 bad usage",
     )
-    parser.add_argument("src", type=Path, help="the source image")
-    parser.add_argument("dst", help="the output file, or an existing folder")
+    parser.add_argument("src", type=Path, nargs="+", metavar="SRC", help="the source images")
+    parser.add_argument("dst", metavar="DST", help="the output file, or a folder")
+    parser.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="a folder SRC: convert every image under it (the extensions 'ptif formats' "
+        "lists; dot-files and symlinks are skipped), mirroring its folders under DST",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int_range(1),
+        metavar="N",
+        help="parallel conversions for several sources (default: PTIF_WORKERS, else the CPU count)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write a pyramid under a name not ending in .tif, .tiff or .ptif (never over "
+        "a source)",
+    )
     add_recipe_options(parser, profile_default="default")
     pages = parser.add_mutually_exclusive_group()
     pages.add_argument(
@@ -49,30 +78,39 @@ def add_convert(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         action="store_true",
         help="treat the image as copyrightStatus=copyright (the marble profile shrinks it)",
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--json", action="store_true", help="print each result as JSON")
     parser.set_defaults(handler=_convert)
 
 
 def _destination(src: Path, dst: str) -> Path:
     if Path(dst).is_dir() or dst.endswith(("/", "\\")):
-        return Path(dst) / f"{src.stem}.tif"
+        return derived_target(src, Path(dst))
     return Path(dst)
 
 
 def _convert(args: argparse.Namespace) -> int:
+    if len(args.src) > 1 or args.src[0].is_dir():
+        from ptif.cli.convert_many import convert_many  # several: a parallel run
+
+        return convert_many(args)
+    return _convert_one(args, args.src[0])
+
+
+def _convert_one(args: argparse.Namespace, src: Path) -> int:
     from ptif.convert.engine import convert, convert_pages
     from ptif.convert.limits import Limits, check_limits
 
-    if not args.src.is_file():
-        raise ConfigError(f"{args.src}: no such file")
+    if not src.is_file():
+        raise ConfigError(f"{src}: no such file")
     recipe = _recipe(args)
     check_limits(args.max_pixels, args.max_memory, args.max_seconds)
     limits = Limits(args.max_pixels, args.max_memory, args.max_seconds)
-    target = _destination(args.src, args.dst)
+    target = _destination(src, args.dst)
+    check_target(src, target, force=args.force, all_pages=args.all_pages)
     if args.all_pages:
-        results = convert_pages(args.src, target, recipe, limits=limits)
+        results = convert_pages(src, target, recipe, limits=limits)
     else:
-        results = [convert(args.src, target, recipe, page=args.page, limits=limits)]
+        results = [convert(src, target, recipe, page=args.page, limits=limits)]
     for result in results:
         print(_json_text(result.to_dict()) if args.json else _summary(result))
     return EXIT_OK

@@ -92,8 +92,19 @@ FORMATS: dict[str, Format] = {
     )
 }
 
-#: The original system's list; ``ptif mark`` uses it by default.
+#: The original system's list, which ``ptif mark`` used to queue by default.
 ORIGINAL_EXTENSIONS = (".jpeg", ".jpg", ".bmp", ".tif", ".tiff", ".png", ".eps", ".pdf")
+#: The extensions of every format ptif reads: what ``ptif mark``, ``watch``, ``reconcile``, the
+#: Lambda and ``ptif convert --recursive`` take by default. A format this installation lacks a
+#: decoder for is taken too: its images then fail as ``unsupported`` with what to install,
+#: where leaving them out would leave them unconverted without a word.
+READ_EXTENSIONS = tuple(ext for fmt in FORMATS.values() for ext in fmt.extensions)
+
+
+def has_read_extension(name: str) -> bool:
+    """Whether the file name ends with an extension of :data:`READ_EXTENSIONS` (any case)."""
+    return name.lower().endswith(READ_EXTENSIONS)
+
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 _AVIF_BRANDS = {b"avif", b"avis"}
