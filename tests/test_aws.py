@@ -3,6 +3,7 @@ writing markers into a folder store and into a bucket of a real SeaweedFS server
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -245,6 +246,17 @@ def test_extensions_come_from_the_settings(env: Bench, monkeypatch: pytest.Monke
 
     assert aws.handler(event("s3-many"), CONTEXT) == {"marked": 1, "not-image": 7}
     assert list(markers(env.process)) == ["per%cent 50%.png"]
+
+
+def test_every_format_ptif_reads_is_queued_by_default(env: Bench) -> None:
+    payload = event("s3-put")
+    keys = ("scans/a.jp2", "scans/b.webp", "scans/c.heic", "scans/d.gif")
+    payload["Records"] = [copy.deepcopy(payload["Records"][0]) for _ in keys]
+    for record, key in zip(payload["Records"], keys, strict=True):
+        record["s3"]["object"]["key"] = key
+
+    assert aws.handler(payload, CONTEXT) == {"marked": len(keys)}
+    assert sorted(markers(env.process)) == sorted(keys)
 
 
 def test_a_fresh_interpreter_imports_no_pyvips_and_logs_json_lines(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ptif.config import ENVIRONMENT_VARIABLES, in_aws, load_settings, parse_extensions
+from ptif.convert.formats import FORMATS
 from ptif.errors import ConfigError
 
 TOML = """
@@ -47,6 +48,13 @@ def test_defaults_are_three_local_folders() -> None:
     assert settings.queue_prefix == "rbsc/" and settings.profile == "default"
     assert settings.workers == (os.cpu_count() or 1) and settings.endpoint_url is None
     assert settings.lease_seconds >= 5 and settings.max_attempts >= 1
+
+
+def test_default_extensions_are_every_format_read(elsewhere: Path) -> None:
+    """One list for mark, watch, reconcile and the Lambda: every extension 'ptif formats' lists."""
+    taken = load_settings(environ={}).extension_list()
+    assert taken == tuple(e for fmt in FORMATS.values() for e in fmt.extensions)
+    assert {".jp2", ".webp", ".heic", ".gif", ".avif", ".jpg", ".pdf"} <= set(taken)
 
 
 def test_file_beats_defaults(elsewhere: Path) -> None:

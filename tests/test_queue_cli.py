@@ -321,9 +321,20 @@ def test_mark_queues_images_only(bench: Bench) -> None:
     assert (marker["path"], marker["origin"]) == ("m/", "mark")
 
 
+def test_mark_takes_every_format_ptif_reads_by_default(bench: Bench) -> None:
+    """Not only the original system's list: JPEG 2000, WebP, HEIC, GIF, AVIF too."""
+    others = ("n/a.jp2", "n/b.webp", "n/c.HEIC", "n/d.gif", "n/e.avif", "n/f.jpx")
+    for key in (*others, "n/raw.dng"):
+        put_source(bench.source, key, jpeg(*SMALL))
+    assert run_ptif(bench, "mark", "--prefix", "n/").returncode == 0
+    assert sorted(pending(bench)) == sorted(marker_key(k, QUEUE) for k in others)
+    assert run_ptif(bench, "mark", "--prefix", "n/", "--ext", "DNG").returncode == 0
+    assert marker_key("n/raw.dng", QUEUE) in pending(bench)  # --ext adds to the list
+
+
 def test_mark_ext_and_prefix(bench: Bench) -> None:
     add_mixed_sources(bench)
-    assert run_ptif(bench, "mark", "--ext", "png", "--ext", ".TIF").returncode == 0
+    assert run_ptif(bench, "mark", "--only-ext", "png", "--only-ext", ".TIF").returncode == 0
     assert sorted(pending(bench)) == [marker_key(k, QUEUE) for k in ("m/b.png", "m/sub/c.tif")]
     assert run_ptif(bench, "mark", "--prefix", "m/a").returncode == 0
     assert len(pending(bench)) == 3

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ptif.convert.formats import ORIGINAL_EXTENSIONS
+from ptif.convert.formats import READ_EXTENSIONS
 from ptif.convert.limits import (
     DEFAULT_MAX_SECONDS,
     Limits,
@@ -85,7 +85,8 @@ class Settings:
     #: Bytes one conversion may hold; None: a share of the memory, divided among the workers.
     max_memory: int | None = None
     max_seconds: float = DEFAULT_MAX_SECONDS
-    extensions: str = ",".join(ORIGINAL_EXTENSIONS)
+    #: Which keys are images to queue: every format ptif reads, unless set.
+    extensions: str = ",".join(READ_EXTENSIONS)
     #: ``ptif watch``: seconds a file must stay unchanged before it is queued.
     watch_settle: float = 5.0
     #: ``ptif watch``: seconds between two listings when polling.

@@ -142,7 +142,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
     """The settings of a command that takes the store options, and what else of ``--profile``,
-    the recipe options and ``--ext`` it takes; ``more`` adds settings of its own."""
+    the recipe options, ``--ext`` and ``--only-ext`` it takes; ``more`` adds settings of its own."""
     from ptif.config import load_settings, parse_extensions
 
     flags = {**store_flags(args), **more}
@@ -153,9 +153,35 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
         flags["max_pixels"] = args.max_pixels
         flags["max_memory"] = args.max_memory
         flags["max_seconds"] = args.max_seconds
-    if getattr(args, "ext", None):
-        flags["extensions"] = ",".join(parse_extensions(",".join(args.ext)))
-    return load_settings(flags, config_file=args.config)
+    if getattr(args, "only_ext", None):
+        flags["extensions"] = ",".join(parse_extensions(",".join(args.only_ext)))
+    settings = load_settings(flags, config_file=args.config)
+    if getattr(args, "ext", None):  # --ext adds to the list in force
+        from dataclasses import replace
+
+        listed = (*settings.extension_list(), *parse_extensions(",".join(args.ext)))
+        settings = replace(settings, extensions=",".join(dict.fromkeys(listed)))
+    return settings
+
+
+def add_extension_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--ext`` adds to the extensions taken for images, ``--only-ext`` replaces them."""
+    parser.add_argument(
+        "--ext",
+        action="append",
+        default=[],
+        metavar="EXT",
+        help=f"also {verb} keys ending with this, e.g. --ext dng (repeatable; the default list "
+        "is every extension 'ptif formats' lists, or PTIF_EXTENSIONS)",
+    )
+    parser.add_argument(
+        "--only-ext",
+        action="append",
+        default=[],
+        metavar="EXT",
+        help=f"{verb} only keys ending with these, e.g. --only-ext jpg --only-ext tif "
+        "(repeatable; replaces the list)",
+    )
 
 
 def open_stores(settings: Settings) -> Stores:

@@ -150,7 +150,7 @@ def add_formats(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def _formats(args: argparse.Namespace) -> int:
-    from ptif.convert.formats import ORIGINAL_EXTENSIONS, available_formats
+    from ptif.convert.formats import READ_EXTENSIONS, available_formats
     from ptif.convert.pyramid import writable_compressions
 
     rows: list[dict[str, Any]] = [
@@ -174,7 +174,8 @@ def _formats(args: argparse.Namespace) -> int:
         mark = "yes" if row["readable"] else "NO "
         print(f"  {mark}  {row['format']:<6} {' '.join(row['extensions']):<28} {row['decoder']}")
     print(f"Writes: tiled pyramid TIFF, compression {', '.join(compressions)}")
-    print(f"'ptif mark' picks sources by these extensions: {' '.join(ORIGINAL_EXTENSIONS)}")
+    taken = " ".join(READ_EXTENSIONS)
+    print(f"'ptif mark', 'watch', 'reconcile' and 'convert -r' take names ending with: {taken}")
     return EXIT_OK
 
 

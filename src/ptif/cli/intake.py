@@ -14,7 +14,13 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ptif.cli.common import add_store_options, open_stores, settings_from, stop_on_signals
+from ptif.cli.common import (
+    add_extension_options,
+    add_store_options,
+    open_stores,
+    settings_from,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from ptif.config import Settings
@@ -23,14 +29,7 @@ if TYPE_CHECKING:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     add_store_options(parser)
-    parser.add_argument(
-        "--ext",
-        action="append",
-        default=[],
-        metavar="EXT",
-        help="extensions to queue, e.g. --ext jpg --ext tif "
-        "(default: PTIF_EXTENSIONS, else jpeg jpg bmp tif tiff png eps pdf)",
-    )
+    add_extension_options(parser, "queue")
     parser.add_argument(
         "--profile", help="profile whose settings make an output current (default: default)"
     )

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from ptif.cli.common import (
+    add_extension_options,
     add_recipe_options,
     add_store_options,
     open_stores,
@@ -181,14 +182,7 @@ def add_mark(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         metavar="PREFIX",
         help="only keys starting with this (repeatable; default: all)",
     )
-    parser.add_argument(
-        "--ext",
-        action="append",
-        default=[],
-        metavar="EXT",
-        help="extensions to mark, e.g. --ext jpg --ext tif "
-        "(default: jpeg jpg bmp tif tiff png eps pdf)",
-    )
+    add_extension_options(parser, "mark")
     parser.add_argument("--dry-run", action="store_true", help="print what would be marked")
     parser.add_argument(
         "--stale",
