@@ -50,6 +50,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "extensions": ("PTIF_EXTENSIONS",),
     "watch_settle": ("PTIF_WATCH_SETTLE",),
     "watch_interval": ("PTIF_WATCH_INTERVAL",),
+    "images_mode": ("PTIF_IMAGES_MODE",),
 }
 #: Variables holding a bare bucket name, as the original system set them.
 BARE_BUCKET_VARIABLES = {"RBSC_BUCKET", "PROCESS_BUCKET", "IMAGE_BUCKET"}
@@ -91,6 +92,9 @@ class Settings:
     watch_settle: float = 5.0
     #: ``ptif watch``: seconds between two listings when polling.
     watch_interval: float = 30.0
+    #: A folder images store: the exact mode of the pyramids it publishes (``0o644``), whatever
+    #: the umask; None: 0666 less the umask, as any program's files.
+    images_mode: int | None = None
 
     def __post_init__(self) -> None:
         problem = queue_prefix_problem(self.queue_prefix)
@@ -118,6 +122,23 @@ class Settings:
 
     def extension_list(self) -> tuple[str, ...]:
         return parse_extensions(self.extensions)
+
+
+def parse_mode(value: object) -> int:
+    """``"0644"``, ``"644"``, ``"0o640"`` (or TOML's ``0o644``, a number) → the mode. Only read
+    and write bits, and the owner's read and write among them: ptif reads back what it
+    publishes, and a pyramid is no program."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    else:
+        text = str(value).strip().lower().removeprefix("0o")
+        mode = int(text, 8) if text and set(text) <= set("01234567") else -1
+    if not 0 <= mode <= 0o777 or mode & 0o111 or mode & 0o600 != 0o600:
+        raise ValueError(
+            f"images_mode must be an octal file mode such as 0644 or 0640 (the owner reads and "
+            f"writes; no execute bits), not {value!r}"
+        )
+    return mode
 
 
 def parse_extensions(text: str) -> tuple[str, ...]:
@@ -240,6 +261,11 @@ def _build(values: dict[str, Any]) -> Settings:
             except (TypeError, ValueError):
                 kind_of = "a size like 2G or 512M" if kind is parse_size else "a number"
                 raise ConfigError(f"{name} must be {kind_of}, not {typed[name]!r}") from None
+    if typed.get("images_mode") is not None:
+        try:
+            typed["images_mode"] = parse_mode(typed["images_mode"])
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if isinstance(typed.get("extensions"), list | tuple):
         typed["extensions"] = ",".join(typed["extensions"])
     settings = Settings(**typed)

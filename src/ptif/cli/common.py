@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ptif.convert.limits import DEFAULT_MAX_SECONDS, parse_size
 from ptif.convert.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, RECIPE_SETTINGS
+from ptif.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
@@ -186,12 +187,20 @@ def add_extension_options(parser: argparse.ArgumentParser, verb: str) -> None:
 
 def open_stores(settings: Settings) -> Stores:
     from ptif.queue.worker import Stores
-    from ptif.stores import open_store
+    from ptif.stores import FolderStore, open_store
 
+    images = open_store(settings.images, endpoint_url=settings.endpoint_url)
+    if settings.images_mode is not None:
+        if not isinstance(images, FolderStore):
+            raise ConfigError(
+                f"images_mode (PTIF_IMAGES_MODE, --images-mode) is for a folder images store; "
+                f"{settings.images} keeps no file modes: unset it"
+            )
+        images.use_file_mode(settings.images_mode)
     return Stores(
         source=open_store(settings.source, endpoint_url=settings.endpoint_url),
         process=open_store(settings.process, endpoint_url=settings.endpoint_url),
-        images=open_store(settings.images, endpoint_url=settings.endpoint_url),
+        images=images,
     )
 
 

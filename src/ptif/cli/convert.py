@@ -42,6 +42,20 @@ def add_convert(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     parser.add_argument("src", type=Path, nargs="+", metavar="SRC", help="the source images")
     parser.add_argument("dst", metavar="DST", help="the output file, or a folder")
+    _add_many_options(parser)
+    add_recipe_options(parser, profile_default="default")
+    _add_page_options(parser)
+    parser.add_argument(
+        "--copyright",
+        action="store_true",
+        help="treat the image as copyrightStatus=copyright (the marble profile shrinks it)",
+    )
+    parser.add_argument("--json", action="store_true", help="print each result as JSON")
+    parser.set_defaults(handler=_convert)
+
+
+def _add_many_options(parser: argparse.ArgumentParser) -> None:
+    """Folders, parallel conversions, and names that are no TIFF's."""
     parser.add_argument(
         "-r",
         "--recursive",
@@ -61,7 +75,9 @@ def add_convert(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="write a pyramid under a name not ending in .tif, .tiff or .ptif (never over "
         "a source)",
     )
-    add_recipe_options(parser, profile_default="default")
+
+
+def _add_page_options(parser: argparse.ArgumentParser) -> None:
     pages = parser.add_mutually_exclusive_group()
     pages.add_argument(
         "--page",
@@ -73,13 +89,6 @@ def add_convert(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     pages.add_argument(
         "--all-pages", action="store_true", help="one pyramid per page: DST-p1.tif, DST-p2.tif..."
     )
-    parser.add_argument(
-        "--copyright",
-        action="store_true",
-        help="treat the image as copyrightStatus=copyright (the marble profile shrinks it)",
-    )
-    parser.add_argument("--json", action="store_true", help="print each result as JSON")
-    parser.set_defaults(handler=_convert)
 
 
 def _destination(src: Path, dst: str) -> Path:

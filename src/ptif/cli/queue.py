@@ -49,6 +49,12 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         metavar="N",
         help=f"parallel conversions (default: CPU count, {os.cpu_count()})",
     )
+    parser.add_argument(
+        "--images-mode",
+        metavar="MODE",
+        help="a folder images store: give pyramids exactly this mode, e.g. 0644 or 0640, "
+        "whatever the umask (PTIF_IMAGES_MODE; default 0666 less the umask)",
+    )
     _add_run_scope(parser)
     _add_follow_options(parser)
     parser.add_argument(
@@ -96,7 +102,9 @@ def run_process(args: argparse.Namespace) -> int:
 
     json_lines = wants_json(args.json)
     configure_logging(args.verbose, args.quiet, json_lines=json_lines)
-    settings = settings_from(args, workers=args.workers, min_age=args.min_age)
+    settings = settings_from(
+        args, workers=args.workers, min_age=args.min_age, images_mode=args.images_mode
+    )
     grace = stop_grace_seconds(STOP_GRACE_SECONDS)
     stores = open_stores(settings)
     options = RunOptions(

@@ -94,14 +94,31 @@ Fds = list[int]  # open folder descriptors, the root first
 
 class FolderStore:
     """Objects as files under ``root``; ``xattrs=False`` keeps metadata in sidecar files even
-    where the filesystem supports extended attributes (``None`` finds out per file)."""
+    where the filesystem supports extended attributes (``None`` finds out per file).
 
-    def __init__(self, root: Path | str, *, url: str | None = None, xattrs: bool | None = None):
+    Published files get mode 0666 less the umask; ``file_mode`` (such as ``0o644``) gives them
+    exactly that mode instead, whatever the umask, and the folders the store makes the same
+    with search (``x``) wherever reading is allowed (``0o755``)."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        url: str | None = None,
+        xattrs: bool | None = None,
+        file_mode: int | None = None,
+    ):
         self.root = Path(root).absolute()
         self.url = url or str(root)
         self._xattrs = xattrs
+        self.file_mode: int | None = None
+        self.folder_mode: int | None = None
+        self.use_file_mode(file_mode)
         try:
+            made = not self.root.exists()
             self.root.mkdir(parents=True, exist_ok=True)
+            if made and self.folder_mode is not None:
+                self.root.chmod(self.folder_mode)
         except OSError as error:
             raise ConfigError(f"{self.url}: cannot use this folder as a store: {error}") from error
         #: The root with its symlinks resolved, once: everything below it is reached from here
@@ -113,6 +130,11 @@ class FolderStore:
 
     def __repr__(self) -> str:
         return f"FolderStore({self.url!r})"
+
+    def use_file_mode(self, mode: int | None) -> None:
+        """Publish files with exactly ``mode`` from now on (``None``: 0666 less the umask)."""
+        self.file_mode = mode
+        self.folder_mode = None if mode is None else mode | (mode & 0o444) >> 2
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -267,11 +289,16 @@ class FolderStore:
             ) from error
 
     def _open_folder(self, parent: int, name: str, key: str, where: str, *, create: bool) -> int:
+        made = False
         if create:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, dir_fd=parent)  # never follows: a symlink there is EEXIST
+                made = True
         try:
-            return os.open(name, _FOLDER, dir_fd=parent)
+            fd = os.open(name, _FOLDER, dir_fd=parent)
+            if made and self.folder_mode is not None:
+                os.fchmod(fd, self.folder_mode)
+            return fd
         except OSError as error:
             if error.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
@@ -409,6 +436,8 @@ class FolderStore:
         whether ``meta`` went into its extended attributes (which a rename keeps)."""
         name, fd = _create(tmp)
         try:
+            if self.file_mode is not None:
+                os.fchmod(fd, self.file_mode)
             with os.fdopen(fd, "wb") as dst:
                 write(dst)
                 dst.flush()
@@ -463,6 +492,8 @@ class FolderStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=folder)
             fd = os.open(tmp, _NEW, FILE_MODE, dir_fd=folder)
+            if self.file_mode is not None:
+                os.fchmod(fd, self.file_mode)
             with os.fdopen(fd, "wb") as out:
                 out.write(json.dumps(body).encode())
             os.rename(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
