@@ -22,7 +22,7 @@ WORKDIR /src
 # Dependencies first (a layer that changes only with the lock file), then ptif itself.
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-default-groups --no-install-project --extra heic --extra s3
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY src ./src
 RUN uv sync --frozen --no-default-groups --no-editable --extra heic --extra s3
 

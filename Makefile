@@ -23,7 +23,8 @@ system-deps:
 	  if [ -n "$$CI" ]; then exit 1; fi; \
 	  echo "make: some system packages are missing; the tests that need them will be skipped" >&2; }
 
-## demo: convert a handful of awkward sample images into pyramids under ptif-data/
+## demo: convert a handful of awkward sample images into pyramids under ptif-demo/ (its own
+## folder: ./ptif-data, where a real run on folders keeps its stores, is never touched)
 demo: setup
 	$(BIN)/python examples/demo.py
 
@@ -53,5 +54,8 @@ bench: setup
 	$(BIN)/python -m compileall -q src/ptif
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+## clean: what setup, the demo, the benchmarks and the linters made; never ./ptif-data (a real
+## run's stores), and of ptif-demo/ only the files the demo listed as its own
 clean:
-	rm -rf $(VENV) ptif-data bench/out .pytest_cache .mypy_cache .ruff_cache
+	-$(PYTHON) examples/demo.py --clean
+	rm -rf $(VENV) bench/out .pytest_cache .mypy_cache .ruff_cache
