@@ -297,7 +297,7 @@ class FolderStore:
         try:
             fd = os.open(name, _FOLDER, dir_fd=parent)
             if made and self.folder_mode is not None:
-                os.fchmod(fd, self.folder_mode)
+                _chmod_or_close(fd, self.folder_mode)
             return fd
         except OSError as error:
             if error.errno not in (errno.ENOTDIR, errno.ELOOP):
@@ -538,6 +538,14 @@ class FolderStore:
                 yield lock
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _chmod_or_close(fd: int, mode: int) -> None:
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _close_all(fds: list[int]) -> None:
