@@ -125,3 +125,27 @@ def test_output_cut_short_by_its_reader_is_not_an_error() -> None:
         os.close(write_end)
     assert proc.returncode == 141
     assert proc.stderr == b""
+
+
+@pytest.mark.parametrize("command", ["mark", "watch", "reconcile"])
+def test_ext_adds_and_only_ext_replaces(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ptif.cli.common import settings_from
+    from ptif.config import ENVIRONMENT_VARIABLES
+    from ptif.convert.formats import READ_EXTENSIONS
+
+    monkeypatch.chdir(tmp_path)
+    for name in ENVIRONMENT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    def extensions(*argv: str) -> tuple[str, ...]:
+        args = cli.build_parser(command).parse_args([command, *argv])
+        return settings_from(args).extension_list()
+
+    assert extensions() == READ_EXTENSIONS
+    assert extensions("--ext", "DNG", "--ext", ".cr2") == (*READ_EXTENSIONS, ".dng", ".cr2")
+    assert extensions("--only-ext", "jpg", "--only-ext", "TIF") == (".jpg", ".tif")
+    assert extensions("--only-ext", "jpg", "--ext", "png") == (".jpg", ".png")
+    monkeypatch.setenv("PTIF_EXTENSIONS", "tif")
+    assert extensions("--ext", "jpg") == (".tif", ".jpg")
