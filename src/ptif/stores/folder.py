@@ -6,7 +6,9 @@ so readers see the old file or the whole new one. The check and the move of ever
 happen under one ``flock`` lock file, which makes the conditional operations safe between the
 processes of one machine (flock is not reliable on network filesystems: share a folder store
 between machines only through a filesystem that honours it). ``.ptif-tmp`` is made by the first
-write, so a store that is only read (a source) is never written to.
+write, so a store that is only read is never written to. A store opened with ``read_only`` (the
+source: the archive's masters) goes further: opening it creates nothing, not even its root, and
+every write or delete is refused before it touches the disk, so it works on a read-only mount.
 
 An eTag is derived from the inode, the size and the modification time in nanoseconds. Under the
 lock each write stamps its file with a modification time later than any stamp before it, so an
@@ -58,6 +60,7 @@ from ptif.stores.base import (
     UnsafeKey,
     check_key,
     normalize_metadata,
+    read_only_refusal,
     verify_conditional_writes,
 )
 
@@ -96,14 +99,27 @@ class FolderStore:
     """Objects as files under ``root``; ``xattrs=False`` keeps metadata in sidecar files even
     where the filesystem supports extended attributes (``None`` finds out per file)."""
 
-    def __init__(self, root: Path | str, *, url: str | None = None, xattrs: bool | None = None):
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        url: str | None = None,
+        xattrs: bool | None = None,
+        read_only: bool = False,
+    ):
         self.root = Path(root).absolute()
         self.url = url or str(root)
         self._xattrs = xattrs
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(f"{self.url}: cannot use this folder as a store: {error}") from error
+        self.read_only = read_only
+        if read_only:
+            _check_exists(self.root, self.url)
+        else:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ConfigError(
+                    f"{self.url}: cannot use this folder as a store: {error}"
+                ) from error
         #: The root with its symlinks resolved, once: everything below it is reached from here
         #: without following any.
         self.real_root = Path(os.path.realpath(self.root))
@@ -388,7 +404,11 @@ class FolderStore:
     @contextlib.contextmanager
     def _staging(self) -> Iterator[int]:
         """The open staging folder, made by the first write (so a store that is only read,
-        a source, is never written to); the first use also clears what killed writers left."""
+        a source, is never written to); the first use also clears what killed writers left.
+        A read-only store refuses here, before anything is made: every write and delete
+        comes through this door."""
+        if self.read_only:
+            raise read_only_refusal(self.url)
         with contextlib.ExitStack() as stack:
             try:
                 folders = stack.enter_context(self._folders(TMP_DIR, [TMP_DIR], create=True))
@@ -507,6 +527,16 @@ class FolderStore:
                 yield lock
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _check_exists(root: Path, url: str) -> None:
+    """A read-only store's root must be there already: ptif never creates it, and a mistyped
+    path would otherwise look like an empty store."""
+    if not root.exists():
+        raise ConfigError(
+            f"{url}: no such folder; ptif only reads this store and never creates it: check "
+            "the path (or the mount)"
+        )
 
 
 def _close_all(fds: list[int]) -> None:
