@@ -158,15 +158,38 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
     return load_settings(flags, config_file=args.config)
 
 
-def open_stores(settings: Settings) -> Stores:
+def open_stores(settings: Settings, args: argparse.Namespace | None = None) -> Stores:
+    """The three stores, the source read-only. Refused (exit 2) before any is opened when two
+    of them overlap; ``args`` tells where each setting came from, for the message."""
+    from ptif.errors import ConfigError
     from ptif.queue.worker import Stores
     from ptif.stores import open_store
+    from ptif.stores.overlap import overlap
 
+    urls = {"source": settings.source, "process": settings.process, "images": settings.images}
+    problem = overlap(urls, store_origins(args) if args is not None else None)
+    if problem:
+        raise ConfigError(problem)
     return Stores(
-        source=open_store(settings.source, endpoint_url=settings.endpoint_url),
+        source=open_store(settings.source, endpoint_url=settings.endpoint_url, read_only=True),
         process=open_store(settings.process, endpoint_url=settings.endpoint_url),
         images=open_store(settings.images, endpoint_url=settings.endpoint_url),
     )
+
+
+def store_origins(args: argparse.Namespace) -> dict[str, str]:
+    """Where each store's setting came from: its flag, else the environment, file or default."""
+    from ptif.config import setting_origin
+
+    origins = {}
+    for name in ("source", "process", "images"):
+        if name == "source" and getattr(args, "location", None):
+            origins[name] = "the SOURCE argument"
+        elif getattr(args, name, None):
+            origins[name] = f"--{name}"
+        else:
+            origins[name] = setting_origin(name, config_file=args.config)
+    return origins
 
 
 # process ---------------------------------------------------------------------------------------
