@@ -181,7 +181,7 @@ def store_origins(args: argparse.Namespace) -> dict[str, str]:
     """Where each store's setting came from: its flag, else the environment, file or default."""
     from ptif.config import setting_origin
 
-    origins = {}
+    origins: dict[str, str] = {}
     for name in ("source", "process", "images"):
         if name == "source" and getattr(args, "location", None):
             origins[name] = "the SOURCE argument"
