@@ -126,9 +126,13 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         "stores",
         "Each is s3://bucket[/prefix] or a folder. A flag beats PTIF_SOURCE/PTIF_PROCESS/\n"
         "PTIF_IMAGES (or RBSC_BUCKET/PROCESS_BUCKET/IMAGE_BUCKET), which beat ptif.toml;\n"
-        "the default is ./ptif-data/{source,process,images}.",
+        "the default is ./ptif-data/{source,process,images}. The source is only read,\n"
+        "never written or created; two stores that are the same place or one inside\n"
+        "another are refused (exit 2).",
     )
-    group.add_argument("--source", metavar="URL", help="where the images are uploaded")
+    group.add_argument(
+        "--source", metavar="URL", help="where the images are uploaded (read-only to ptif)"
+    )
     group.add_argument("--process", metavar="URL", help="the queue: markers, leases, reports")
     group.add_argument("--images", metavar="URL", help="where the pyramids go")
     group.add_argument(
