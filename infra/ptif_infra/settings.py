@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ptif.queue.layout import DEFAULT_QUEUE_PREFIX, queue_prefix_problem
+from ptif.stores.overlap import overlap
 
 #: Context key → default. ``None``: not set (a new bucket, VPC or cluster is made, and so on).
 DEFAULTS: dict[str, Any] = {
@@ -147,7 +148,33 @@ def load_settings(
     values = {
         f.name: _convert(f.name, str(f.type), raw[_camel(f.name)]) for f in fields(InfraSettings)
     }
-    return InfraSettings(**values)
+    settings = InfraSettings(**values)
+    _refuse_overlap(settings, lambda key: _origin(key, context, environ))
+    return settings
+
+
+def _refuse_overlap(settings: InfraSettings, origin: Callable[[str], str]) -> None:
+    """Existing buckets given for two stores must not hold one in the other: ptif's own rule
+    (a bucket the stack creates is a store's alone)."""
+    urls, origins = {}, {}
+    for role in ("source", "process", "images"):
+        bucket, prefix = getattr(settings, f"{role}_bucket"), getattr(settings, f"{role}_prefix")
+        if bucket:
+            urls[role] = store_url(bucket, prefix)
+            keys = [f"{role}Bucket", *([f"{role}Prefix"] if prefix else [])]
+            origins[role] = ", ".join(origin(key) for key in keys)
+    problem = overlap(urls, origins)
+    if problem:
+        raise SettingsError(problem)
+
+
+def _origin(key: str, context: Callable[[str], Any], environ: Mapping[str, str]) -> str:
+    """Where ``key`` was set, for messages: ``context sourceBucket`` or its variable."""
+    if context(key) is not None:
+        return f"context {key}"
+    if environ.get(environment_name(key)) is not None:
+        return environment_name(key)
+    return f"default {key}"
 
 
 def _lookup(key: str, context: Callable[[str], Any], environ: Mapping[str, str]) -> Any:

@@ -167,6 +167,21 @@ def load_settings(
     return _build(merged)
 
 
+def setting_origin(
+    name: str, *, environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> str:
+    """Where :func:`load_settings` takes ``name`` from when no flag gives it: the environment
+    variable that sets it, the configuration file, or ``"the default"`` (for messages)."""
+    environ = os.environ if environ is None else environ
+    for variable in ENVIRONMENT.get(name, ()):
+        if environ.get(variable):
+            return variable
+    path = _config_path(config_file, environ)
+    if path is not None and name in _from_file(path):
+        return str(path)
+    return "the default"
+
+
 def _config_path(given: Path | None, environ: Mapping[str, str]) -> Path | None:
     if given is not None:
         if not given.is_file():

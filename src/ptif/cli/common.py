@@ -127,9 +127,13 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         "stores",
         "Each is s3://bucket[/prefix] or a folder. A flag beats PTIF_SOURCE/PTIF_PROCESS/\n"
         "PTIF_IMAGES (or RBSC_BUCKET/PROCESS_BUCKET/IMAGE_BUCKET), which beat ptif.toml;\n"
-        "the default is ./ptif-data/{source,process,images}.",
+        "the default is ./ptif-data/{source,process,images}. The source is only read,\n"
+        "never written or created; two stores that are the same place or one inside\n"
+        "another are refused (exit 2).",
     )
-    group.add_argument("--source", metavar="URL", help="where the images are uploaded")
+    group.add_argument(
+        "--source", metavar="URL", help="where the images are uploaded (read-only to ptif)"
+    )
     group.add_argument("--process", metavar="URL", help="the queue: markers, leases, reports")
     group.add_argument("--images", metavar="URL", help="where the pyramids go")
     group.add_argument(
@@ -185,10 +189,17 @@ def add_extension_options(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
-def open_stores(settings: Settings) -> Stores:
+def open_stores(settings: Settings, args: argparse.Namespace | None = None) -> Stores:
+    """The three stores, the source read-only. Refused (exit 2) before any is opened when two
+    of them overlap; ``args`` tells where each setting came from, for the message."""
     from ptif.queue.worker import Stores
     from ptif.stores import FolderStore, open_store
+    from ptif.stores.overlap import overlap
 
+    urls = {"source": settings.source, "process": settings.process, "images": settings.images}
+    problem = overlap(urls, store_origins(args) if args is not None else None)
+    if problem:
+        raise ConfigError(problem)
     images = open_store(settings.images, endpoint_url=settings.endpoint_url)
     if settings.images_mode is not None:
         if not isinstance(images, FolderStore):
@@ -198,10 +209,25 @@ def open_stores(settings: Settings) -> Stores:
             )
         images.use_file_mode(settings.images_mode)
     return Stores(
-        source=open_store(settings.source, endpoint_url=settings.endpoint_url),
+        source=open_store(settings.source, endpoint_url=settings.endpoint_url, read_only=True),
         process=open_store(settings.process, endpoint_url=settings.endpoint_url),
         images=images,
     )
+
+
+def store_origins(args: argparse.Namespace) -> dict[str, str]:
+    """Where each store's setting came from: its flag, else the environment, file or default."""
+    from ptif.config import setting_origin
+
+    origins: dict[str, str] = {}
+    for name in ("source", "process", "images"):
+        if name == "source" and getattr(args, "location", None):
+            origins[name] = "the SOURCE argument"
+        elif getattr(args, name, None):
+            origins[name] = f"--{name}"
+        else:
+            origins[name] = setting_origin(name, config_file=args.config)
+    return origins
 
 
 # process ---------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def run_watch(args: argparse.Namespace) -> int:
         watch_settle=args.settle,
         watch_interval=args.interval,
     )
-    stores = open_stores(settings)
+    stores = open_stores(settings, args)
     options = _watch_options(args, settings)
     recipes = settings.conversion_profile().recipe_hashes()
     queuer = queuer_for(
@@ -207,7 +207,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
     configure_logging(args.verbose, args.quiet, json_lines=args.json)
     settings = settings_from(args)
-    stores = open_stores(settings)
+    stores = open_stores(settings, args)
     options = ReconcileOptions(
         prefixes=tuple(args.prefix) or ("",),
         extensions=settings.extension_list(),

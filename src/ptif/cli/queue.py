@@ -106,7 +106,7 @@ def run_process(args: argparse.Namespace) -> int:
         args, workers=args.workers, min_age=args.min_age, images_mode=args.images_mode
     )
     grace = stop_grace_seconds(STOP_GRACE_SECONDS)
-    stores = open_stores(settings)
+    stores = open_stores(settings, args)
     options = RunOptions(
         prefix=args.prefix,
         limit=args.limit,
@@ -209,7 +209,7 @@ def run_mark(args: argparse.Namespace) -> int:
 
     configure_logging(args.verbose, args.quiet, json_lines=False)
     settings = settings_from(args)
-    stores = open_stores(settings)
+    stores = open_stores(settings, args)
     options = MarkOptions(
         prefixes=tuple(args.prefix) or ("",),
         extensions=settings.extension_list(),

@@ -40,26 +40,29 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 
 
-def open_store(url: str, *, endpoint_url: str | None = None) -> Store:
+def open_store(url: str, *, endpoint_url: str | None = None, read_only: bool = False) -> Store:
     """The store a URL names. ``endpoint_url`` (else ``AWS_ENDPOINT_URL``) points S3 URLs at an
-    S3-compatible server. Raises :class:`ConfigError` for a URL that names no store."""
+    S3-compatible server. Raises :class:`ConfigError` for a URL that names no store.
+
+    ``read_only`` (the source) opens it without creating anything, not even a missing folder,
+    and makes every write or delete raise :class:`ConfigError` before it reaches the store."""
     url = url.strip()
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else ""
     if scheme == "s3":
-        return _s3_store(url, endpoint_url)
+        return _s3_store(url, endpoint_url, read_only)
     if scheme == "file":
-        return FolderStore(_file_path(url), url=url)
+        return FolderStore(_file_path(url), url=url, read_only=read_only)
     if scheme:
         raise ConfigError(
             f"{url}: unknown store scheme {scheme!r}; use s3://bucket/prefix or a path"
         )
     if not url:
         raise ConfigError("empty store location; give s3://bucket/prefix or a folder path")
-    return FolderStore(Path(url).expanduser(), url=url)
+    return FolderStore(Path(url).expanduser(), url=url, read_only=read_only)
 
 
-def _s3_store(url: str, endpoint_url: str | None) -> Store:
+def _s3_store(url: str, endpoint_url: str | None, read_only: bool) -> Store:
     parts = urlsplit(url)
     if parts.query or parts.fragment or "@" in parts.netloc or ":" in parts.netloc:
         raise ConfigError(f"{url}: an S3 store URL is s3://bucket[/prefix], nothing more")
@@ -72,7 +75,7 @@ def _s3_store(url: str, endpoint_url: str | None) -> Store:
             f"{url}: S3 stores need boto3; install ptif with the s3 extra (pip install 'ptif[s3]')"
         ) from error
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-    return S3Store(parts.netloc, parts.path, endpoint_url=endpoint, url=url)
+    return S3Store(parts.netloc, parts.path, endpoint_url=endpoint, url=url, read_only=read_only)
 
 
 def _file_path(url: str) -> Path:

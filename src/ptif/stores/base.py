@@ -161,6 +161,15 @@ class Store(Protocol):
         ...
 
 
+def read_only_refusal(url: str) -> ConfigError:
+    """What a store opened read-only (the source) answers a write or a delete: ptif never
+    changes the archive's masters, so such a call is a defect, stopped before any request."""
+    return ConfigError(
+        f"{url}: this store is read-only to ptif (it holds the masters); refusing to write or "
+        "delete there; report this as a bug"
+    )
+
+
 def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """User metadata as S3 will return it: keys in lowercase (S3 lowercases them), so a folder
     store answers exactly what an S3 store would. Values may be any text."""

@@ -6,7 +6,9 @@ so readers see the old file or the whole new one. The check and the move of ever
 happen under one ``flock`` lock file, which makes the conditional operations safe between the
 processes of one machine (flock is not reliable on network filesystems: share a folder store
 between machines only through a filesystem that honours it). ``.ptif-tmp`` is made by the first
-write, so a store that is only read (a source) is never written to.
+write, so a store that is only read is never written to. A store opened with ``read_only`` (the
+source: the archive's masters) goes further: opening it creates nothing, not even its root, and
+every write or delete is refused before it touches the disk, so it works on a read-only mount.
 
 An eTag is derived from the inode, the size and the modification time in nanoseconds. Under the
 lock each write stamps its file with a modification time later than any stamp before it, so an
@@ -58,6 +60,7 @@ from ptif.stores.base import (
     UnsafeKey,
     check_key,
     normalize_metadata,
+    read_only_refusal,
     verify_conditional_writes,
 )
 
@@ -98,7 +101,8 @@ class FolderStore:
 
     Published files get mode 0666 less the umask; ``file_mode`` (such as ``0o644``) gives them
     exactly that mode instead, whatever the umask, and the folders the store makes the same
-    with search (``x``) wherever reading is allowed (``0o755``)."""
+    with search (``x``) wherever reading is allowed (``0o755``); a ``read_only`` store creates
+    nothing, not even its root, and refuses every write."""
 
     def __init__(
         self,
@@ -107,6 +111,7 @@ class FolderStore:
         url: str | None = None,
         xattrs: bool | None = None,
         file_mode: int | None = None,
+        read_only: bool = False,
     ):
         self.root = Path(root).absolute()
         self.url = url or str(root)
@@ -114,13 +119,19 @@ class FolderStore:
         self.file_mode: int | None = None
         self.folder_mode: int | None = None
         self.use_file_mode(file_mode)
-        try:
-            made = not self.root.exists()
-            self.root.mkdir(parents=True, exist_ok=True)
-            if made and self.folder_mode is not None:
-                self.root.chmod(self.folder_mode)
-        except OSError as error:
-            raise ConfigError(f"{self.url}: cannot use this folder as a store: {error}") from error
+        self.read_only = read_only
+        if read_only:
+            _check_exists(self.root, self.url)
+        else:
+            try:
+                made = not self.root.exists()
+                self.root.mkdir(parents=True, exist_ok=True)
+                if made and self.folder_mode is not None:
+                    self.root.chmod(self.folder_mode)
+            except OSError as error:
+                raise ConfigError(
+                    f"{self.url}: cannot use this folder as a store: {error}"
+                ) from error
         #: The root with its symlinks resolved, once: everything below it is reached from here
         #: without following any.
         self.real_root = Path(os.path.realpath(self.root))
@@ -415,7 +426,11 @@ class FolderStore:
     @contextlib.contextmanager
     def _staging(self) -> Iterator[int]:
         """The open staging folder, made by the first write (so a store that is only read,
-        a source, is never written to); the first use also clears what killed writers left."""
+        a source, is never written to); the first use also clears what killed writers left.
+        A read-only store refuses here, before anything is made: every write and delete
+        comes through this door."""
+        if self.read_only:
+            raise read_only_refusal(self.url)
         with contextlib.ExitStack() as stack:
             try:
                 folders = stack.enter_context(self._folders(TMP_DIR, [TMP_DIR], create=True))
@@ -546,6 +561,16 @@ def _chmod_or_close(fd: int, mode: int) -> None:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _check_exists(root: Path, url: str) -> None:
+    """A read-only store's root must be there already: ptif never creates it, and a mistyped
+    path would otherwise look like an empty store."""
+    if not root.exists():
+        raise ConfigError(
+            f"{url}: no such folder; ptif only reads this store and never creates it: check "
+            "the path (or the mount)"
+        )
 
 
 def _close_all(fds: list[int]) -> None:

@@ -51,6 +51,7 @@ from ptif.stores.base import (
     UnsafeKey,
     check_key,
     normalize_metadata,
+    read_only_refusal,
     verify_conditional_writes,
 )
 
@@ -213,8 +214,11 @@ class S3Store:
         endpoint_url: str | None = None,
         url: str | None = None,
         timeouts: Timeouts | None = None,
+        read_only: bool = False,
     ):
         self.bucket = bucket
+        #: The source: every write and delete is refused before a request is made.
+        self.read_only = read_only
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
@@ -270,6 +274,7 @@ class S3Store:
     # -- writing -------------------------------------------------------------------------------
 
     def put_file(self, key: str, path: Path, metadata: Mapping[str, str] | None = None) -> str:
+        self._writable()
         meta = _encode_metadata(metadata)
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
@@ -297,6 +302,7 @@ class S3Store:
         if_match: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
+        self._writable()
         args: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": self._full(key),
@@ -320,6 +326,7 @@ class S3Store:
             raise
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
+        self._writable()
         args = {"Bucket": self.bucket, "Key": self._full(key)}
         if if_match is not None:
             args["IfMatch"] = _quote(if_match)
@@ -342,6 +349,10 @@ class S3Store:
         )
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise read_only_refusal(self.url)
 
     def _download(self, key: str, sink: BinaryIO) -> ObjectInfo:
         """Stream the object into ``sink``; a broken stream resumes where it stopped, with
