@@ -14,7 +14,13 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ptif.cli.common import add_store_options, open_stores, settings_from, stop_on_signals
+from ptif.cli.common import (
+    add_recipe_settings,
+    add_store_options,
+    open_stores,
+    settings_from,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from ptif.config import Settings
@@ -31,9 +37,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="extensions to queue, e.g. --ext jpg --ext tif "
         "(default: PTIF_EXTENSIONS, else jpeg jpg bmp tif tiff png eps pdf)",
     )
-    parser.add_argument(
-        "--profile", help="profile whose settings make an output current (default: default)"
-    )
+    # The settings that make an output current: the same as `ptif process` is given.
+    add_recipe_settings(parser)
     parser.add_argument("--json", action="store_true", help="JSON log lines and a JSON report")
 
 
