@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-from aws_events import EVENTS, event, s3_object
+from aws_events import EVENTS, SPECIAL_KEYS, event, eventbridge_events, s3_object
 from fault_proxy import Fault, FaultProxy, Rule
 from s3_server import S3Server
 from store_helpers import (
@@ -124,6 +124,24 @@ def test_eventbridge_object_created(env: Bench) -> None:
     assert queued[key]["sequencer"] == "0062A1F3B2C4D5E800"
     assert queued[key]["versionId"] == "IYV3p45BT0ac8hjHg1houSdS1a.Mro8e"
     assert queued[key]["eventTime"] == "2026-03-02T10:16:00Z"
+
+
+def test_a_direct_notification_form_encodes_its_keys(env: Bench) -> None:
+    assert aws.handler(event("s3-special-keys"), CONTEXT) == {"marked": len(SPECIAL_KEYS)}
+    assert set(markers(env.process)) == set(SPECIAL_KEYS)
+
+
+def test_eventbridge_carries_keys_as_they_are(env: Bench) -> None:
+    """A plus stays a plus and ``%2B`` stays ``%2B``: nothing is decoded."""
+    for payload in eventbridge_events("eventbridge-special-keys-in-sqs"):
+        assert aws.handler(payload, CONTEXT) == {"marked": 1}
+    assert set(markers(env.process)) == set(SPECIAL_KEYS)
+
+
+def test_eventbridge_events_in_sqs_carry_keys_as_they_are(env: Bench) -> None:
+    result = aws.handler(event("eventbridge-special-keys-in-sqs"), CONTEXT)
+    assert result == {"batchItemFailures": []}
+    assert set(markers(env.process)) == set(SPECIAL_KEYS)
 
 
 def test_sqs_batch_of_s3_sns_eventbridge_and_test_messages(env: Bench) -> None:
@@ -326,6 +344,13 @@ def _object(payload: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def _undecodable(payload: dict[str, Any]) -> str:
+    """A key no object can have: a Latin-1 é percent-encoded (S3 notifications), or in
+    EventBridge's key as it is, a byte that is not UTF-8 (which JSON can only carry as a lone
+    surrogate). EventBridge's ``caf%E9.jpg`` is a good key: it names that very object."""
+    return "scans/caf%E9.jpg" if "s3" in payload else "scans/caf\udce9.jpg"
+
+
 def _bucket(payload: dict[str, Any]) -> dict[str, Any]:
     bucket: dict[str, Any] = (payload.get("s3") or payload["detail"])["bucket"]
     return bucket
@@ -335,7 +360,7 @@ def _bucket(payload: dict[str, Any]) -> dict[str, Any]:
 BREAKERS: dict[str, Any] = {
     "missing-key": lambda p: _object(p).pop("key") and p,
     "key-not-text": lambda p: _object(p).update(key=["scans", "x.jpg"]) or p,
-    "bad-encoding": lambda p: _object(p).update(key="scans/caf%E9.jpg") or p,  # Latin-1 é
+    "bad-encoding": lambda p: _object(p).update(key=_undecodable(p)) or p,
     "lone-surrogate": lambda p: _object(p).update(key="scans/\ud800.jpg") or p,
     "key-too-long": lambda p: _object(p).update(key="k" * 1021 + ".jpg") or p,
     "size-not-a-count": lambda p: _object(p).update(size="big") or p,
@@ -365,7 +390,7 @@ def _s3_record(key: str, number: int) -> dict[str, Any]:
 def _eventbridge(key: str, number: int) -> dict[str, Any]:
     payload = event("eventbridge-created")
     identity = _identity(key, number)
-    payload["detail"]["object"].update(key=quote_plus(key), etag=identity["eTag"])
+    payload["detail"]["object"].update(key=key, etag=identity["eTag"])  # EventBridge: as it is
     payload["detail"]["object"]["sequencer"] = identity["sequencer"]
     return payload
 

@@ -30,6 +30,9 @@ else:
 
 from aws_cdk.assertions import Match, Template
 
+from ptif.config import RECIPE_ENVIRONMENT
+from ptif.config import load_settings as ptif_settings
+from ptif.convert.profiles import PROFILES
 from ptif.queue import layout
 from ptif.stores.overlap import overlap
 
@@ -57,6 +60,9 @@ EXISTING = {
     "taskCount": "3",
     "workers": "4",
     "minAge": "300",
+    "compression": "deflate",
+    "tileSize": "512",
+    "dpi": "400",
 }
 CREATED_EVENTS = [
     "s3:ObjectCreated:Put",
@@ -679,6 +685,45 @@ def test_settings_come_from_context_then_environment_then_defaults() -> None:
     assert environment_name("ephemeralStorageGiB") == "PTIF_CDK_EPHEMERAL_STORAGE_GIB"
     disk = load_settings({}.get, {"PTIF_CDK_EPHEMERAL_STORAGE_GIB": "100"}).ephemeral_storage_gib
     assert disk == 100
+
+
+def _recipe_hashes(variables: dict[str, Any], empty: Path) -> set[str]:
+    """The recipes ptif resolves from a part's environment (its profile and settings)."""
+    names = {"PTIF_PROFILE", *RECIPE_ENVIRONMENT.values()}
+    given = {k: v for k, v in variables.items() if k in names}
+    return ptif_settings(environ=given, config_file=empty).conversion_profile().recipe_hashes()
+
+
+def test_the_function_and_the_task_resolve_one_recipe(each: Synth, tmp_path: Path) -> None:
+    empty = tmp_path / "ptif.toml"
+    empty.write_text("")
+    (function,) = [
+        f["Properties"]
+        for f in each.template.find_resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "ptif.aws.handler"
+    ]
+    (task,) = each.template.find_resources("AWS::ECS::TaskDefinition").values()
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    task_env = {v["Name"]: v["Value"] for v in container["Environment"]}
+    hashes = _recipe_hashes(task_env, empty)
+    assert _recipe_hashes(function["Environment"]["Variables"], empty) == hashes
+    if task_env.get("PTIF_COMPRESSION"):  # the existing buckets' deployment sets some
+        wanted = PROFILES["default"].recipe.replace(compression="deflate", tile_size=512, dpi=400)
+        assert hashes == {wanted.hash}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("compression", "gif", "conversion settings: unknown compression 'gif'"),
+        ("tileSize", "100", "conversion settings: tile size 100 must be a multiple of 16"),
+        ("quality", "high", "quality"),
+        ("profile", "glossy", "conversion settings: .*glossy"),
+    ],
+)
+def test_bad_conversion_settings_are_refused_at_synth(key: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings({key: value}.get, {})
 
 
 @pytest.mark.parametrize(

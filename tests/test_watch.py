@@ -230,10 +230,8 @@ def test_a_settling_file_that_goes_away_is_dropped_and_an_old_one_is_due_at_once
 # polling ---------------------------------------------------------------------------------------
 
 
-def _poller(
-    bench: Bench, *, settle: float = 0.0, overlap: float = 3600.0, initial_scan: bool = False
-) -> Poller:
-    options = WatchOptions(settle=settle, overlap=overlap, initial_scan=initial_scan, poll=True)
+def _poller(bench: Bench, *, settle: float = 0.0, initial_scan: bool = False) -> Poller:
+    options = WatchOptions(settle=settle, initial_scan=initial_scan, poll=True)
     return Poller(bench.source, _queuer(bench), EXTENSIONS, options, WatchReport())
 
 
@@ -292,23 +290,156 @@ def test_an_initial_scan_on_a_bucket_skips_current_outputs(bench: Bench) -> None
     assert poller.report.up_to_date == 1
 
 
-def test_the_overlap_window_catches_late_arrivals_and_settling_files(folder: Bench) -> None:
+def test_settling_files_are_queued_once_still_whatever_their_age(folder: Bench) -> None:
     source = Path(folder.urls["source"])
-    put_source(folder.source, "first.jpg")
-    poller = _poller(folder, settle=2.0, overlap=1800.0)
-    os.utime(source / "first.jpg", (time.time() - 60, time.time() - 60))
-    assert poller.poll()  # the high-water mark: a minute ago
+    poller = _poller(folder, settle=2.0)
+    assert poller.poll()
 
     now = time.time()
-    for name, age in (("late.jpg", 600), ("too-late.jpg", 7200), ("settling.jpg", 0.5)):
+    for name, age in (
+        ("recent.jpg", 600),
+        ("years-old.jpg", 10 * 365 * 86400),
+        ("settling.jpg", 0.5),
+    ):
         (source / name).write_bytes(b"pixels")
         os.utime(source / name, (now - age, now - age))
     assert poller.poll()
-    assert set(markers(folder.process)) == {"late.jpg"}  # ten minutes before the mark: inside
+    assert set(markers(folder.process)) == {"recent.jpg", "years-old.jpg"}
 
     os.utime(source / "settling.jpg", (now - 5, now - 5))  # nobody wrote to it since
     assert poller.poll()
-    assert set(markers(folder.process)) == {"late.jpg", "settling.jpg"}
+    assert set(markers(folder.process)) == {"recent.jpg", "years-old.jpg", "settling.jpg"}
+
+
+def _backdate(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    for item in [path, *path.rglob("*")]:
+        os.utime(item, (then, then), follow_symlinks=False)
+
+
+def _archive(root: Path, names: tuple[str, ...], age: float = 3 * 365 * 86400) -> Path:
+    """Scans elsewhere on the machine, last modified years ago, as an archive holds them."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(f"scan {name}".encode())
+    _backdate(root, age)
+    return root
+
+
+def test_polling_a_folder_queues_files_brought_in_with_old_times(
+    folder: Bench, tmp_path: Path
+) -> None:
+    """``cp -p``, ``rsync -t``, ``mv`` from another folder and a whole folder moved in: each
+    keeps times older than anything the watcher has seen, and each is queued."""
+    source = Path(folder.urls["source"])
+    put_source(folder.source, "today.jpg")  # the newest thing the watcher sees
+    _backdate(source / "today.jpg", 10)
+    poller = _poller(folder, settle=2.0)
+    assert poller.poll()
+    assert markers(folder.process) == {}
+
+    old = _archive(
+        tmp_path / "archive", ("cp.jpg", "rsync.tif", "mv.png", "box/1.jpg", "box/2.jpg")
+    )
+    subprocess.run(["cp", "-p", old / "cp.jpg", source / "cp.jpg"], check=True)
+    subprocess.run(["rsync", "-t", old / "rsync.tif", f"{source}/"], check=True)
+    (old / "mv.png").rename(source / "mv.png")
+    (old / "box").rename(source / "box")
+    assert (source / "cp.jpg").stat().st_mtime < time.time() - 86400, "cp -p kept the time"
+
+    assert poller.poll()
+    assert set(markers(folder.process)) == {
+        "cp.jpg",
+        "rsync.tif",
+        "mv.png",
+        "box/1.jpg",
+        "box/2.jpg",
+    }
+    consume(folder.process)
+    assert _poller(folder, settle=2.0).poll(), "a restart"
+    assert markers(folder.process) == {}, "nothing queued twice"
+
+
+def test_polling_a_folder_queues_a_file_replaced_with_the_same_size_and_time(
+    folder: Bench, tmp_path: Path
+) -> None:
+    """``rsync -t --checksum`` of a corrected scan: same name, size and modification time as
+    the one it replaces, a new inode."""
+    source = Path(folder.urls["source"])
+    _archive(source, ("scan.jpg",))
+    put_source(folder.source, "today.jpg")
+    _backdate(source / "today.jpg", 10)
+    poller = _poller(folder, settle=2.0)
+    assert poller.poll()
+    before = (source / "scan.jpg").stat()
+
+    fixed = tmp_path / "fixed" / "scan.jpg"
+    fixed.parent.mkdir()
+    fixed.write_bytes(b"scan SCAN.jpg")  # the same length
+    os.utime(fixed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    subprocess.run(["rsync", "-t", "--checksum", fixed, f"{source}/"], check=True)
+    after = (source / "scan.jpg").stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino
+
+    assert poller.poll()
+    assert set(markers(folder.process)) == {"scan.jpg"}
+
+
+def test_polling_a_bucket_queues_an_overwrite_of_the_same_second(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """LastModified has whole seconds, so a scan replaced within the second it was written
+    ties with it; the new eTag is what is queued."""
+    bench = s3_bench(tmp_path, s3_server)
+    poller = _poller(bench)
+    assert poller.poll()
+    for attempt in range(5):  # until both writes land in one second (almost always the first)
+        key = f"same-{attempt}.jpg"
+        put_source(bench.source, key, b"first")
+        first = bench.source.head(key)
+        assert poller.poll()
+        consume(bench.process)  # converted, as a worker does
+        second_etag = put_source(bench.source, key, b"second")
+        second = bench.source.head(key)
+        assert first is not None and second is not None
+        if second.modified == first.modified:
+            break
+    else:
+        pytest.skip("no two writes landed in the same second")
+    assert poller.poll()
+    assert markers(bench.process)[key]["eTag"] == second_etag
+
+
+def test_an_older_or_unreadable_cursor_means_one_pass_over_everything(bench: Bench) -> None:
+    put_source(bench.source, "a.jpg")
+    etag = put_source(bench.source, "b.jpg")
+    put_output(bench.images, "b.jpg", etag)
+    poller = _poller(bench)
+    legacy = b'{"source": "x", "started": true, "highWater": "2020-01-01T00:00:00Z", "recent": {}}'
+    for stored in (legacy, b'ptif-watch-snapshot 1\n{"keys": 5}\n' + b"\0" * 16):
+        bench.process.put_bytes(poller.key, stored)
+        assert _poller(bench).poll()
+        assert set(markers(bench.process)) == {"a.jpg"}, "what lacks a current output"
+        consume(bench.process)
+    assert _poller(bench).poll()
+    assert markers(bench.process) == {}
+
+
+def test_a_failed_object_is_offered_again_on_the_next_pass(folder: Bench) -> None:
+    poller = _poller(folder)
+    assert poller.poll()
+    put_source(folder.source, "a.jpg")
+    put_source(folder.source, "b.jpg")
+    queue_dir = Path(folder.urls["process"]) / QUEUE
+    queue_dir.mkdir(parents=True, exist_ok=True)
+    (queue_dir / "b.jpg.json").mkdir()  # the marker cannot be written
+    assert not poller.poll()
+    assert set(markers(folder.process)) == {"a.jpg"}
+    (queue_dir / "b.jpg.json").rmdir()
+    assert poller.poll()
+    assert set(markers(folder.process)) == {"a.jpg", "b.jpg"}
 
 
 # the command ------------------------------------------------------------------------------------

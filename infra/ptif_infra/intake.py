@@ -118,6 +118,7 @@ def intake_environment(settings: InfraSettings, buckets: Buckets) -> dict[str, s
         "PTIF_SOURCE": store_url(buckets.source.bucket_name, settings.source_prefix),
         "PTIF_PROCESS": store_url(buckets.process.bucket_name, settings.process_prefix),
         "PTIF_QUEUE_PREFIX": settings.queue_prefix,
+        **settings.recipe_environment(),
     }
     if settings.extensions:
         environment["PTIF_EXTENSIONS"] = settings.extensions

@@ -13,6 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ptif.config import RECIPE_ENVIRONMENT
+from ptif.convert.profiles import get_profile
+from ptif.errors import ConfigError
 from ptif.queue.layout import DEFAULT_QUEUE_PREFIX, queue_prefix_problem
 from ptif.stores.overlap import overlap
 
@@ -30,8 +33,15 @@ DEFAULTS: dict[str, Any] = {
     "queuePrefix": DEFAULT_QUEUE_PREFIX,
     # Notifications: only keys ending with one of these (comma-separated, case-sensitive).
     "notificationSuffixes": "",
-    # ptif's own settings, passed to the Lambda function and the task.
+    # ptif's own settings, passed to the Lambda function and the task. The conversion settings
+    # (unset: the profile's) become PTIF_COMPRESSION… in both, so they resolve one recipe.
     "profile": "default",
+    "compression": None,
+    "quality": None,
+    "tileSize": None,
+    "dpi": None,
+    "maxWidth": None,
+    "maxHeight": None,
     "extensions": None,
     "minAge": 0,
     "workers": None,
@@ -88,6 +98,12 @@ class InfraSettings:
     queue_prefix: str
     notification_suffixes: tuple[str, ...]
     profile: str
+    compression: str | None
+    quality: int | None
+    tile_size: int | None
+    dpi: float | None
+    max_width: int | None
+    max_height: int | None
     extensions: str | None
     min_age: float
     workers: int | None
@@ -137,6 +153,24 @@ class InfraSettings:
             )
         if self.subnet_ids and not self.vpc_id:
             raise SettingsError("subnetIds needs vpcId: subnets belong to an existing VPC")
+        try:  # refused now, not by the task at 05:30
+            get_profile(self.profile).with_overrides(**self.recipe_settings())
+        except ConfigError as error:
+            raise SettingsError(f"conversion settings: {error}") from None
+
+    def recipe_environment(self) -> dict[str, str]:
+        """The profile and conversion settings as ptif reads them, for every part that
+        converts or judges whether an output is current."""
+        environment = {"PTIF_PROFILE": self.profile}
+        for name, value in self.recipe_settings().items():
+            text = f"{value:g}" if isinstance(value, float) else str(value)
+            environment[RECIPE_ENVIRONMENT[name]] = text
+        return environment
+
+    def recipe_settings(self) -> dict[str, Any]:
+        """The conversion settings given, by ptif's name for each."""
+        given = {name: getattr(self, name) for name in RECIPE_ENVIRONMENT}
+        return {name: value for name, value in given.items() if value is not None}
 
 
 def load_settings(

@@ -188,8 +188,8 @@ def task_environment(settings: InfraSettings, buckets: Buckets) -> dict[str, str
         "PTIF_PROCESS": store_url(buckets.process.bucket_name, settings.process_prefix),
         "PTIF_IMAGES": store_url(buckets.images.bucket_name, settings.images_prefix),
         "PTIF_QUEUE_PREFIX": settings.queue_prefix,
-        "PTIF_PROFILE": settings.profile,
         "PTIF_MIN_AGE": f"{settings.min_age:g}",
+        **settings.recipe_environment(),
     }
     if settings.workers:
         environment["PTIF_WORKERS"] = str(settings.workers)

@@ -52,6 +52,8 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "watch_interval": ("PTIF_WATCH_INTERVAL",),
     "images_mode": ("PTIF_IMAGES_MODE",),
 }
+#: Environment variables of the conversion settings, by setting (``ptif.toml``: ``[recipe]``).
+RECIPE_ENVIRONMENT: dict[str, str] = {name: f"PTIF_{name.upper()}" for name in RECIPE_SETTINGS}
 #: Variables holding a bare bucket name, as the original system set them.
 BARE_BUCKET_VARIABLES = {"RBSC_BUCKET", "PROCESS_BUCKET", "IMAGE_BUCKET"}
 CONFIG_FILE_VARIABLE = "PTIF_CONFIG"
@@ -62,6 +64,7 @@ AWS_MARKERS = ("AWS_LAMBDA_FUNCTION_NAME", "ECS_CONTAINER_METADATA_URI_V4", "AWS
 #: Every variable ptif reads: the settings', the configuration file's and the AWS markers.
 ENVIRONMENT_VARIABLES = (
     *(name for names in ENVIRONMENT.values() for name in names),
+    *RECIPE_ENVIRONMENT.values(),
     CONFIG_FILE_VARIABLE,
     *AWS_MARKERS,
 )
@@ -161,10 +164,15 @@ def load_settings(
     """Flags beat the environment, which beats the file, which beats the defaults."""
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
-    merged.update(_from_file(_config_path(config_file, environ)))
-    merged.update(_from_environment(environ))
-    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
-    return _build(merged)
+    recipe: dict[str, Any] = {}  # merged setting by setting: a flag beats only its own variable
+    for layer in (
+        _from_file(_config_path(config_file, environ)),
+        _from_environment(environ),
+        {k: v for k, v in (flags or {}).items() if v is not None},
+    ):
+        recipe.update(layer.pop("recipe", None) or {})
+        merged.update(layer)
+    return _build({**merged, "recipe": recipe})
 
 
 def setting_origin(
@@ -244,7 +252,38 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             if value:
                 found[setting] = f"s3://{value}" if name in BARE_BUCKET_VARIABLES else value
                 break
+    recipe = _recipe_from_environment(environ)
+    if recipe:
+        found["recipe"] = recipe
     return found
+
+
+_RECIPE_TYPES: dict[str, tuple[Callable[[str], Any], str]] = {
+    "quality": (int, "a whole number"),
+    "tile_size": (int, "a whole number"),
+    "dpi": (float, "a number"),
+    "max_width": (int, "a whole number"),
+    "max_height": (int, "a whole number"),
+}
+
+
+def _recipe_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The conversion settings of ``PTIF_COMPRESSION``, ``PTIF_QUALITY``…, each checked."""
+    recipe: dict[str, Any] = {}
+    for setting, name in RECIPE_ENVIRONMENT.items():
+        text = environ.get(name, "").strip()
+        if not text:
+            continue
+        kind, wanted = _RECIPE_TYPES.get(setting, (str, "a name"))
+        try:
+            value: Any = kind(text.replace("_", "")) if kind is not str else text.lower()
+            Recipe().replace(**{setting: value})
+        except ValueError:
+            raise ConfigError(f"{name}={text!r}: give {wanted}") from None
+        except ConfigError as error:
+            raise ConfigError(f"{name}={text!r}: {error}") from None
+        recipe[setting] = value
+    return recipe
 
 
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {

@@ -25,21 +25,38 @@ if TYPE_CHECKING:
 
 
 def add_recipe_options(parser: argparse.ArgumentParser, profile_default: str | None = None) -> None:
-    """The profile and every setting on its own, shared by every command that converts.
+    """The profile and every setting on its own, and the budgets, shared by every command that
+    converts.
 
     Commands that read settings from the environment pass no default profile, so that an unset
     flag does not hide PTIF_PROFILE or ptif.toml.
     """
-    group = parser.add_argument_group("conversion settings (override the profile's)")
+    group = add_recipe_settings(parser, profile_default)
+    _add_source_limits(group)
+
+
+def add_recipe_settings(
+    parser: argparse.ArgumentParser, profile_default: str | None = None
+) -> argparse._ArgumentGroup:
+    """The profile and the settings that make an output's recipe, for the commands that
+    convert and those that judge whether an output is current (mark --stale, watch,
+    reconcile): the same flags, variables and ptif.toml keys give the same recipe."""
+    group = parser.add_argument_group(
+        "conversion settings",
+        "Override the profile's; each also has a variable (PTIF_COMPRESSION, PTIF_QUALITY,\n"
+        "PTIF_TILE_SIZE, PTIF_DPI, PTIF_MAX_WIDTH, PTIF_MAX_HEIGHT) and a key in ptif.toml's\n"
+        "[recipe] table. A flag beats the variable, which beats the file.",
+    )
     profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
     group.add_argument(
         "--profile",
         default=profile_default,
         choices=sorted(PROFILES),
-        help=f"named settings (default: default). {profiles}",
+        help=f"named settings (default: PTIF_PROFILE, else default). {profiles}",
     )
     _add_tile_options(group)
-    _add_size_limits(group)
+    _add_output_box(group)
+    return group
 
 
 def _add_tile_options(group: argparse._ArgumentGroup) -> None:
@@ -57,8 +74,8 @@ def _add_tile_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
 
 
-def _add_size_limits(group: argparse._ArgumentGroup) -> None:
-    """The box an output is shrunk to fit, and the largest source accepted."""
+def _add_output_box(group: argparse._ArgumentGroup) -> None:
+    """The box an output is shrunk to fit."""
     group.add_argument(
         "--max-size", type=int_range(1), metavar="PX", help="shrink so neither side passes this"
     )
@@ -71,6 +88,10 @@ def _add_size_limits(group: argparse._ArgumentGroup) -> None:
         metavar="PX",
         help="shrink so the height is at most this",
     )
+
+
+def _add_source_limits(group: argparse._ArgumentGroup) -> None:
+    """The largest source accepted, and one conversion's memory and time."""
     group.add_argument(
         "--max-pixels",
         type=int_range(1),
@@ -153,8 +174,9 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
     flags = {**store_flags(args), **more}
     if hasattr(args, "profile"):
         flags["profile"] = args.profile
-    if hasattr(args, "max_pixels"):  # the command takes recipe options
+    if hasattr(args, "compression"):  # the command takes the recipe's settings
         flags["recipe"] = recipe_settings(args) or None
+    if hasattr(args, "max_pixels"):  # and the budgets
         flags["max_pixels"] = args.max_pixels
         flags["max_memory"] = args.max_memory
         flags["max_seconds"] = args.max_seconds

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ptif.cli.common import (
     add_extension_options,
+    add_recipe_settings,
     add_store_options,
     open_stores,
     settings_from,
@@ -30,9 +31,8 @@ if TYPE_CHECKING:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     add_store_options(parser)
     add_extension_options(parser, "queue")
-    parser.add_argument(
-        "--profile", help="profile whose settings make an output current (default: default)"
-    )
+    # The settings that make an output current: the same as `ptif process` is given.
+    add_recipe_settings(parser)
     parser.add_argument("--json", action="store_true", help="JSON log lines and a JSON report")
 
 
@@ -47,9 +47,11 @@ def add_watch(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         description="Watch the source store and queue each new image: a folder through file\n"
         "events (a file is queued once it has not changed for --settle seconds), a bucket\n"
         "by listing it every --interval seconds. For buckets without S3 notifications; on\n"
-        "AWS, prefer the Lambda (ptif.aws.handler). The poller's cursor lives in the process\n"
-        "store (watch/), so a restart does not queue everything again. Stops cleanly on\n"
-        "SIGTERM or Ctrl-C.",
+        "AWS, prefer the Lambda (ptif.aws.handler). Each poll compares every object with what\n"
+        "the last one saw (size and eTag; a file's inode, size and time), so files copied\n"
+        "or moved in with old times (rsync -t, cp -p, mv) are noticed too. That snapshot\n"
+        "lives in the process store (watch/), so a restart does not queue everything again.\n"
+        "Stops cleanly on SIGTERM or Ctrl-C.",
         epilog="examples:\n  ptif watch ./incoming --process ./queue --images ./pyramids\n"
         "  ptif watch s3://scans --endpoint-url http://minio:9000 --interval 60\n"
         "  ptif watch /mnt/nfs/scans --poll     # network filesystems send no events",
@@ -80,14 +82,9 @@ def _add_watch_timing(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="pause between listings when polling (default 30; PTIF_WATCH_INTERVAL)",
     )
-    parser.add_argument(
-        "--overlap",
-        type=float,
-        default=3600.0,
-        metavar="SECONDS",
-        help="how far below the newest object seen each poll looks again, for uploads that\n"
-        "show up late, such as long multipart uploads (default 3600)",
-    )
+    # The poller once looked only at objects newer than the newest seen less --overlap; it now
+    # compares every object with its snapshot, so the flag is accepted and has no effect.
+    parser.add_argument("--overlap", type=float, help=argparse.SUPPRESS)
 
 
 def _add_watch_modes(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +106,8 @@ def run_watch(args: argparse.Namespace) -> int:
     from ptif.intake.watch import WatchReport, queuer_for, watch
 
     configure_logging(max(args.verbose, 1), args.quiet, json_lines=wants_json(args.json))
+    if args.overlap is not None and not args.quiet:
+        print("ptif watch: --overlap is no longer needed and is ignored", file=sys.stderr)
     settings = settings_from(
         args,
         source=args.location or args.source,
@@ -143,7 +142,6 @@ def _watch_options(args: argparse.Namespace, settings: Settings) -> WatchOptions
     return WatchOptions(
         settle=settings.watch_settle,
         interval=settings.watch_interval,
-        overlap=args.overlap,
         initial_scan=args.initial_scan,
         prefix=args.prefix,
         poll=args.poll,

@@ -16,6 +16,7 @@ from typing import Any
 from ptif.cli.common import (
     add_extension_options,
     add_recipe_options,
+    add_recipe_settings,
     add_store_options,
     open_stores,
     settings_from,
@@ -198,7 +199,7 @@ def add_mark(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="only sources whose output is missing or made from another "
         "eTag or with other settings",
     )
-    parser.add_argument("--profile", help="profile whose settings --stale compares against")
+    add_recipe_settings(parser)  # what --stale compares against: what `ptif process` makes
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(handler=run_mark)
 

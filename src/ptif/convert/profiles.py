@@ -55,7 +55,8 @@ class Recipe:
         self.compression = compression
         self.quality = quality
         self.tile_size = tile_size
-        self.dpi = dpi
+        # ptif.toml's 300 and --dpi 300 are one recipe, with one hash.
+        self.dpi = float(dpi) if isinstance(dpi, int) and not isinstance(dpi, bool) else dpi
         self.max_width = max_width
         self.max_height = max_height
         self._check()

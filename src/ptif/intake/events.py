@@ -14,10 +14,13 @@ string, a size an integer, a sequencer hexadecimal: a hostile value never reache
 where a ``sequencer`` that is not text would break the comparison of every later event for the
 key. Keys longer than S3's 1,024 bytes are refused, since no such object can exist.
 
-Keys arrive URL-encoded as in an HTML form: ``+`` is a space, ``%2B`` a plus, ``%25`` a per cent
-sign, other bytes UTF-8 percent-encoded. They are decoded with ``unquote_plus``, and otherwise
-kept as they are (NFC and NFD spellings of an accent are different keys in S3). EventBridge
-events are decoded the same way.
+S3 notifications (direct, or through SNS or SQS) carry keys URL-encoded as in an HTML form:
+``+`` is a space, ``%2B`` a plus, ``%25`` a per cent sign, ``%3A`` a colon, other bytes UTF-8
+percent-encoded; they are decoded with ``unquote_plus``. EventBridge events carry the key as it
+is (``detail.object.key``: AWS's own sample holds a raw ``:``), so it is taken as it is: decoding
+it would turn a plus into a space and ``100%25`` into ``100%``. Either way a key is otherwise kept
+as it is (NFC and NFD spellings of an accent are different keys in S3). docs/operations.md says
+what this rests on.
 
 This module reads JSON and nothing else; what to do with an event is
 :mod:`ptif.intake.enqueue`'s job.
@@ -200,7 +203,7 @@ def _s3_record(record: Mapping[str, Any], where: str) -> ObjectEvent:
     obj = _field(record, "s3", "object")
     return ObjectEvent(
         bucket=_text(record, "s3", "bucket", "name"),
-        key=_key(obj),
+        key=_key(obj, form_encoded=True),
         name=name,
         created=name in CREATED_NAMES,
         size=_size(obj.get("size")),
@@ -218,7 +221,7 @@ def _eventbridge(payload: Mapping[str, Any], where: str) -> ObjectEvent:
     obj = _field(payload, "detail", "object")
     return ObjectEvent(
         bucket=_text(payload, "detail", "bucket", "name"),
-        key=_key(obj),
+        key=_key(obj, form_encoded=False),
         name=f"{detail_type}:{reason}" if reason else detail_type,
         created=detail_type == "Object Created" and (not reason or reason in CREATED_REASONS),
         size=_size(obj.get("size")),
@@ -256,12 +259,13 @@ def _optional(data: Mapping[str, Any], name: str) -> str | None:
     return _unicode(value, name)
 
 
-def _key(obj: Mapping[str, Any]) -> str:
+def _key(obj: Mapping[str, Any], *, form_encoded: bool) -> str:
+    """The object's key: form-decoded from an S3 notification, as it is from EventBridge."""
     raw = obj.get("key")
     if not isinstance(raw, str) or not raw:
         raise BadEvent(f"the event names no object key (key is {_kind(raw)})")
     try:
-        key = unquote_plus(raw, encoding="utf-8", errors="strict")
+        key = unquote_plus(raw, encoding="utf-8", errors="strict") if form_encoded else raw
     except UnicodeDecodeError as error:
         raise BadEvent(f"the key {raw[:200]!r} is not percent-encoded UTF-8") from error
     if len(_unicode(key, "the key").encode()) > MAX_KEY_BYTES:
@@ -286,7 +290,8 @@ def _shown_key(data: Mapping[str, Any]) -> str:
         except BadEvent:
             continue
         if isinstance(raw, str):
-            return _printable(unquote_plus(raw, errors="replace")[:MAX_KEY_BYTES])
+            shown = unquote_plus(raw, errors="replace") if path[0] == "s3" else raw
+            return _printable(shown[:MAX_KEY_BYTES])
     return ""
 
 

@@ -13,13 +13,13 @@ Two ways to notice them:
   where S3 notifications are the better intake.
 
 The poller keeps a cursor in the process store (``watch/<hash of the source>.json``) so that a
-restart does not queue everything again. It holds a high-water mark, the latest LastModified seen,
-and the keys and eTags seen within ``overlap`` seconds below it. A pass only looks at objects
-modified after the mark minus the overlap, and among them only at those not in the cursor with
-the same eTag. The overlap covers what a bare high-water mark would miss: a multipart upload's
-LastModified is when it *started*, so it can show up in a listing after newer objects did. The
-cursor relies on no listing order (SeaweedFS sorts ``/`` first) and on no ``StartAfter``.
-Objects older than the window are the business of ``ptif reconcile``, the safety net.
+restart does not queue everything again: a snapshot of what the last pass saw, each key's size and
+eTag (:mod:`ptif.intake.snapshot`, 16 bytes a key). A pass offers every listed image that is not in
+the snapshot with the same size and eTag. Modification times decide nothing: ``rsync -t``,
+``cp -p`` and ``mv`` bring files in with old times, a multipart upload's LastModified is when it
+started, and two uploads in the same second tie, yet each is a new key, a new eTag or (in a
+folder, whose eTag is the inode, size and time in nanoseconds) a new inode. The cursor relies on
+no listing order (SeaweedFS sorts ``/`` first) and on no ``StartAfter``.
 
 Before queueing, the output is checked: an output made from the same eTag with a current recipe
 needs no marker. Markers carry the object's modification time as their event time, so seeing the
@@ -29,7 +29,6 @@ equal or newer event).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -37,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,12 @@ from ptif.bounded import run_bounded
 from ptif.errors import ConfigError
 from ptif.intake.enqueue import Outcome, queue_object
 from ptif.intake.scope import bucket_name, is_candidate
+from ptif.intake.snapshot import Snapshot, SnapshotBuilder, key_digest, state_digest
 from ptif.queue.layout import cursor_key
 from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import NotAFile, ObjectInfo, ObjectMissing, Store
 from ptif.stores.folder import RESERVED, FolderStore
-from ptif.timeutil import format_time, parse_time
+from ptif.timeutil import format_time
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ ADDED, MODIFIED, DELETED = 1, 2, 3
 class WatchOptions:
     settle: float = 5.0
     interval: float = 30.0
-    overlap: float = 3600.0
     initial_scan: bool = False
     prefix: str = ""
     poll: bool = False
@@ -72,11 +71,6 @@ class WatchOptions:
     def __post_init__(self) -> None:
         if self.settle < 0 or self.interval <= 0:
             raise ConfigError("the settle time must be ≥ 0 and the poll interval > 0 seconds")
-        if self.overlap <= self.settle:
-            raise ConfigError(
-                f"the overlap ({self.overlap} s) must be longer than the settle time "
-                f"({self.settle} s), or settling files could fall out of the window"
-            )
 
 
 @dataclass
@@ -163,29 +157,25 @@ def watch(
 
 @dataclass
 class Cursor:
-    """Where the last pass got to: the high-water LastModified and the recent keys' eTags.
-    A cursor that is not ``started`` belongs to a watcher that has not yet listed the source."""
+    """What the last pass saw. A cursor that is not ``started`` belongs to a watcher that has
+    not yet listed the source; one without a ``snapshot`` (written by an older ptif, or
+    unreadable) makes the next pass look at every object."""
 
     started: bool = False
-    high_water: datetime | None = None
-    recent: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    snapshot: Snapshot | None = None
 
     def to_bytes(self, source_id: str) -> bytes:
-        body = {
-            "source": source_id,
-            "started": self.started,
-            "highWater": format_time(self.high_water) if self.high_water else None,
-            "recent": {k: [etag, format_time(t)] for k, (etag, t) in sorted(self.recent.items())},
-            "updated": format_time(datetime.now(UTC)),
-        }
-        return json.dumps(body, ensure_ascii=False).encode()
+        snapshot = self.snapshot if self.snapshot is not None else Snapshot()
+        facts = {"source": source_id, "updated": format_time(datetime.now(UTC))}
+        return snapshot.to_bytes(facts)
 
     @classmethod
     def parse(cls, data: bytes) -> Cursor:
-        body = json.loads(data)
-        high = body.get("highWater")
-        recent = {k: (str(v[0]), parse_time(v[1])) for k, v in body.get("recent", {}).items()}
-        return cls(bool(body.get("started", True)), parse_time(high) if high else None, recent)
+        if data.startswith(b"{"):  # the high-water cursor of ptif before the snapshot
+            log.warning("an older watch cursor: this pass looks at every object once")
+            return cls(True, None)
+        snapshot, _ = Snapshot.parse(data)
+        return cls(True, snapshot)
 
 
 def source_id(store: Store) -> str:
@@ -216,7 +206,7 @@ class _Watcher:
 
 
 class Poller(_Watcher):
-    """Lists the source every ``interval`` seconds and queues what is new since the cursor."""
+    """Lists the source every ``interval`` seconds and queues what differs from the snapshot."""
 
     def __init__(
         self,
@@ -250,61 +240,50 @@ class Poller(_Watcher):
             stop.wait(self.options.interval)
 
     def poll(self, *, full: bool = False) -> bool:
-        """One pass. ``full`` looks at every object, not only those after the cursor. Saves the
-        cursor and returns True if every object was handled."""
+        """One pass. ``full`` offers every object, not only those that changed. Saves the
+        cursor unless stopped, and returns True if every object was handled."""
         self.report.passes += 1
-        high = self.cursor.high_water
-        baseline = not self.cursor.started and not full
-        cutoff = None if full or high is None else self._window_start(high)
-        state = _Pass(high)
-        items = self._new_objects(cutoff, baseline, state)
-        for info, result in run_bounded(self.queuer.offer, items):
+        earlier = None if full else self.cursor.snapshot
+        state = _Pass(earlier, baseline=not self.cursor.started and not full)
+        for info, result in run_bounded(self.queuer.offer, self._changed(state)):
             if isinstance(result, ConfigError):
                 raise result  # every other object would fail the same way
             if isinstance(result, Exception):
                 state.failed += 1
+                state.keep_earlier(info.key)  # offered again next pass
                 log.error("%s: could not queue: %s", info.key, result, extra={"key": info.key})
             else:
                 self.report.count(result, info.key)
-                state.seen[info.key] = (info.etag, info.modified)
+                state.builder.add(key_digest(info.key), state_digest(info.size, info.etag))
                 _log_outcome(info, result)
-        if state.failed or self._stop.is_set():
-            self.report.errors += state.failed
-            return False
-        self._advance(state)
-        return True
+        if self._stop.is_set():
+            return False  # the listing was cut short: what it did not reach is not gone
+        self.report.errors += state.failed
+        self._save(Cursor(True, state.builder.build()))
+        return not state.failed
 
-    def _new_objects(
-        self, cutoff: datetime | None, baseline: bool, state: _Pass
-    ) -> Iterator[ObjectInfo]:
+    def _changed(self, state: _Pass) -> Iterator[ObjectInfo]:
+        """The listed images that are new or changed since the last pass; the others go
+        straight into the next snapshot."""
         now = time.time()
         for info in self.source.list(self.options.prefix):
             if self._stop.is_set():
                 return
-            if cutoff is not None and info.modified < cutoff:
-                continue
             if not is_candidate(info.key, self.extensions):
                 continue
             if self.settle and now - info.modified.timestamp() < self.settle:
-                continue  # still being written: the next pass sees it again
-            state.high = max(state.high or info.modified, info.modified)
-            if baseline or self.cursor.recent.get(info.key, ("",))[0] == info.etag:
-                state.seen[info.key] = (info.etag, info.modified)
+                state.keep_earlier(info.key)  # still being written: the next pass sees it again
+                continue
+            key, seen = key_digest(info.key), state_digest(info.size, info.etag)
+            if state.baseline or (state.earlier is not None and state.earlier.get(key) == seen):
+                state.builder.add(key, seen)
                 continue
             yield info
 
-    def _advance(self, state: _Pass) -> None:
-        recent = {**self.cursor.recent, **state.seen}
-        if state.high is not None:
-            start = self._window_start(state.high)
-            recent = {k: v for k, v in recent.items() if v[1] >= start}
-        cursor = Cursor(True, state.high, recent)
+    def _save(self, cursor: Cursor) -> None:
         if cursor != self.cursor:
             self.queuer.process.put_bytes(self.key, cursor.to_bytes(source_id(self.source)))
             self.cursor = cursor
-
-    def _window_start(self, high: datetime) -> datetime:
-        return high - timedelta(seconds=self.options.overlap)
 
     def _load(self) -> Cursor:
         try:
@@ -314,15 +293,30 @@ class Poller(_Watcher):
         try:
             return Cursor.parse(data)
         except (ValueError, KeyError, TypeError, IndexError) as error:
-            log.warning("%s: unreadable watch cursor (%s); starting afresh", self.key, error)
-            return Cursor()
+            log.warning(
+                "%s: unreadable watch cursor (%s); this pass looks at every object once",
+                self.key,
+                error,
+            )
+            return Cursor(True, None)
 
 
-@dataclass
 class _Pass:
-    high: datetime | None
-    seen: dict[str, tuple[str, datetime]] = field(default_factory=dict)
-    failed: int = 0
+    """One pass: the snapshot it compares with and the one it gathers."""
+
+    def __init__(self, earlier: Snapshot | None, *, baseline: bool) -> None:
+        self.earlier = earlier
+        self.baseline = baseline
+        self.builder = SnapshotBuilder()
+        self.failed = 0
+
+    def keep_earlier(self, key: str) -> None:
+        """Carry what the last pass saw of ``key`` (if anything), so that the next pass
+        compares with it again."""
+        digest = key_digest(key)
+        seen = self.earlier.get(digest) if self.earlier is not None else None
+        if seen is not None:
+            self.builder.add(digest, seen)
 
 
 # folder events -----------------------------------------------------------------------------------
