@@ -22,6 +22,7 @@ from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, Unsuppo
 __all__ = ["OpenRequest", "Opened", "open_page"]
 from ptif.convert.budgets import (
     check_density,
+    check_jpeg,
     check_memory,
     needs_random_access,
     out_of_memory,
@@ -130,6 +131,7 @@ def _vips_load(request: OpenRequest, loader: str, access: str) -> pyvips.Image:
 
 
 def _open_vips(request: OpenRequest, loader: str) -> Opened:
+    jpeg = check_jpeg(request.path, request.max_memory) if loader == "jpegload" else None
     try:
         image = _vips_load(request, loader, "sequential")
     except UndecodableError as error:
@@ -141,7 +143,7 @@ def _open_vips(request: OpenRequest, loader: str) -> Opened:
         _check_page(request, pages)
     check_budget(request.path, image.width, image.height, request.max_pixels)
     check_density(request.path, image)
-    check_memory(request.path, image, loader, request.page, request.max_memory)
+    check_memory(request.path, image, loader, request.page, request.max_memory, jpeg)
     if needs_random_access(image):
         image = _vips_load(request, loader, "random")
     return Opened(image, pages, f"libvips {loader}")
