@@ -7,6 +7,7 @@ stores, the failure records and /proc."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -119,6 +120,7 @@ def test_endless_postscript_is_stopped_by_the_time_limit(tmp_path: Path) -> None
     message = str(failed.value)
     assert "endless.eps" in message and "2 s" in message and "--max-seconds" in message
     assert "PTIF_MAX_SECONDS" in message and failed.value.code == TOO_SLOW
+    assert re.search(r"stopped after 2\.\d s", message), message
 
 
 @needs_gs

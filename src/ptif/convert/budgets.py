@@ -309,10 +309,13 @@ def out_of_memory(path: Path, detail: str, budget: int) -> TooLargeError:
     )
 
 
-def too_slow(path: Path, seconds: float) -> TooSlowError:
+def too_slow(path: Path, limit: float, elapsed: float) -> TooSlowError:
+    """The ``too-slow`` error of a conversion stopped after ``elapsed`` seconds: a decode that
+    libvips cannot interrupt ends past the ``limit``, and the message says by how much."""
     return TooSlowError(
-        f"{path}: stopped after {seconds:g} s, the time limit of one conversion; if the image "
-        "is genuine, raise the limit with --max-seconds or PTIF_MAX_SECONDS"
+        f"{path}: stopped after {elapsed:.1f} s, over the time limit of {limit:g} s for one "
+        "conversion; if the image is genuine, raise the limit with --max-seconds or "
+        "PTIF_MAX_SECONDS"
     )
 
 

@@ -339,13 +339,14 @@ def _save(job: _Job, image: pyvips.Image, temp: Path, options: dict[str, Any]) -
     """Write the pyramid; libvips is stopped when the conversion's time is up."""
     remaining = job.deadline - time.perf_counter()
     if remaining <= 0:
-        raise too_slow(job.src, job.limits.max_seconds)
+        raise too_slow(job.src, job.limits.max_seconds, time.perf_counter() - job.started)
     with Deadline(image, remaining) as deadline:
         try:
             image.tiffsave(str(temp), **options)
         except pyvips.Error as error:
             if deadline.expired:
-                raise too_slow(job.src, job.limits.max_seconds) from error
+                elapsed = time.perf_counter() - job.started
+                raise too_slow(job.src, job.limits.max_seconds, elapsed) from error
             raise _classify_save_error(job, temp, error) from error
 
 

@@ -388,7 +388,8 @@ def _supervise(
             raise _failure(budget, status, output)
         return result
     except _Expired:
-        raise _too_slow(budget, "did not finish within") from None
+        elapsed = time.monotonic() - deadline + budget.max_seconds
+        raise _too_slow(budget, "did not finish within", elapsed) from None
     finally:
         _kill_group(process)
         output.close()
@@ -467,13 +468,14 @@ def too_large(budget: Budget, need: int | None = None) -> PtifError:
     )
 
 
-def _too_slow(budget: Budget, what: str) -> PtifError:
+def _too_slow(budget: Budget, what: str, elapsed: float | None = None) -> PtifError:
     from ptif.errors import TooSlowError
 
+    after = f" after {elapsed:.1f} s" if elapsed is not None else ""
     return TooSlowError(
         f"{budget.label}: {budget.decoder} {what} the time limit of {budget.max_seconds:g} s "
-        "and was stopped; if the image is genuine, raise the limit with --max-seconds or "
-        "PTIF_MAX_SECONDS"
+        f"and was stopped{after}; if the image is genuine, raise the limit with --max-seconds "
+        "or PTIF_MAX_SECONDS"
     )
 
 
