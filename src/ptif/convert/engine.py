@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: libvips loaders ptif may use; every other loader stays blocked.
 ALLOWED_LOADERS = (
     "jpegload", "pngload", "tiffload", "gifload", "webpload", "heifload", "pdfload", "jp2kload",
-    "pngload_buffer",  # Ghostscript's rendering of an EPS page
+    "pngload_source",  # Ghostscript's rendering of an EPS page, from a file
 )  # fmt: skip
 _DISK_FULL = re.compile(r"no space left|enospc|disk quota|file too large", re.I)
 _IO_PROBLEM = re.compile(r"permission denied|read-only file system|input/output error", re.I)
