@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import resource
+import struct
 import subprocess
 import sys
 import threading
@@ -199,6 +200,26 @@ def test_worker_fails_bombs_alone_with_their_code(tmp_path: Path) -> None:
     for key, record in records.items():
         assert (record["code"], record["attempts"]) == (TOO_LARGE, 1), record
         assert key in record["message"]
+
+
+def test_a_forged_avif_size_is_named_as_declared(tmp_path: Path) -> None:
+    noise = pyvips.Image.gaussnoise(1000, 1000, mean=128, sigma=40).cast("uchar")
+    try:
+        data = bytearray(noise.bandjoin([noise, noise]).heifsave_buffer(compression="av1", Q=90))
+    except pyvips.Error:
+        pytest.skip("this libvips cannot write AVIF")
+    at = data.find(b"ispe") + 8  # after the box type, its version and flags
+    assert struct.unpack(">II", data[at : at + 8]) == (1000, 1000)
+    data[at : at + 8] = struct.pack(">II", 16_000, 16_000)  # dense enough for the density rule
+    src = tmp_path / "forged.avif"
+    src.write_bytes(data)
+
+    with pytest.raises(TooLargeError) as caught:
+        convert(src, tmp_path / "forged.tif", limits=Limits(max_memory=BUDGET))
+
+    message = str(caught.value)
+    assert "declares in its 'ispe' property, which the coded image need not match" in message
+    assert f"16000x16000, in {len(data):,} bytes" in message, message
 
 
 # JPEGs built for work: scans and metadata segments ---------------------------------------------

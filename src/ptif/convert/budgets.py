@@ -65,6 +65,13 @@ SAMPLE_BYTES = {
 #: pixel, the streaming pipeline's own 50-100 MB included).
 WHOLE_IMAGE_BYTES = {"gifload": 4, "webpload": 8, "heifload": 16}
 _WHOLE_IMAGE_NAMES = {"gifload": "GIF", "webpload": "WebP", "heifload": "HEIF and AVIF"}
+#: Where each of those formats declares its size: a forged size is found only when the
+#: decoded image comes out smaller, after the memory is taken, so a refusal names the field.
+_SIZE_FIELDS = {
+    "gifload": "its logical screen",
+    "webpload": "its VP8X or VP8 header",
+    "heifload": "its 'ispe' property, which the coded image need not match",
+}
 #: libvips reads a stripped TIFF line by line when its strips are taller than this, except for
 #: separate planes and YCbCr (tiff2vips.c).
 SCANLINE_STRIP_ROWS = 128
@@ -173,7 +180,7 @@ def decode_costs(
     tiff = read_tiff_page(path, page - 1) if loader == "tiffload" else None
     if loader == "jpegload" and jpeg is None:
         jpeg = read_jpeg_markers(path, MAX_JPEG_SCANS, MAX_JPEG_METADATA_SEGMENTS)
-    costs = [_loader_cost(image, loader, tiff, jpeg)]
+    costs = [_loader_cost(path, image, loader, tiff, jpeg)]
     if jpeg is not None and jpeg.kept_bytes:
         costs.append(metadata_cost(jpeg))
     if needs_random_access(image) and not (tiff and tiff.tiled):
@@ -211,7 +218,7 @@ def metadata_cost(jpeg: JpegMarkers) -> Cost:
 
 
 def _loader_cost(
-    image: pyvips.Image, loader: str, tiff: TiffPage | None, jpeg: JpegMarkers | None
+    path: Path, image: pyvips.Image, loader: str, tiff: TiffPage | None, jpeg: JpegMarkers | None
 ) -> Cost:
     size = f"{image.width}x{image.height}"
     if loader == "jpegload" and _flag(image, "jpeg-multiscan"):
@@ -225,11 +232,19 @@ def _loader_cost(
         scale = 2 if _bits(image) > 8 else 1
         return Cost(
             image.width * image.height * WHOLE_IMAGE_BYTES[loader] * scale,
-            f"{_WHOLE_IMAGE_NAMES[loader]} images are decoded whole; this one is {size}",
+            f"{_WHOLE_IMAGE_NAMES[loader]} images are decoded whole, at the size the file "
+            f"declares in {_SIZE_FIELDS[loader]}: {size}, in {_file_size(path):,} bytes",
         )
     if tiff is not None:
         return tiff_read_cost(image, tiff)
     return Cost(0, "")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def jpeg_coefficient_bytes(image: pyvips.Image, frame: JpegFrame | None) -> int:
