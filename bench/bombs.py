@@ -3,14 +3,17 @@
 Usage: .venv/bin/python bench/bombs.py [--only NAME] [--max-memory SIZE] [--max-seconds S]
                                        [--timeout S]
 
-Each bomb is generated into a temporary folder (tests/hostile.py builds the bytes) and
+Each bomb is generated into a temporary folder (tests/hostile.py and tests/bombs.py build the
+bytes) and
 converted by a fresh `ptif convert` process, run in its own process group by a small launcher
 so that everything it starts is counted and, at the timeout, killed. Printed per bomb: the exit
 code, the failure line, the wall time, the peak RSS of the ptif process itself, the peak RSS of
 the largest process of the tree (``wait4``: ptif or a decoder child it waited for), and the
 largest sum of the RSS of ptif and all its descendants, sampled every 0.1 s from /proc (this
-one also counts a decoder that was never waited for). A tree killed by the bench's own timeout
-is marked ``killed``; its descendants are found and killed too.
+one also counts a decoder that was never waited for), and the most its temporary folder (its
+TMPDIR, where decoders get their scratch folders) took on disk, sampled likewise. A tree
+killed by the bench's own timeout is marked ``killed``; its descendants are found and killed
+too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import bombs  # noqa: E402
 import hostile  # noqa: E402
 
 MIB = 1 << 20
@@ -73,6 +77,21 @@ def writer(name: str, data: bytes) -> Callable[[Path], Path]:
     return write
 
 
+def avif_forged_ispe(folder: Path) -> Path:
+    """A 1000 x 1000 AVIF of noise (620 kB) whose 'ispe' property declares 16000 x 16000."""
+    import struct
+
+    import pyvips
+
+    noise = pyvips.Image.gaussnoise(1000, 1000, mean=128, sigma=40).cast("uchar")
+    data = bytearray(noise.bandjoin([noise, noise]).heifsave_buffer(compression="av1", Q=90))
+    at = data.find(b"ispe") + 8
+    data[at : at + 8] = struct.pack(">II", 16000, 16000)
+    path = folder / "forged.avif"
+    path.write_bytes(data)
+    return path
+
+
 BOMBS: dict[str, Callable[[Path], Path]] = {
     "pdf-big-page": writer("big-page.pdf", hostile.big_page_pdf()),
     "pdf-nested-7": writer("nested-7.pdf", hostile.nested_forms_pdf(7)),
@@ -80,6 +99,11 @@ BOMBS: dict[str, Callable[[Path], Path]] = {
     "eps-endless": writer("endless.eps", hostile.ENDLESS_EPS),
     "eps-greedy": writer("greedy.eps", hostile.GREEDY_EPS),
     "bmp-196mp": bmp_196mp,
+    "jpeg-scans": lambda folder: bombs.scan_bomb_jpeg(folder / "scans.jpg", 16000),
+    "jpeg-metadata": lambda folder: bombs.metadata_bomb_jpeg(folder / "meta.jpg", 6000),
+    "eps-scratch": writer("scratch.eps", hostile.scratch_filling_eps(20, 64)),
+    "eps-noise": writer("noise.eps", hostile.noise_eps(12000, 4000)),  # honest: a 137 MiB PNG
+    "avif-ispe": avif_forged_ispe,
 }
 
 
@@ -100,7 +124,9 @@ def run_one(src: Path, folder: Path, args: argparse.Namespace) -> dict[str, obje
         command += ["--max-seconds", args.max_seconds]
     self_rss = folder / "self-rss"
     self_rss.unlink(missing_ok=True)
-    env = dict(os.environ, PTIF_BENCH_SELF_RSS=str(self_rss))
+    tmp = folder / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, PTIF_BENCH_SELF_RSS=str(self_rss), TMPDIR=str(tmp))
     err = folder / "stderr"
     started = time.perf_counter()
     with open(err, "wb") as stderr:
@@ -108,11 +134,12 @@ def run_one(src: Path, folder: Path, args: argparse.Namespace) -> dict[str, obje
                                  process_group=0)  # fmt: skip
     killed = False
     deadline = started + args.timeout
-    tree_sum = 0
+    tree_sum = disk = 0
     family: set[int] = set()
     while True:
         family |= descendants(child.pid)
         tree_sum = max(tree_sum, sum(rss(pid) for pid in {child.pid} | family))
+        disk = max(disk, disk_use(tmp))
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
@@ -135,6 +162,7 @@ def run_one(src: Path, folder: Path, args: argparse.Namespace) -> dict[str, obje
         "self_rss": int(self_rss.read_text()) if self_rss.exists() else None,
         "tree_rss": usage.ru_maxrss * 1024,
         "tree_sum": tree_sum,
+        "disk": disk,
         "message": lines[-1][:200] if lines else "",
     }
 
@@ -157,6 +185,15 @@ def descendants(root: int) -> set[int]:
     return found
 
 
+def disk_use(folder: Path) -> int:
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
 def rss(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -175,7 +212,9 @@ def mib(value: object) -> str:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     names = args.only or list(BOMBS)
-    columns = f"{'exit':>6} {'wall':>7} {'ptif':>10} {'largest':>10} {'tree sum':>10}"
+    columns = (
+        f"{'exit':>6} {'wall':>7} {'ptif':>10} {'largest':>10} {'tree sum':>10} {'tmp disk':>10}"
+    )
     print(f"{'bomb':14} {columns}  message")
     for name in names:
         with tempfile.TemporaryDirectory(prefix="ptif-bomb-") as tmp:
@@ -184,7 +223,8 @@ def main(argv: list[str]) -> int:
         exit_text = "killed" if result["killed"] else str(result["exit"])
         print(
             f"{name:14} {exit_text:>6} {result['wall_s']:>6.1f}s {mib(result['self_rss']):>10} "
-            f"{mib(result['tree_rss']):>10} {mib(result['tree_sum']):>10}  {result['message']}",
+            f"{mib(result['tree_rss']):>10} {mib(result['tree_sum']):>10} "
+            f"{mib(result['disk']):>10}  {result['message']}",
             flush=True,
         )
     return 0

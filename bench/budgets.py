@@ -57,6 +57,10 @@ BOMBS: dict[str, tuple[str, Writer]] = {
     "AVIF 8000x8000": (
         "big.avif", lambda p: _flat(8000, 8000).heifsave(str(p), compression="av1")),
     "GIF 17000x17000": ("big.gif", lambda p: _flat(17000, 17000).gifsave(str(p))),
+    "progressive JPEG 16000x16000 grey, 882 scans": (
+        "scans.jpg", lambda p: bombs.scan_bomb_jpeg(p, 16000)),
+    "JPEG 16x16 with 6000 APP13 segments of 64 KB": (
+        "metadata.jpg", lambda p: bombs.metadata_bomb_jpeg(p, 6000)),
     "control: noise JPEG 8000x32000": (
         "noise.jpg", lambda p: bombs.noisy_jpeg(p, 8000, 32000)),
 }  # fmt: skip

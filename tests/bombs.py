@@ -196,12 +196,13 @@ def _eob_runs(blocks: int) -> bytes:
     return bytes(out)
 
 
-def scan_bomb_jpeg(path: Path, side: int) -> Path:
+def scan_bomb_jpeg(path: Path, side: int, *, low_bit: int = 13) -> Path:
     """A grey ``side`` x ``side`` progressive JPEG (one 8-bit component, all AC coefficients
     zero) with the most scans a valid progression allows: for each of the 63 AC coefficients
     alone, a first scan at bit 13 and 13 refinements, 882 scans that each walk every 8x8 block
-    again, in a few hundred bytes each. Its coefficients fit the memory estimate, its bytes the
-    density rule; libjpeg decodes all its scans in one call that libvips cannot interrupt."""
+    again, in a few hundred bytes each (with ``low_bit`` b, 1 + 63 x (b + 1) scans in all). Its
+    coefficients fit the memory estimate, its bytes the density rule; libjpeg decodes all its
+    scans in one call that libvips cannot interrupt."""
     blocks = (side // 8) ** 2
     huffman_dc = b"\x00" + bytes([1] + [0] * 15) + b"\x00"  # one code '0': DC difference 0
     huffman_ac = b"\x10" + bytes([0, 0, 0, 15] + [0] * 12) + bytes(r << 4 for r in range(15))
@@ -213,8 +214,28 @@ def scan_bomb_jpeg(path: Path, side: int) -> Path:
     runs = _eob_runs(blocks)
     for k in range(1, 64):
         high = 0
-        for low in range(13, -1, -1):
+        for low in range(low_bit, -1, -1):
             out += _segment(0xDA, bytes([1, 1, 0x00, k, k, high << 4 | low])) + runs
             high = low
     path.write_bytes(bytes(out + b"\xff\xd9"))
+    return path
+
+
+# metadata segments -----------------------------------------------------------------------------
+
+
+def metadata_bomb_jpeg(
+    path: Path, segments: int, *, marker: int = 0xED, size: int = 65533, side: int = 16
+) -> Path:
+    """A small honest JPEG with ``segments`` metadata segments (APPn or COM, ``marker``) of
+    ``size`` bytes each (at most 65,533) inserted after its start: libjpeg saves every APPn and
+    COM segment libvips asks for, and libvips copies them into the image's metadata."""
+    data = _flat(side, side).jpegsave_buffer(keep="none")
+    body = bytes(i % 251 for i in range(size))
+    segment = _segment(marker, body)
+    with open(path, "wb") as out:
+        out.write(data[:2])
+        for _ in range(segments):
+            out.write(segment)
+        out.write(data[2:])
     return path

@@ -7,6 +7,7 @@ page of 5000 x 5000 pt, PDF form XObjects nested ``depth`` deep that each draw t
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,39 @@ GREEDY_EPS = (
     b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n"
     b"/hoard 1 dict def 0 { 1 add dup hoard exch 1048576 string put } loop\n"
 )
+
+
+def scratch_filling_eps(files: int, megabytes: int, *, delete: bool = False) -> bytes:
+    """An EPS that writes ``files`` temporary files of ``megabytes`` MB each into Ghostscript's
+    temporary folder (the sandbox's scratch folder), each under the size limit of one file; with
+    ``delete``, it deletes each file as soon as it has it, and keeps it open and writes on."""
+    unlink = b"exch deletefile" if delete else b"exch pop"
+    return (
+        b"%%!PS-Adobe-3.0 EPSF-3.0\n%%%%BoundingBox: 0 0 72 72\n/chunk 1048576 string def\n"
+        b"/kept [ 1 1 %d { pop null (w) .tempfile %s\n"
+        b"  dup %d { dup chunk writestring } repeat dup flushfile } for ] def\n"
+        b"0 0 72 72 rectfill showpage\n" % (files, unlink, megabytes)
+    )
+
+
+def noise_eps(width: int, height: int, dpi: float = 300) -> bytes:
+    """An honest EPS whose page, rendered at ``dpi``, is ``width`` x ``height`` pixels of noise
+    that PNG cannot compress: a strip of 8 rows of random RGB (wider than deflate's 32 KB
+    window once ``width`` passes 10,923), drawn again and again down the page. Its PNG is about
+    as big as its pixels."""
+    strip = random.Random(1).randbytes(width * 8 * 3)
+    pt = 72 / dpi
+    header = (
+        b"%%!PS-Adobe-3.0 EPSF-3.0\n%%%%BoundingBox: 0 0 %d %d\n"
+        b"/strip %d string def currentfile strip readstring\n"
+        % (-(-width * pt // 1), -(-height * pt // 1), len(strip))
+    )
+    draw = (
+        b"\npop pop 0 1 %d { gsave %f exch %f mul translate %f %f scale\n"
+        b"  %d 8 8 [%d 0 0 -8 0 8] { strip } false 3 colorimage grestore } for\nshowpage\n"
+        % (-(-height // 8) - 1, 0.0, 8 * pt, width * pt, 8 * pt, width, width)
+    )
+    return header + strip + draw
 
 
 def pdf(objects: list[bytes]) -> bytes:

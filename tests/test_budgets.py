@@ -5,7 +5,9 @@ memory reported as ``too-large`` in one line."""
 from __future__ import annotations
 
 import json
+import re
 import resource
+import struct
 import subprocess
 import sys
 import threading
@@ -20,8 +22,10 @@ from bombs import (
     flat_jpeg,
     forged_jpeg,
     interlaced_png,
+    metadata_bomb_jpeg,
     noisy_jpeg,
     patch_frame,
+    scan_bomb_jpeg,
 )
 from pyramids import read_pyramid
 from store_helpers import (
@@ -36,9 +40,16 @@ from store_helpers import (
 
 from ptif.convert import budgets
 from ptif.convert.engine import convert
-from ptif.convert.headers import read_jpeg_frame, read_tiff_page
+from ptif.convert.headers import read_jpeg_frame, read_jpeg_markers, read_tiff_page
 from ptif.convert.limits import MIN_MEMORY, Limits
-from ptif.errors import TOO_LARGE, TOO_SLOW, TooLargeError, TooSlowError
+from ptif.errors import (
+    TOO_COMPLEX,
+    TOO_LARGE,
+    TOO_SLOW,
+    TooComplexError,
+    TooLargeError,
+    TooSlowError,
+)
 
 MiB = 2**20
 #: The memory budget of these tests: what a small container gives each of a few workers.
@@ -191,6 +202,114 @@ def test_worker_fails_bombs_alone_with_their_code(tmp_path: Path) -> None:
         assert key in record["message"]
 
 
+def test_a_forged_avif_size_is_named_as_declared(tmp_path: Path) -> None:
+    noise = pyvips.Image.gaussnoise(1000, 1000, mean=128, sigma=40).cast("uchar")
+    try:
+        data = bytearray(noise.bandjoin([noise, noise]).heifsave_buffer(compression="av1", Q=90))
+    except pyvips.Error:
+        pytest.skip("this libvips cannot write AVIF")
+    at = data.find(b"ispe") + 8  # after the box type, its version and flags
+    assert struct.unpack(">II", data[at : at + 8]) == (1000, 1000)
+    data[at : at + 8] = struct.pack(">II", 16_000, 16_000)  # dense enough for the density rule
+    src = tmp_path / "forged.avif"
+    src.write_bytes(data)
+
+    with pytest.raises(TooLargeError) as caught:
+        convert(src, tmp_path / "forged.tif", limits=Limits(max_memory=BUDGET))
+
+    message = str(caught.value)
+    assert "declares in its 'ispe' property, which the coded image need not match" in message
+    assert f"16000x16000, in {len(data):,} bytes" in message, message
+
+
+# JPEGs built for work: scans and metadata segments ---------------------------------------------
+
+
+def test_a_jpeg_with_more_scans_than_any_encoder_writes_is_refused_at_once(tmp_path: Path) -> None:
+    src = scan_bomb_jpeg(tmp_path / "scans.jpg", 8000, low_bit=1)  # 127 scans, 6 kB
+    dst = tmp_path / "out" / "scans.tif"
+
+    started = time.perf_counter()
+    with pytest.raises(TooComplexError) as caught:
+        convert(src, dst, limits=Limits(max_memory=BUDGET, max_seconds=600))
+
+    assert time.perf_counter() - started < 2, "a walk of the markers, not a decode"
+    assert caught.value.code == TOO_COMPLEX and caught.value.permanent
+    message = str(caught.value)
+    assert str(src) in message and "more than 100 scans" in message
+    assert "re-encode" in message
+    assert no_output(dst)
+
+
+def test_a_progression_within_the_scan_limit_converts(tmp_path: Path) -> None:
+    src = scan_bomb_jpeg(tmp_path / "scans.jpg", 512, low_bit=0)  # 64 scans, all valid
+
+    result = convert(src, tmp_path / "scans.tif", limits=Limits(max_memory=BUDGET))
+
+    assert (result.width, result.height) == (512, 512)
+
+
+def test_metadata_segments_count_against_the_memory_budget(tmp_path: Path) -> None:
+    budget = 64 * MiB
+    iptc = metadata_bomb_jpeg(tmp_path / "iptc.jpg", 400, marker=0xED)  # 26 MB, kept thrice
+    comments = metadata_bomb_jpeg(tmp_path / "com.jpg", 400, marker=0xFE)  # kept once
+
+    with pytest.raises(TooLargeError) as caught:
+        convert(iptc, tmp_path / "iptc.tif", limits=Limits(max_memory=budget))
+    result = convert(comments, tmp_path / "com.tif", limits=Limits(max_memory=budget))
+
+    message = str(caught.value)
+    assert "400 APPn and COM metadata segments" in message and "75 MiB" in message, message
+    assert "budget of 64 MiB" in message and "--max-memory" in message
+    assert no_output(tmp_path / "iptc.tif")
+    assert (result.width, result.height) == (16, 16)
+
+
+def test_a_metadata_bomb_is_refused_in_small_memory(tmp_path: Path) -> None:
+    src = metadata_bomb_jpeg(tmp_path / "app2.jpg", 1400, marker=0xE2)  # 92 MB: 275 MiB held
+
+    outcome, peak = convert_in_child(src, tmp_path / "app2.tif")
+
+    assert outcome == TOO_LARGE
+    assert peak < 100, f"refusing it took {peak:.0f} MiB"
+
+
+def test_thousands_of_tiny_metadata_segments_are_too_complex(tmp_path: Path) -> None:
+    src = metadata_bomb_jpeg(tmp_path / "com.jpg", budgets.MAX_JPEG_METADATA_SEGMENTS + 1,
+                             marker=0xFE, size=1)  # fmt: skip
+
+    with pytest.raises(TooComplexError, match="more than 10,000 metadata segments"):
+        convert(src, tmp_path / "com.tif", limits=Limits(max_memory=BUDGET))
+
+
+def test_jpeg_markers_count_scans_and_metadata(tmp_path: Path) -> None:
+    image = (pyvips.Image.black(64, 48, bands=3) + [10, 20, 30]).cast("uchar")
+    image = image.copy(interpretation="srgb")
+    progressive = tmp_path / "p.jpg"
+    image.jpegsave(str(progressive), interlace=True, keep="none")
+    baseline = metadata_bomb_jpeg(tmp_path / "b.jpg", 3, marker=0xE1, size=100)
+
+    found = read_jpeg_markers(progressive, 100, 100)
+    assert found is not None and found.frame is not None and found.frame.progressive
+    assert (found.scans, found.metadata_segments, found.stopped) == (10, 0, False)
+    found = read_jpeg_markers(baseline, 100, 100)
+    assert found is not None and found.scans == 1
+    assert found.metadata_segments == 3 and found.kept_bytes == 3 * 3 * 102
+    stopped = read_jpeg_markers(baseline, 100, 2)
+    assert stopped is not None and stopped.stopped and stopped.metadata_segments == 3
+    (tmp_path / "junk.jpg").write_bytes(b"GIF89a")
+    assert read_jpeg_markers(tmp_path / "junk.jpg", 100, 100) is None
+
+
+@pytest.mark.parametrize("count", [818, 819, 820, 5000])  # around the first piece's end
+def test_the_marker_walk_misses_no_segment_across_its_reads(tmp_path: Path, count: int) -> None:
+    src = metadata_bomb_jpeg(tmp_path / "c.jpg", count, marker=0xFE, size=1)  # 5 bytes each
+
+    found = read_jpeg_markers(src, 100, 100_000)
+
+    assert found is not None and (found.metadata_segments, found.scans) == (count, 1)
+
+
 # honest images: not refused ------------------------------------------------------------------
 
 
@@ -319,7 +438,11 @@ def test_conversion_stops_at_its_deadline(tmp_path: Path, slow_source: Path) -> 
     assert caught.value.code == TOO_SLOW and caught.value.permanent
     assert isinstance(caught.value.__cause__, pyvips.Error), "libvips was stopped mid-way"
     assert elapsed < 5
-    assert "0.3 s" in str(caught.value) and "--max-seconds" in str(caught.value)
+    message = str(caught.value)
+    assert "time limit of 0.3 s" in message and "--max-seconds" in message
+    reported = re.search(r"stopped after (\d+\.\d) s", message)
+    assert reported, message  # the real time, which an uninterruptible decode may stretch
+    assert 0.3 <= float(reported.group(1)) <= elapsed + 0.05
     assert no_output(dst)
     small = flat_jpeg(tmp_path / "next.jpg", 600, 400)
     assert convert(small, tmp_path / "next.tif").width == 600, "the next conversion is unharmed"

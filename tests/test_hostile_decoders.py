@@ -7,6 +7,7 @@ stores, the failure records and /proc."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -119,6 +120,7 @@ def test_endless_postscript_is_stopped_by_the_time_limit(tmp_path: Path) -> None
     message = str(failed.value)
     assert "endless.eps" in message and "2 s" in message and "--max-seconds" in message
     assert "PTIF_MAX_SECONDS" in message and failed.value.code == TOO_SLOW
+    assert re.search(r"stopped after 2\.\d s", message), message
 
 
 @needs_gs
@@ -129,6 +131,72 @@ def test_postscript_that_hoards_memory_is_stopped_by_the_memory_limit(tmp_path: 
     message = str(failed.value)
     assert "greedy.eps" in message and "256 MiB" in message and "--max-memory" in message
     assert "PTIF_MAX_MEMORY" in message and failed.value.code == TOO_LARGE
+
+
+@needs_gs
+@pytest.mark.parametrize("delete", [False, True], ids=["files", "deleted-open-files"])
+def test_postscript_that_fills_its_scratch_folder_is_stopped(tmp_path: Path, delete: bool) -> None:
+    # 20 files of 64 MB, each under the 256 MiB limit of one file: 1.3 GB in all.
+    (tmp_path / "fill.eps").write_bytes(hostile.scratch_filling_eps(20, 64, delete=delete))
+    limits = Limits(max_memory=256 * MIB, max_seconds=60)
+
+    started = time.monotonic()
+    with pytest.raises(TooLargeError) as failed:
+        convert(tmp_path / "fill.eps", tmp_path / "out.tif", limits=limits)
+
+    assert time.monotonic() - started < REFUSED_WITHIN_S
+    message = str(failed.value)
+    assert "fill.eps" in message and "wrote more to its scratch folder than" in message
+    assert "256 MiB" in message and "--max-memory" in message and failed.value.code == TOO_LARGE
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_folder_of_too_many_scratch_files_counts_as_full(tmp_path: Path) -> None:
+    for i in range(sandbox.MAX_SCRATCH_FILES + 1):
+        (tmp_path / f"f{i}").touch()
+    assert sandbox.scratch_usage(tmp_path, os.getpid()) > 2**62
+    (tmp_path / "f0").unlink()
+    assert sandbox.scratch_usage(tmp_path, os.getpid()) == 0  # empty files take no blocks
+
+
+def test_output_past_the_limit_kills_the_child_at_once(tmp_path: Path) -> None:
+    (tmp_path / "source").write_bytes(b"")
+    started = time.monotonic()
+    with pytest.raises(TooLargeError, match="the tool drew more than the limit of 512 MiB"):
+        sandbox.run(
+            ["yes", "a line of output, for ever"],
+            tmp_path / "source",
+            budget(tmp_path, seconds=30),
+            lambda output: output.read_to_end(1 << 20),
+        )
+    # Drained instead, it would have run into the 30 s deadline and ended too-slow.
+    assert time.monotonic() - started < 10
+
+
+@needs_gs
+@pytest.mark.slow
+def test_the_worker_holds_no_copy_of_an_eps_rendering(tmp_path: Path) -> None:
+    src = tmp_path / "noise.eps"
+    src.write_bytes(hostile.noise_eps(12_000, 4_000))  # a PNG of about 144 MB (137 MiB)
+
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_CHILD, str(src), str(tmp_path / "noise.tif")],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+
+    peak = int(done.stdout) / MIB
+    assert pyvips.Image.new_from_file(str(tmp_path / "noise.tif")).width == 12_000
+    # It held the PNG twice (once as it was read, once as it was wrapped): about 320 MiB.
+    assert peak < 137, f"the worker peaked at {peak:.0f} MiB"
+
+
+#: Converts one file and prints this process's own peak RSS (VmHWM), in bytes.
+PEAK_CHILD = """
+import sys
+from ptif.convert import convert
+convert(sys.argv[1], sys.argv[2])
+print(int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) * 1024)
+"""
 
 
 # PDFium: bombs ---------------------------------------------------------------------------------

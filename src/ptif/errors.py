@@ -110,6 +110,12 @@ TOO_SLOW = _declare(
     "its conversion ran past the time limit; raise `PTIF_MAX_SECONDS` (`--max-seconds`) if it "
     "is genuine",
 )
+TOO_COMPLEX = _declare(
+    "too-complex",
+    _PERMANENT,
+    "built to cost more work than any real image needs (a JPEG with more scans or metadata "
+    "segments than any encoder writes); no setting raises it: re-encode the image",
+)
 OUTPUT_CONFLICT = _declare(
     "output-conflict",
     _PERMANENT,
@@ -225,6 +231,12 @@ class TooSlowError(ConversionError):
     """The conversion ran past its time budget and was stopped."""
 
     code = TOO_SLOW
+
+
+class TooComplexError(ConversionError):
+    """The source is built to cost more decoding work than any real image of its format."""
+
+    code = TOO_COMPLEX
 
 
 class VerificationError(ConversionError):

@@ -14,11 +14,20 @@ the conversion's memory budget:
   4, 8 and 16 bytes a pixel);
 - a TIFF page read in big pieces: libvips reads a whole strip at once when the strip has planes
   of its own or YCbCr samples, and caches two rows of tiles across the page;
+- a JPEG's metadata segments (APPn, COM): libjpeg saves each for libvips, which copies EXIF,
+  XMP, ICC and IPTC twice more, so thousands of 64 KB segments on a tiny image hold three times
+  the file's size;
 - an EXIF orientation a stream cannot apply (3 to 8): libvips decodes the whole image for
   random access, into memory below ``VIPS_DISC_THRESHOLD`` (100 MB by default), above it into a
   temporary file in ``TMPDIR`` that it maps into memory: the file takes that much disk, and the
   mapping that much address space and page cache. A tiled TIFF is the exception: its tiles are
   read at random where they are.
+
+:func:`check_jpeg`, before libvips reads the header, refuses (``too-complex``) a JPEG built to
+cost more work than any encoder's output: more scans than :data:`MAX_JPEG_SCANS` (libjpeg
+decodes every scan of a progressive file in one call that the deadline cannot interrupt, and
+each walks the whole image again), or more metadata segments than
+:data:`MAX_JPEG_METADATA_SEGMENTS`; and one whose metadata alone passes the memory budget.
 
 :func:`check_density` refuses files that declare more pixels per byte than any real scan can
 hold: their data is missing (truncated or forged headers decode as grey) or they are synthetic
@@ -36,9 +45,15 @@ from pathlib import Path
 
 import pyvips
 
-from ptif.convert.headers import JpegFrame, TiffPage, read_jpeg_frame, read_tiff_page
+from ptif.convert.headers import (
+    JpegFrame,
+    JpegMarkers,
+    TiffPage,
+    read_jpeg_markers,
+    read_tiff_page,
+)
 from ptif.convert.limits import format_size
-from ptif.errors import TooLargeError, TooSlowError
+from ptif.errors import TooComplexError, TooLargeError, TooSlowError
 
 #: Bytes of one sample of each libvips band format.
 SAMPLE_BYTES = {
@@ -50,12 +65,33 @@ SAMPLE_BYTES = {
 #: pixel, the streaming pipeline's own 50-100 MB included).
 WHOLE_IMAGE_BYTES = {"gifload": 4, "webpload": 8, "heifload": 16}
 _WHOLE_IMAGE_NAMES = {"gifload": "GIF", "webpload": "WebP", "heifload": "HEIF and AVIF"}
+#: Where each of those formats declares its size: a forged size is found only when the
+#: decoded image comes out smaller, after the memory is taken, so a refusal names the field.
+_SIZE_FIELDS = {
+    "gifload": "its logical screen",
+    "webpload": "its VP8X or VP8 header",
+    "heifload": "its 'ispe' property, which the coded image need not match",
+}
 #: libvips reads a stripped TIFF line by line when its strips are taller than this, except for
 #: separate planes and YCbCr (tiff2vips.c).
 SCANLINE_STRIP_ROWS = 128
 _YCBCR = 6
 #: Orientations a streaming pipeline can apply; the others need random access.
 STREAMABLE_ORIENTATIONS = (None, 1, 2)
+
+#: Scans a JPEG may have. Encoders write few: libjpeg's progressive default 10 for colour
+#: (jpeg_simple_progression: 6 for grey, 18 for CMYK), mozjpeg's searched scripts a dozen or
+#: two, a sequential file one per component at most. A scan costs a walk over every 8x8 block of
+#: its components, in one libjpeg call that libvips' kill switch cannot interrupt: 882 valid
+#: scans of a 16000x16000 grey image (887 kB) took 60 s. At 100, the worst decode does ten
+#: times the work of libjpeg's own progression of the largest image the memory budget admits.
+MAX_JPEG_SCANS = 100
+#: Metadata segments (APPn, COM) a JPEG may have. An ICC profile takes at most 255 APP2
+#: segments, extended XMP a few dozen APP1; libjpeg allocates each saved segment on its own,
+#: so a file of tiny segments costs more than its bytes.
+MAX_JPEG_METADATA_SEGMENTS = 10_000
+#: Metadata held in memory below this is not worth naming in a refusal.
+_METADATA_WORTH_NAMING = 2**20
 
 #: The density rule applies above this many pixels; below it a decode costs little either way.
 DENSITY_FLOOR = 2**24
@@ -85,12 +121,48 @@ class Cost:
         self.reason = reason
 
 
-def check_memory(path: Path, image: pyvips.Image, loader: str, page: int, budget: int) -> None:
-    """Refuse (``too-large``) a source whose decode would hold more than ``budget`` bytes.
+def check_jpeg(path: Path, budget: int) -> JpegMarkers | None:
+    """Before libvips reads a JPEG's header: refuse a file with more scans or metadata segments
+    than encoders write (``too-complex``), or whose metadata segments alone would hold more than
+    ``budget`` (``too-large``: libjpeg saves them all while it reads the header). What the walk
+    found, for :func:`check_memory`; ``None`` if the file is no JPEG."""
+    jpeg = read_jpeg_markers(path, MAX_JPEG_SCANS, MAX_JPEG_METADATA_SEGMENTS)
+    if jpeg is None:
+        return None
+    # The walk stops at the first scan or segment past the limit: the counts say "more than".
+    if jpeg.scans > MAX_JPEG_SCANS:
+        size = f" of {jpeg.frame.width}x{jpeg.frame.height}" if jpeg.frame else ""
+        raise TooComplexError(
+            f"{path}: a JPEG{size} in more than {MAX_JPEG_SCANS} scans; encoders write at most "
+            "a few dozen (libjpeg's progressive default: 10). Each scan makes the decoder walk "
+            "the whole image again, in one call the time limit cannot interrupt; re-encode the "
+            "image (as a baseline JPEG, or with an ordinary encoder's progression)"
+        )
+    if jpeg.metadata_segments > MAX_JPEG_METADATA_SEGMENTS:
+        raise TooComplexError(
+            f"{path}: a JPEG with more than {MAX_JPEG_METADATA_SEGMENTS:,} metadata segments "
+            "(APPn, COM); cameras and editors write a few hundred at most, and each is kept in "
+            "memory on its own; re-encode the image without its metadata, or with the "
+            "metadata that matters"
+        )
+    _refuse_over_budget(path, [metadata_cost(jpeg)], budget)
+    return jpeg
 
-    ``image`` is the header-only load of page ``page`` (1-based) by libvips' ``loader``.
-    """
-    costs = decode_costs(path, image, loader, page)
+
+def check_memory(
+    path: Path,
+    image: pyvips.Image,
+    loader: str,
+    page: int,
+    budget: int,
+    jpeg: JpegMarkers | None = None,
+) -> None:
+    """Refuse (``too-large``) a source whose decode would hold more than ``budget`` bytes;
+    ``jpeg``: what :func:`~ptif.convert.headers.read_jpeg_markers` found in a JPEG source."""
+    _refuse_over_budget(path, decode_costs(path, image, loader, page, jpeg), budget)
+
+
+def _refuse_over_budget(path: Path, costs: list[Cost], budget: int) -> None:
     total = sum(cost.bytes for cost in costs)
     if total > budget:
         reasons = "; ".join(cost.reason for cost in costs if cost.reason)
@@ -101,10 +173,16 @@ def check_memory(path: Path, image: pyvips.Image, loader: str, page: int, budget
         )
 
 
-def decode_costs(path: Path, image: pyvips.Image, loader: str, page: int) -> list[Cost]:
+def decode_costs(
+    path: Path, image: pyvips.Image, loader: str, page: int, jpeg: JpegMarkers | None = None
+) -> list[Cost]:
     """What the decode of ``image`` holds beyond a streaming pipeline's few rows of tiles."""
     tiff = read_tiff_page(path, page - 1) if loader == "tiffload" else None
-    costs = [_loader_cost(path, image, loader, tiff)]
+    if loader == "jpegload" and jpeg is None:
+        jpeg = read_jpeg_markers(path, MAX_JPEG_SCANS, MAX_JPEG_METADATA_SEGMENTS)
+    costs = [_loader_cost(path, image, loader, tiff, jpeg)]
+    if jpeg is not None and jpeg.kept_bytes:
+        costs.append(metadata_cost(jpeg))
     if needs_random_access(image) and not (tiff and tiff.tiled):
         orientation = image.get("orientation")
         costs.append(
@@ -128,11 +206,24 @@ def decoded_bytes(image: pyvips.Image) -> int:
     return int(image.width * image.height * image.bands) * SAMPLE_BYTES.get(image.format, 8)
 
 
-def _loader_cost(path: Path, image: pyvips.Image, loader: str, tiff: TiffPage | None) -> Cost:
+def metadata_cost(jpeg: JpegMarkers) -> Cost:
+    """What a JPEG's saved metadata segments hold (named in a refusal only when it matters)."""
+    if jpeg.kept_bytes < _METADATA_WORTH_NAMING:
+        return Cost(jpeg.kept_bytes, "")
+    return Cost(
+        jpeg.kept_bytes,
+        f"its {jpeg.metadata_segments:,} APPn and COM metadata segments are kept in memory, "
+        f"EXIF, XMP, ICC and IPTC three times over: {format_size(jpeg.kept_bytes)}",
+    )
+
+
+def _loader_cost(
+    path: Path, image: pyvips.Image, loader: str, tiff: TiffPage | None, jpeg: JpegMarkers | None
+) -> Cost:
     size = f"{image.width}x{image.height}"
     if loader == "jpegload" and _flag(image, "jpeg-multiscan"):
         return Cost(
-            jpeg_coefficient_bytes(image, read_jpeg_frame(path)),
+            jpeg_coefficient_bytes(image, jpeg.frame if jpeg else None),
             f"a progressive JPEG of {size} keeps all its DCT coefficients until its last scan",
         )
     if loader == "pngload" and _flag(image, "interlaced"):
@@ -141,11 +232,19 @@ def _loader_cost(path: Path, image: pyvips.Image, loader: str, tiff: TiffPage | 
         scale = 2 if _bits(image) > 8 else 1
         return Cost(
             image.width * image.height * WHOLE_IMAGE_BYTES[loader] * scale,
-            f"{_WHOLE_IMAGE_NAMES[loader]} images are decoded whole; this one is {size}",
+            f"{_WHOLE_IMAGE_NAMES[loader]} images are decoded whole, at the size the file "
+            f"declares in {_SIZE_FIELDS[loader]}: {size}, in {_file_size(path):,} bytes",
         )
     if tiff is not None:
         return tiff_read_cost(image, tiff)
     return Cost(0, "")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def jpeg_coefficient_bytes(image: pyvips.Image, frame: JpegFrame | None) -> int:
@@ -225,10 +324,13 @@ def out_of_memory(path: Path, detail: str, budget: int) -> TooLargeError:
     )
 
 
-def too_slow(path: Path, seconds: float) -> TooSlowError:
+def too_slow(path: Path, limit: float, elapsed: float) -> TooSlowError:
+    """The ``too-slow`` error of a conversion stopped after ``elapsed`` seconds: a decode that
+    libvips cannot interrupt ends past the ``limit``, and the message says by how much."""
     return TooSlowError(
-        f"{path}: stopped after {seconds:g} s, the time limit of one conversion; if the image "
-        "is genuine, raise the limit with --max-seconds or PTIF_MAX_SECONDS"
+        f"{path}: stopped after {elapsed:.1f} s, over the time limit of {limit:g} s for one "
+        "conversion; if the image is genuine, raise the limit with --max-seconds or "
+        "PTIF_MAX_SECONDS"
     )
 
 

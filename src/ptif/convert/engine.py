@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: libvips loaders ptif may use; every other loader stays blocked.
 ALLOWED_LOADERS = (
     "jpegload", "pngload", "tiffload", "gifload", "webpload", "heifload", "pdfload", "jp2kload",
-    "pngload_buffer",  # Ghostscript's rendering of an EPS page
+    "pngload_source",  # Ghostscript's rendering of an EPS page, from a file
 )  # fmt: skip
 _DISK_FULL = re.compile(r"no space left|enospc|disk quota|file too large", re.I)
 _IO_PROBLEM = re.compile(r"permission denied|read-only file system|input/output error", re.I)
@@ -339,13 +339,14 @@ def _save(job: _Job, image: pyvips.Image, temp: Path, options: dict[str, Any]) -
     """Write the pyramid; libvips is stopped when the conversion's time is up."""
     remaining = job.deadline - time.perf_counter()
     if remaining <= 0:
-        raise too_slow(job.src, job.limits.max_seconds)
+        raise too_slow(job.src, job.limits.max_seconds, time.perf_counter() - job.started)
     with Deadline(image, remaining) as deadline:
         try:
             image.tiffsave(str(temp), **options)
         except pyvips.Error as error:
             if deadline.expired:
-                raise too_slow(job.src, job.limits.max_seconds) from error
+                elapsed = time.perf_counter() - job.started
+                raise too_slow(job.src, job.limits.max_seconds, elapsed) from error
             raise _classify_save_error(job, temp, error) from error
 
 

@@ -1,16 +1,20 @@
-"""What a file's header declares that libvips does not report: a JPEG's frame, a TIFF page's layout.
+"""What a file's header declares that libvips does not report: a JPEG's frame, scans and
+metadata segments, a TIFF page's layout.
 
 libvips tells width, height, bands, sample format, and whether a JPEG is progressive or a PNG
-interlaced. How much memory its decode will hold also depends on the JPEG's sampling factors
-and on how a TIFF page is cut into strips or tiles, which libvips keeps to itself; these small
-readers get them from the file's first bytes, without decoding anything. They never raise for a
-damaged or unusual header: they return ``None`` and the caller falls back to a cautious guess.
+interlaced. How much memory its decode will hold also depends on the JPEG's sampling factors,
+on the metadata segments libjpeg keeps, and on how a TIFF page is cut into strips or tiles; how
+long it takes, on how many scans a progressive JPEG makes libjpeg walk. libvips keeps those to
+itself; these small readers get them without decoding anything. They never raise for a damaged
+or unusual file: they return ``None`` (or what they found before the damage) and the caller
+falls back to a cautious guess.
 
 Loaded by ``ptif convert``: plain classes, no typing at run time.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -24,6 +28,13 @@ _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 #: Markers without a length: TEM, RST0-7, SOI, EOI.
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xDA)})
 _SOS = 0xDA
+_EOI = 0xD9
+#: APP1 (EXIF, XMP), APP2 (ICC) and APP13 (IPTC): libvips keeps these three times over.
+_KEPT_THRICE = frozenset({0xE1, 0xE2, 0xED})
+_METADATA = frozenset({*range(0xE0, 0xF0), 0xFE})  # APP0-APP15, COM
+#: A marker: 0xFF (and fill bytes), then a code that is not a stuffed zero or a restart.
+#: Entropy-coded data holds no other (the encoder stuffs a zero after each 0xFF it writes).
+_MARKER = re.compile(rb"\xff([^\x00\xd0-\xd7\xff])")
 #: Segments read before giving up on finding the frame (EXIF, ICC and XMP come first).
 MAX_SEGMENTS = 1000
 #: TIFF pages walked to reach the one asked for; more is a loop or a hostile file.
@@ -96,6 +107,109 @@ def _frame(marker: int, body: bytes) -> JpegFrame | None:
     if any(not 1 <= h <= 4 or not 1 <= v <= 4 for h, v in sampling):
         return None
     return JpegFrame(marker, width, height, sampling)
+
+
+class JpegMarkers:
+    """What a walk of a JPEG's markers, from its start to its end (EOI), found."""
+
+    __slots__ = ("frame", "kept_bytes", "metadata_segments", "scans", "stopped")
+
+    def __init__(self) -> None:
+        self.frame: JpegFrame | None = None
+        #: Start-of-scan markers: libjpeg walks every block of the scan's components again.
+        self.scans = 0
+        #: APPn and COM segments, which libjpeg saves for libvips.
+        self.metadata_segments = 0
+        #: What those segments hold in memory once read: their bytes, three times over for
+        #: APP1, APP2 and APP13 (libjpeg's copy, libvips' and the image's metadata).
+        self.kept_bytes = 0
+        #: The walk stopped at a cap before the end: the counts are lower bounds.
+        self.stopped = False
+
+
+def read_jpeg_markers(path: Path, max_scans: int, max_segments: int) -> JpegMarkers | None:
+    """Walk every marker of a JPEG file, skipping segments by their length and entropy-coded
+    data by its byte stuffing; stop after ``max_scans`` scans or ``max_segments`` metadata
+    segments (the walk is then ``stopped``). ``None`` if the file is no JPEG.
+
+    The file is read in pieces of at most :data:`WINDOW` bytes, never mapped: a walk through
+    a big scan holds one piece at a time."""
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            if handle.read(2) != b"\xff\xd8":
+                return None
+            return _walk(handle, max_scans, max_segments)
+    except (OSError, struct.error, ValueError):
+        return None
+
+
+def _walk(handle: BinaryIO, max_scans: int, max_segments: int) -> JpegMarkers:
+    found = JpegMarkers()
+    pieces = _Pieces(handle)
+    position = 2
+    while (next_marker := pieces.find_marker(position)) is not None:
+        marker, position = next_marker
+        if marker == _EOI:
+            break
+        if marker in _STANDALONE:
+            continue
+        handle.seek(position)
+        (length,) = struct.unpack(">H", handle.read(2))
+        if length < 2:
+            break
+        if marker in _SOF and found.frame is None:
+            found.frame = _frame(marker, handle.read(length - 2))
+        elif marker == _SOS:
+            found.scans += 1
+        elif marker in _METADATA:
+            found.metadata_segments += 1
+            found.kept_bytes += length * (3 if marker in _KEPT_THRICE else 1)
+        if found.scans > max_scans or found.metadata_segments > max_segments:
+            found.stopped = True
+            break
+        position += length
+    return found
+
+
+#: The most a marker walk reads at once.
+WINDOW = 1 << 24
+#: What it reads first: segments follow each other, so the next marker is usually right there.
+_FIRST_LOOK = 4096
+
+
+class _Pieces:
+    """The file read one piece at a time, the last piece kept for the next search."""
+
+    __slots__ = ("_at_end", "_handle", "_piece", "_start")
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._start = 0
+        self._piece = b""
+        self._at_end = False
+
+    def find_marker(self, position: int) -> tuple[int, int] | None:
+        """The next marker's code at or after ``position`` and where its segment starts."""
+        size = _FIRST_LOOK
+        while True:
+            if not self._start <= position < self._start + len(self._piece):
+                self._load(position, size)
+            match = _MARKER.search(self._piece, position - self._start)
+            if match:
+                return match.group(1)[0], self._start + match.end()
+            if self._at_end:
+                return None
+            # A 0xFF at the end of the piece may start a marker: look again from there, in a
+            # piece read from there (so the next search moves on, by a window at least).
+            position = self._start + len(self._piece) - 1
+            self._piece = b""
+            size = WINDOW
+
+    def _load(self, position: int, size: int) -> None:
+        self._handle.seek(position)
+        self._piece = self._handle.read(size)
+        self._start = position
+        self._at_end = len(self._piece) < size
 
 
 class TiffPage:

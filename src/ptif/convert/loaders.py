@@ -22,6 +22,7 @@ from ptif.errors import ConfigError, PixelBudgetError, UndecodableError, Unsuppo
 __all__ = ["OpenRequest", "Opened", "open_page"]
 from ptif.convert.budgets import (
     check_density,
+    check_jpeg,
     check_memory,
     needs_random_access,
     out_of_memory,
@@ -130,6 +131,7 @@ def _vips_load(request: OpenRequest, loader: str, access: str) -> pyvips.Image:
 
 
 def _open_vips(request: OpenRequest, loader: str) -> Opened:
+    jpeg = check_jpeg(request.path, request.max_memory) if loader == "jpegload" else None
     try:
         image = _vips_load(request, loader, "sequential")
     except UndecodableError as error:
@@ -141,7 +143,7 @@ def _open_vips(request: OpenRequest, loader: str) -> Opened:
         _check_page(request, pages)
     check_budget(request.path, image.width, image.height, request.max_pixels)
     check_density(request.path, image)
-    check_memory(request.path, image, loader, request.page, request.max_memory)
+    check_memory(request.path, image, loader, request.page, request.max_memory, jpeg)
     if needs_random_access(image):
         image = _vips_load(request, loader, "random")
     return Opened(image, pages, f"libvips {loader}")
@@ -312,27 +314,60 @@ def ghostscript_command() -> list[str]:
 
 
 def _open_eps(request: OpenRequest) -> Opened:
-    from ptif.convert import sandbox
-    from ptif.convert.sandbox import too_large
-
     _check_page(request, 1)
     size = _eps_size(request.path)
     if size:
         check_budget(request.path, *size, request.max_pixels)
-    budget = _budget(request, "Ghostscript")
-    png = sandbox.run(
-        ghostscript_command(),
-        request.path,
-        budget,
-        lambda output: output.read_to_end(request.max_memory),
-    )
-    if png is None:
-        raise too_large(budget)
-    if not png.startswith(b"\x89PNG"):
-        raise UndecodableError(f"{request.path}: Ghostscript drew nothing from this EPS file")
-    image = pyvips.Image.pngload_buffer(png, access="sequential", fail_on="error")
+    image = _render_eps(request)
     check_budget(request.path, image.width, image.height, request.max_pixels)
     return Opened(_with_dpi(image, RENDER_DPI), 1, "Ghostscript")
+
+
+def _render_eps(request: OpenRequest) -> pyvips.Image:
+    """Ghostscript's PNG of the page, streamed into an anonymous temporary file (in ``TMPDIR``,
+    gone when the last descriptor closes) that libvips decodes lazily as the pyramid is
+    written: the worker never holds the PNG in memory. At most the memory budget of it."""
+    import tempfile
+
+    from ptif.convert import sandbox
+
+    budget = _budget(request, "Ghostscript")
+    with tempfile.TemporaryFile(prefix="ptif-eps-") as png:
+        written = sandbox.run(
+            ghostscript_command(),
+            request.path,
+            budget,
+            lambda output: _keep_png(request, output, png),
+        )
+        png.seek(0)
+        if written < 8 or png.read(8) != b"\x89PNG\r\n\x1a\n":
+            raise UndecodableError(f"{request.path}: Ghostscript drew nothing from this EPS file")
+        png.seek(0)
+        # libvips keeps its own duplicate of the descriptor, so the file lives as long as the
+        # image does, and no longer.
+        source = pyvips.Source.new_from_descriptor(png.fileno())
+        try:
+            return pyvips.Image.pngload_source(source, access="sequential", fail_on="error")
+        except pyvips.Error as error:
+            reason = _vips_reason(error)
+            raise UndecodableError(
+                f"{request.path}: Ghostscript's rendering does not read back ({reason})"
+            ) from error
+
+
+def _keep_png(request: OpenRequest, output: Any, png: Any) -> int:
+    import errno
+
+    from ptif.errors import DISK_FULL, OutputWriteError
+
+    try:
+        return int(output.copy_to(png, request.max_memory))
+    except OSError as error:
+        raise OutputWriteError(
+            f"{request.path}: no room in the temporary folder for Ghostscript's rendering "
+            f"({error.strerror}); free space in TMPDIR",
+            code=DISK_FULL if error.errno in (errno.ENOSPC, errno.EDQUOT) else None,
+        ) from error
 
 
 _FALLBACKS: dict[str, Callable[[OpenRequest], Opened]] = {

@@ -11,7 +11,10 @@ bounded from inside the worker (PDFium, Pillow) decode in a child started by :fu
 - **Limits** set by the child on itself before it runs the decoder: address space
   (``RLIMIT_AS``) at the conversion's memory budget, CPU time (``RLIMIT_CPU``) at its time
   budget, files it writes no larger than the memory budget, no core dumps, no new privileges.
-  The parent adds a wall-clock deadline of the same time budget.
+  The parent adds a wall-clock deadline of the same time budget, and a bound on its scratch
+  folder as a whole: what the folder's files (and the deleted files the child keeps open there)
+  take on disk is sampled with its memory, and the child is killed once that passes the memory
+  budget, or the folder holds more than :data:`MAX_SCRATCH_FILES` files.
 - **It dies with the worker.** ``PR_SET_PDEATHSIG(SIGKILL)``: the kernel kills it when the
   thread that started it ends, which for ptif is when the worker process ends, however it ends
   (SIGKILL, or SIGTERM and the grace period). The death signal follows the *thread*, not the
@@ -44,13 +47,13 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable
     from pathlib import Path
-    from typing import TypeVar
+    from typing import BinaryIO, TypeVar
 
     from ptif.errors import PtifError
 
     T = TypeVar("T")
 
-__all__ = ["Budget", "ChildClosed", "ChildOutput", "run", "too_large"]
+__all__ = ["Budget", "ChildClosed", "ChildOutput", "OutputTooLarge", "run", "too_large"]
 
 #: Each process keeps its decoders' scratch folders in one folder of the temporary folder,
 #: named so, holding a lock file that the process keeps locked (``flock``) while it lives.
@@ -63,8 +66,11 @@ STDERR_TAIL = 16384
 #: A decoder that crashed after its address space grew past this share of the limit ran out
 #: of memory (PDFium aborts when an allocation fails; nothing else tells the two apart).
 OUT_OF_MEMORY_SHARE = 0.75
-#: How often the parent samples the child's peak address space.
+#: How often the parent samples the child's peak address space and its scratch folder.
 SAMPLE_SECONDS = 0.1
+#: Files a decoder may leave in its scratch folder at once (Ghostscript keeps a few band
+#: files); more fills the file system's inodes, whatever their size.
+MAX_SCRATCH_FILES = 10_000
 #: CPU seconds a decoder gets past its limit (SIGXCPU) before the kernel's SIGKILL.
 CPU_GRACE_S = 2
 #: What decoders say when an allocation fails (Ghostscript, Python, C++, libc).
@@ -102,11 +108,21 @@ class _Expired(Exception):
     """The wall-clock deadline passed."""
 
 
+class _ScratchFull(Exception):
+    """The child's scratch folder grew past its bound."""
+
+
+class OutputTooLarge(Exception):
+    """The child wrote more output than the reader may keep; it is killed at once."""
+
+
 class ChildOutput:
     """The child's standard output as a reader sees it, read within the deadline while its
     standard error is collected (a tail of it) and its peak address space sampled."""
 
-    def __init__(self, process: subprocess.Popen[bytes], deadline: float) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], deadline: float, scratch: Path, disk_limit: int
+    ) -> None:
         import selectors
 
         assert process.stdout is not None and process.stderr is not None
@@ -121,8 +137,11 @@ class ChildOutput:
         self._out_open = True
         self._err_open = True
         self._sampled = 0.0
+        self._scratch = scratch
+        self._disk_limit = disk_limit
         self.stderr = bytearray()
         self.peak_memory = 0
+        self.peak_disk = 0
 
     def read_line(self, limit: int = 4096) -> bytes:
         """One line (without its newline) of at most ``limit`` bytes."""
@@ -146,14 +165,28 @@ class ChildOutput:
                 raise ChildClosed
             filled += count
 
-    def read_to_end(self, limit: int) -> bytes | None:
-        """Everything until the child closes its output; ``None`` past ``limit`` bytes."""
+    def read_to_end(self, limit: int) -> bytes:
+        """Everything until the child closes its output; :class:`OutputTooLarge` as soon as it
+        passes ``limit`` bytes (the child is then killed at once, not drained)."""
         while self._fetch():
             if len(self._pending) > limit:
-                return None
+                raise OutputTooLarge
         data = bytes(self._pending)
         self._pending.clear()
         return data
+
+    def copy_to(self, file: BinaryIO, limit: int) -> int:
+        """Write everything until the child closes its output to ``file``, and say how much;
+        :class:`OutputTooLarge` as soon as it passes ``limit`` bytes (the child is then killed
+        at once, not drained)."""
+        written = 0
+        while self._pending or self._fetch():
+            written += len(self._pending)
+            if written > limit:
+                raise OutputTooLarge
+            file.write(self._pending)
+            self._pending.clear()
+        return written
 
     def _fetch(self) -> bool:
         """Append what the child wrote next to the pending bytes; False at its end."""
@@ -213,9 +246,52 @@ class ChildOutput:
             return
         self._sampled = now
         self.peak_memory = max(self.peak_memory, _peak_address_space(self._process.pid))
+        disk = scratch_usage(self._scratch, self._process.pid)
+        self.peak_disk = max(self.peak_disk, disk)
+        if disk > self._disk_limit:
+            raise _ScratchFull
 
     def close(self) -> None:
         self._selector.close()
+
+
+def scratch_usage(scratch: Path, pid: int) -> int:
+    """What the files of ``scratch`` take on disk, with the files there that process ``pid``
+    deleted but keeps open; more than any bound once it holds :data:`MAX_SCRATCH_FILES`."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for folder, _, names in os.walk(scratch):
+        for name in names:
+            total += _disk_use(os.path.join(folder, name), seen, follow=False)
+            if len(seen) > MAX_SCRATCH_FILES:
+                return 2**63
+    inside = os.path.join(str(scratch), "")
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return total
+    for descriptor in descriptors:
+        link = f"/proc/{pid}/fd/{descriptor}"
+        try:
+            opened = os.readlink(link).startswith(inside)
+        except OSError:
+            continue
+        if opened:
+            total += _disk_use(link, seen, follow=True)
+    return total
+
+
+def _disk_use(path: str, seen: set[tuple[int, int]], *, follow: bool) -> int:
+    """The blocks of one file, once per file (by device and inode)."""
+    try:
+        status = os.stat(path, follow_symlinks=follow)
+    except OSError:  # gone meanwhile
+        return 0
+    key = (status.st_dev, status.st_ino)
+    if key in seen:
+        return 0
+    seen.add(key)
+    return int(status.st_blocks) * 512
 
 
 def _peak_address_space(pid: int) -> int:
@@ -253,7 +329,7 @@ def run(
     scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=_scratch_root()))
     try:
         process = _start(command, source, scratch, budget, call)
-        return _supervise(process, budget, read)
+        return _supervise(process, budget, read, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -372,10 +448,13 @@ def _environment(scratch: Path) -> dict[str, str]:
 
 
 def _supervise(
-    process: subprocess.Popen[bytes], budget: Budget, read: Callable[[ChildOutput], T]
+    process: subprocess.Popen[bytes],
+    budget: Budget,
+    read: Callable[[ChildOutput], T],
+    scratch: Path,
 ) -> T:
     deadline = time.monotonic() + budget.max_seconds
-    output = ChildOutput(process, deadline)
+    output = ChildOutput(process, deadline, scratch, budget.max_memory)
     try:
         try:
             result = read(output)
@@ -388,7 +467,12 @@ def _supervise(
             raise _failure(budget, status, output)
         return result
     except _Expired:
-        raise _too_slow(budget, "did not finish within") from None
+        elapsed = time.monotonic() - deadline + budget.max_seconds
+        raise _too_slow(budget, "did not finish within", elapsed) from None
+    except _ScratchFull:
+        raise too_large(budget, what="wrote more to its scratch folder than") from None
+    except OutputTooLarge:
+        raise too_large(budget, what="drew more than") from None
     finally:
         _kill_group(process)
         output.close()
@@ -454,26 +538,31 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def too_large(budget: Budget, need: int | None = None) -> PtifError:
-    """The memory error of a decoder; ``need`` if it said how much it wanted."""
+def too_large(
+    budget: Budget, need: int | None = None, what: str = "needs more memory than"
+) -> PtifError:
+    """The memory error of a decoder; ``need`` if it said how much it wanted, ``what`` it did
+    (the scratch folder and the output are bounded by the memory budget too)."""
     from ptif.convert.limits import format_size
     from ptif.errors import TooLargeError
 
     wanted = f" (it needs {format_size(need)})" if need else ""
+    stopped = "" if what == "needs more memory than" else " and was stopped"
     return TooLargeError(
-        f"{budget.label}: {budget.decoder} needs more memory than the limit of "
-        f"{format_size(budget.max_memory)} per conversion{wanted}; if the image is genuine, "
-        "raise the limit with --max-memory or PTIF_MAX_MEMORY"
+        f"{budget.label}: {budget.decoder} {what} the limit of "
+        f"{format_size(budget.max_memory)} per conversion{wanted}{stopped}; if the image is "
+        "genuine, raise the limit with --max-memory or PTIF_MAX_MEMORY"
     )
 
 
-def _too_slow(budget: Budget, what: str) -> PtifError:
+def _too_slow(budget: Budget, what: str, elapsed: float | None = None) -> PtifError:
     from ptif.errors import TooSlowError
 
+    after = f" after {elapsed:.1f} s" if elapsed is not None else ""
     return TooSlowError(
         f"{budget.label}: {budget.decoder} {what} the time limit of {budget.max_seconds:g} s "
-        "and was stopped; if the image is genuine, raise the limit with --max-seconds or "
-        "PTIF_MAX_SECONDS"
+        f"and was stopped{after}; if the image is genuine, raise the limit with --max-seconds "
+        "or PTIF_MAX_SECONDS"
     )
 
 
