@@ -106,7 +106,7 @@ def run_process(args: argparse.Namespace) -> int:
         poll_seconds=args.poll,
     )
     progress = ItemProgress(bar=not json_lines and not args.quiet)
-    worker = Worker(settings, stores, on_item=progress)
+    worker = Worker(settings, stores, on_item=progress, on_listed=progress.listed)
     progress.run_id = worker.run_id
     _stop_on_signals(worker, grace)
     try:
@@ -133,8 +133,10 @@ def _finish(report: Any, args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     if not args.quiet:
         print(f"ptif process: {report.summary()}", file=sys.stderr)
-        for problem in report.failures[:20]:
-            print(f"  {problem['code']}: {problem['message']}", file=sys.stderr)
+    for problem in report.failures[:20]:  # -q hides the rest, never these
+        print(f"  {problem['code']}: {problem['message']}", file=sys.stderr)
+    if len(report.failures) > 20:
+        print(f"  ... and {len(report.failures) - 20} more: ptif status --failed", file=sys.stderr)
     return 1 if report.unfinished else 0
 
 

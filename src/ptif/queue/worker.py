@@ -114,7 +114,10 @@ class Worker:
         *,
         owner: str | None = None,
         on_item: Callable[[ItemResult], None] | None = None,
+        on_listed: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_item`` hears of each item as it ends; ``on_listed`` of how many markers a pass
+        listed, once its listing has ended (and of -1 for each that was not this run's)."""
         self.settings = settings
         self.health = StoreHealth(self._lose)
         self.stores = Stores(
@@ -125,6 +128,7 @@ class Worker:
         self.owner = owner or default_owner()
         self.run_id = os.urandom(4).hex()
         self.on_item = on_item
+        self.on_listed = on_listed
         self.profile = settings.conversion_profile()
         self.queue = settings.queue_prefix
         self._slots = threading.Semaphore(settings.workers)
@@ -277,6 +281,8 @@ class Worker:
             busy.append((item.busy_until, info))
             return
         if item.outcome in (Outcome.OUT_OF_SCOPE, Outcome.NOT_STARTED):
+            if item.outcome is Outcome.OUT_OF_SCOPE and self.on_listed:
+                self.on_listed(-1)
             return
         report.add(item)
         if self.on_item:
@@ -293,15 +299,19 @@ class Worker:
             top = self.stores.process.list(self.queue, recursive=False)
             listings.append(info for info in top if not info.key.startswith(scoped))
         count = 0
-        for listing in listings:
-            for info in listing:
-                if not info.key.endswith(".json"):
-                    continue
-                report.saw_pending(info.modified)
-                if options.limit is not None and count >= options.limit:
-                    return
-                count += 1
-                yield info
+        try:
+            for listing in listings:
+                for info in listing:
+                    if not info.key.endswith(".json"):
+                        continue
+                    report.saw_pending(info.modified)
+                    if options.limit is not None and count >= options.limit:
+                        return
+                    count += 1
+                    yield info
+        finally:
+            if self.on_listed and not self._stop.is_set():
+                self.on_listed(count)
 
     # one marker ------------------------------------------------------------------------------
 
