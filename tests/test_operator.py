@@ -82,3 +82,27 @@ def test_quiet_still_prints_failures(bench: Bench) -> None:
 def json_out(done: Any) -> Any:
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+# status --failed ---------------------------------------------------------------------------------
+
+
+def test_status_failed_lists_the_failure_records(bench: Bench) -> None:
+    add_images(bench, {"ok/1.jpg": (32, 24)})
+    for key in ("bad/notes.jpg", "bad/more\nnotes.jpg"):
+        put_source(bench.source, key, b"not a picture at all")
+        queue(bench, key)
+    assert run_ptif(bench, "process", "--workers", "1", "-q").returncode == 1
+    rows = json_out(run_ptif(bench, "status", "--failed", "--json"))
+    assert sorted(row["key"] for row in rows) == ["bad/more\nnotes.jpg", "bad/notes.jpg"]
+    for row in rows:
+        assert row["code"] == "unsupported" and row["attempts"] == 1, row
+        assert row["key"] in row["message"] and row["failed_at"].endswith("Z"), row
+    text = run_ptif(bench, "status", "--failed")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert len(lines) == 2 and all("unsupported" in line for line in lines), lines
+    assert any("bad/more\\x0anotes.jpg" in line for line in lines), lines
+    assert "2 failure record(s)" in text.stderr
+    scoped = json_out(run_ptif(bench, "status", "--failed", "--json", "--prefix", "bad/n"))
+    assert [row["key"] for row in scoped] == ["bad/notes.jpg"]

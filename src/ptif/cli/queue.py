@@ -261,10 +261,24 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="pending, claimed and failed counts",
         description="Count the queue: pending markers (and the oldest one's age, and how many\n"
         "wait to be tried again after a transient error), live claims, and failure records\n"
-        "by code.",
+        "by code. With --failed, the failure records themselves.",
+        epilog="examples:\n  ptif status --failed                  # key, code, attempts, when\n"
+        "  ptif status --failed --prefix maps/ --json",
     )
     add_store_options(parser)
-    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.add_argument(
+        "--failed",
+        action="store_true",
+        help="list the failure records: when, code, attempts, key and message (one a line)",
+    )
+    parser.add_argument(
+        "--prefix", default="", help="with --failed: only sources whose key starts with this"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the counts as JSON (with --failed: a JSON list of the records)",
+    )
     parser.set_defaults(handler=run_status)
 
 
@@ -274,6 +288,8 @@ def run_status(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     process = open_store(settings.process, endpoint_url=settings.endpoint_url)
+    if args.failed:
+        return _list_failures(process, args)
     result = status(process, settings.queue_prefix).to_dict()
     if args.json:
         print(json.dumps(result))
@@ -287,6 +303,34 @@ def run_status(args: argparse.Namespace) -> int:
     for code, count in result["failed_by_code"].items():
         print(f"  {code:<20} {count}")
     return 0
+
+
+def _list_failures(process: Any, args: argparse.Namespace) -> int:
+    from ptif.queue.status import failure_list
+
+    rows = failure_list(process, args.prefix)
+    if args.json:
+        print(json.dumps(list(rows), ensure_ascii=False))
+        return 0
+    count = 0
+    for row in rows:
+        count += 1
+        attempts = row["attempts"] if row["attempts"] is not None else "?"
+        print(
+            _printable(
+                f"{row['failed_at'] or '?':<20}  {row['code']:<18}  {attempts!s:>3}  "
+                f"{row['key']}: {row['message']}"
+            )
+        )
+    if not args.quiet:
+        print(f"ptif status: {count} failure record(s); 'ptif retry' re-queues them",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _printable(text: str) -> str:
+    """One line, whatever a key or message holds: control characters escaped."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _age(seconds: float) -> str:

@@ -98,6 +98,28 @@ def status(process: Store, queue_prefix: str) -> QueueStatus:
     return result
 
 
+#: What ``ptif status --failed`` shows of each failure record, and under which names.
+FAILURE_SUMMARY = {
+    "key": "key", "code": "code", "message": "message", "attempts": "attempts",
+    "failedAt": "failed_at",
+}  # fmt: skip
+
+
+def failure_list(process: Store, prefix: str = "") -> Iterator[dict[str, Any]]:
+    """Each failure record under ``failed/<prefix>`` (and every hashed and unreadable one), as
+    key, code, message, attempts and when; an unreadable marker's record is named by where the
+    marker was, and a record that is itself unreadable by its own key, with code ``unknown``."""
+    for info in _json_objects(process, FAILED_PREFIX + prefix):
+        record = _read_json(process, info.key) or {"message": "this record is not JSON"}
+        row = {name: record.get(field) for field, name in FAILURE_SUMMARY.items()}
+        row["key"] = (
+            row["key"] if isinstance(row["key"], str) else (record.get("markerKey") or info.key)
+        )
+        row["code"] = row["code"] or "unknown"
+        row["record"] = info.key
+        yield row
+
+
 @dataclass
 class RetryReport:
     requeued: int = 0
