@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+from corpus import Corpus
+from pyramids import read_pyramid
 from rich.console import Console
-from store_helpers import Bench, add_images, put_source, queue, run_ptif
+from store_helpers import Bench, add_images, keys, put_source, queue, run_ptif
 
 from ptif.console import ItemProgress
+from ptif.queue.outputs import PAGE, PAGES, SOURCE_ETAG, SOURCE_KEY, page_key
 from ptif.queue.reports import ItemResult, Outcome
 
 
@@ -106,3 +111,85 @@ def test_status_failed_lists_the_failure_records(bench: Bench) -> None:
     assert "2 failure record(s)" in text.stderr
     scoped = json_out(run_ptif(bench, "status", "--failed", "--json", "--prefix", "bad/n"))
     assert [row["key"] for row in scoped] == ["bad/notes.jpg"]
+
+
+# multi-page sources ------------------------------------------------------------------------------
+
+MULTI_PAGE = {
+    "pdf": ("pdf_three_pages", "books/three.pdf"),
+    "tiff": ("tiff_three_pages", "books/three.tif"),
+}
+ALL_PAGES_TOML = "[recipe]\nall_pages = true\n"
+
+
+def put_multi_page(bench: Bench, corpus: Corpus, kind: str) -> tuple[str, Any]:
+    name, key = MULTI_PAGE[kind]
+    sample = corpus.sample(name)
+    put_source(bench.source, key, sample.path.read_bytes())
+    queue(bench, key)
+    return key, sample
+
+
+def fetch_output(bench: Bench, key: str, folder: Path) -> tuple[Any, dict[str, str]]:
+    path = folder / key.replace("/", "_")
+    info = bench.images.get_file(key, path)
+    return read_pyramid(path), dict(info.metadata)
+
+
+@pytest.mark.parametrize("kind", sorted(MULTI_PAGE))
+def test_all_pages_gives_one_pyramid_per_page(
+    bench: Bench, corpus: Corpus, kind: str, tmp_path: Path
+) -> None:
+    key, sample = put_multi_page(bench, corpus, kind)
+    etag = bench.source.head(key).etag
+    done = run_ptif(bench, "process", "--workers", "1", "--all-pages", "--json")
+    report = json_out(done)
+    assert report["converted"] == [key] and report["pages_left_out"]["sources"] == 0
+    wanted = ["books/three.tif", "books/three-p2.tif", "books/three-p3.tif"]
+    assert sorted(keys(bench.images)) == sorted(wanted)
+    assert wanted == [page_key(key, n) for n in (1, 2, 3)]
+    for number, (output, page) in enumerate(zip(wanted, sample.pages, strict=True), 1):
+        pyramid, metadata = fetch_output(bench, output, tmp_path)
+        assert pyramid.sizes[0] == (page.width, page.height), output
+        assert metadata[SOURCE_KEY] == key and metadata[SOURCE_ETAG] == etag, metadata
+        assert (metadata[PAGE], metadata[PAGES]) == (str(number), "3"), metadata
+    (bench.root / "ptif.toml").write_text(ALL_PAGES_TOML)
+    assert json_out(run_ptif(bench, "mark", "--stale", "--json"))["marked"] == 0
+    bench.images.delete("books/three-p3.tif")  # a set missing a page is not current
+    assert json_out(run_ptif(bench, "mark", "--stale", "--json"))["marked"] == 1
+    again = json_out(run_ptif(bench, "process", "--workers", "1", "--json"))
+    assert again["converted"] == [key] and sorted(keys(bench.images)) == sorted(wanted)
+
+
+@pytest.mark.parametrize("kind", sorted(MULTI_PAGE))
+def test_pages_left_out_are_reported_logged_and_counted(
+    bench: Bench, corpus: Corpus, kind: str
+) -> None:
+    key, _ = put_multi_page(bench, corpus, kind)
+    done = run_ptif(bench, "process", "--workers", "1", "--json")
+    report = json_out(done)
+    assert keys(bench.images) == ["books/three.tif"]
+    assert report["pages_left_out"] == {
+        "sources": 1, "pages": 2, "list": [{"key": key, "pages": 3, "left_out": 2}]
+    }  # fmt: skip
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any(
+        line["level"] == "warning" and "3 pages; only page 1" in line["message"] for line in logged
+    ), done.stderr
+    counted = json_out(run_ptif(bench, "status", "--json"))["pages_left_out"]
+    assert counted == {"sources": 1, "pages": 2, "list": [{"key": key, "pages": 3, "left_out": 2}]}
+    text = run_ptif(bench, "status").stdout
+    assert "pages left out  2 of 1 multi-page source(s)" in text and key in text, text
+    # Every page, once asked for: the note goes.
+    (bench.root / "ptif.toml").write_text(ALL_PAGES_TOML)
+    assert json_out(run_ptif(bench, "mark", "--stale", "--json"))["marked"] == 1
+    json_out(run_ptif(bench, "process", "--workers", "1", "--json"))
+    assert len(keys(bench.images)) == 3
+    assert json_out(run_ptif(bench, "status", "--json"))["pages_left_out"]["sources"] == 0
+
+
+def test_a_human_summary_says_pages_were_left_out(bench: Bench, corpus: Corpus) -> None:
+    put_multi_page(bench, corpus, "pdf")
+    done = run_ptif(bench, "process", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert "2 page(s) of 1 multi-page source(s) left out" in done.stderr, done.stderr

@@ -110,6 +110,11 @@ TOO_SLOW = _declare(
     "its conversion ran past the time limit; raise `PTIF_MAX_SECONDS` (`--max-seconds`) if it "
     "is genuine",
 )
+TOO_MANY_PAGES = _declare(
+    "too-many-pages",
+    _PERMANENT,
+    "with `all_pages` on, the source has more pages than one source may give (10,000); split it",
+)
 OUTPUT_CONFLICT = _declare(
     "output-conflict",
     _PERMANENT,
@@ -225,6 +230,12 @@ class TooSlowError(ConversionError):
     """The conversion ran past its time budget and was stopped."""
 
     code = TOO_SLOW
+
+
+class TooManyPagesError(ConversionError):
+    """A multi-page source has more pages than ptif makes pyramids of."""
+
+    code = TOO_MANY_PAGES
 
 
 class VerificationError(ConversionError):

@@ -56,6 +56,14 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="JSON log lines and a JSON report on stdout, even on a terminal",
     )
     add_recipe_options(parser)
+    parser.add_argument(
+        "--all-pages",
+        action="store_true",
+        default=None,
+        help="one pyramid per page of a PDF or multi-page TIFF: page 1 at the output key, "
+        "page N beside it as NAME-pN.tif (the all_pages setting). Without it, page 1 only, "
+        "and the run report and 'ptif status' name the sources whose pages were left out",
+    )
     parser.set_defaults(handler=run_process, json_logs=True)
 
 
@@ -302,7 +310,26 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"failed   {result['failed']}")
     for code, count in result["failed_by_code"].items():
         print(f"  {code:<20} {count}")
+    _print_left_out(result["pages_left_out"])
     return 0
+
+
+#: How many sources with pages left out ``ptif status`` names; --json lists them all.
+SHOWN_LEFT_OUT = 10
+
+
+def _print_left_out(left_out: dict[str, Any]) -> None:
+    if not left_out["sources"]:
+        return
+    print(
+        f"pages left out  {left_out['pages']} of {left_out['sources']} multi-page source(s) "
+        "(all_pages is off; see --help of ptif process)"
+    )
+    notes = sorted(left_out["list"], key=lambda note: note["key"])
+    for note in notes[:SHOWN_LEFT_OUT]:
+        print(_printable(f"  {note['key']}: page 1 of {note['pages']} converted"))
+    if len(notes) > SHOWN_LEFT_OUT:
+        print(f"  ... and {len(notes) - SHOWN_LEFT_OUT} more (--json lists them all)")
 
 
 def _list_failures(process: Any, args: argparse.Namespace) -> int:
