@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tifffile
 from corpus import Corpus
 from pyramids import read_pyramid
 from rich.console import Console
@@ -193,3 +194,61 @@ def test_a_human_summary_says_pages_were_left_out(bench: Bench, corpus: Corpus) 
     done = run_ptif(bench, "process", "--workers", "1")
     assert done.returncode == 0, done.stderr
     assert "2 page(s) of 1 multi-page source(s) left out" in done.stderr, done.stderr
+
+
+# info --------------------------------------------------------------------------------------------
+
+
+def test_info_shows_a_stored_pyramid_and_its_provenance(bench: Bench) -> None:
+    add_images(bench, {"maps/sheet.jpg": (700, 300)})
+    assert run_ptif(bench, "process", "--workers", "1", "--quality", "75").returncode == 0
+    etag = bench.source.head("maps/sheet.jpg").etag
+    args = ["info", "--images", bench.urls["images"], "maps/sheet.tif", "--verify", "--json"]
+    env = bench.env(**({"AWS_ENDPOINT_URL": bench.endpoint_url} if bench.endpoint_url else {}))
+    info = json_out(run_ptif(bench, *args, env=env))
+    assert (info["width"], info["height"], info["tile_size"]) == (700, 300, [256, 256])
+    assert info["levels"] == [[700, 300], [350, 150], [175, 75]]
+    assert info["compression"] == "jpeg" and info["quality"] == 75 and info["verified"] is True
+    assert info["bytes"] == bench.images.head("maps/sheet.tif").size
+    provenance = info["provenance"]
+    assert provenance["source_key"] == "maps/sheet.jpg" and provenance["source_etag"] == etag
+    assert provenance["recipe"] == bench.images.head("maps/sheet.tif").metadata["ptif-recipe"]
+    if bench.kind == "folder":  # the file itself carries the folder store's metadata
+        path = bench.root / "images" / "maps" / "sheet.tif"
+        local = json_out(run_ptif(bench, "info", "--json", str(path)))
+        assert local["provenance"] == provenance and local["path"] == str(path)
+
+
+def test_info_verify_fails_in_one_line_on_a_damaged_pyramid(tmp_path: Path) -> None:
+    import pyvips
+
+    from ptif.convert.engine import convert
+
+    src = tmp_path / "scan.png"
+    (pyvips.Image.black(600, 500, bands=3) + [200, 30, 30]).cast("uchar").pngsave(str(src))
+    good = convert(src, tmp_path / "scan.tif").path
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    done = subprocess_ptif(["info", "--verify", str(good)], env)
+    assert done.returncode == 0 and "verified  ok" in done.stdout, done.stderr
+    assert "provenance  none recorded" in done.stdout
+    data = bytearray(good.read_bytes())
+    with tifffile.TiffFile(good) as tif:  # the smallest level's tiles: zeros, no JPEG
+        smallest = tif.pages[len(tif.pages) - 1]
+        for offset, size in zip(smallest.dataoffsets, smallest.databytecounts, strict=True):
+            data[offset : offset + size] = bytes(size)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(bytes(data))
+    failed = subprocess_ptif(["info", "--verify", "--json", str(bad)], env)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert len(failed.stderr.splitlines()) == 1 and str(bad) in failed.stderr, failed.stderr
+    plain = json.loads(subprocess_ptif(["info", "--json", str(bad)], env).stdout)
+    assert "verified" not in plain and plain["levels"][0] == [600, 500]
+
+
+def subprocess_ptif(args: list[str], env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ptif", *args], env=env, capture_output=True, text=True, check=False
+    )
