@@ -252,3 +252,17 @@ def subprocess_ptif(args: list[str], env: dict[str, str]) -> Any:
     return subprocess.run(
         [sys.executable, "-m", "ptif", *args], env=env, capture_output=True, text=True, check=False
     )
+
+
+def test_a_source_with_too_many_pages_fails_alone(
+    bench: Bench, corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ptif.queue.worker
+
+    monkeypatch.setattr(ptif.queue.worker, "MAX_PAGES", 2)
+    key, _ = put_multi_page(bench, corpus, "tiff")
+    add_images(bench, {"ok/1.jpg": (32, 24)})
+    report = bench.run(recipe={"all_pages": True})
+    assert report.converted == ["ok/1.jpg"]
+    assert [(f["key"], f["code"]) for f in report.failures] == [(key, "too-many-pages")]
+    assert keys(bench.images) == ["ok/1.tif"]
