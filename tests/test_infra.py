@@ -70,7 +70,7 @@ CREATED_EVENTS = [
     "s3:ObjectCreated:Copy",
     "s3:ObjectCreated:CompleteMultipartUpload",
 ]
-PROCESS_FOLDERS = ["rbsc/", "claims/", "failed/", "reports/", "watch/", "ptif-check/"]
+PROCESS_FOLDERS = ["rbsc/", "claims/", "failed/", "pages/", "reports/", "watch/", "ptif-check/"]
 #: What ptif's task does in each folder of the process store.
 PROCESS_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
 

@@ -25,7 +25,7 @@ def test_equal_settings_make_equal_recipes() -> None:
     assert deflate != Recipe(compression="deflate") and deflate != deflate.settings()
     assert repr(same) == (
         "Recipe(compression='deflate', quality=90, tile_size=512, dpi=None, max_width=None, "
-        "max_height=None)"
+        "max_height=None, all_pages=False)"
     )
 
 

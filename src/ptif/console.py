@@ -79,25 +79,24 @@ def wants_json(requested: bool) -> bool:
 
 
 class ItemProgress:
-    """Shows items as they finish: a live bar on a terminal, one JSON line each otherwise."""
+    """Shows items as they finish: a live bar on a terminal, one JSON line each otherwise.
 
-    def __init__(self, *, bar: bool, run_id: str = "") -> None:
+    The bar counts done/total and estimates the time left once the worker knows how many
+    markers it listed (:meth:`listed`); until then it shows ``n/?``. ``console`` and ``clock``
+    are for tests: a forced terminal and a clock they move.
+    """
+
+    def __init__(
+        self, *, bar: bool, run_id: str = "", console: Any = None, clock: Any = None
+    ) -> None:
         self.run_id = run_id
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._bar: Any = None
         self._task: Any = None
+        self._total: int | None = None
         if bar:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("[bold]ptif process"),
-                BarColumn(),
-                TextColumn("{task.completed} done"),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                transient=False,
-            )
+            self._bar = _progress_bar(console, clock)
 
     def __enter__(self) -> ItemProgress:
         if self._bar is not None:
@@ -113,6 +112,14 @@ class ItemProgress:
     ) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+    def listed(self, change: int) -> None:
+        """The worker listed ``change`` more markers (or, negative, found some not its own)."""
+        with self._lock:
+            self._total = max(0, (self._total or 0) + change)
+            total = self._total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
 
     def __call__(self, item: ItemResult) -> None:
         with self._lock:
@@ -149,3 +156,30 @@ class ItemProgress:
                 "bytes_out": item.bytes_out,
             },
         )
+
+
+def _progress_bar(console: Any, clock: Any) -> Any:
+    """done/total, the outcomes so far, time spent and, once the total is known, time left."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    extra: dict[str, Any] = {"console": console} if console is not None else {}
+    if clock is not None:
+        extra["get_time"] = clock
+    return Progress(
+        TextColumn("[bold]ptif process"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        transient=False,
+        **extra,
+    )

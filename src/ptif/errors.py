@@ -116,6 +116,11 @@ TOO_COMPLEX = _declare(
     "built to cost more work than any real image needs (a JPEG with more scans or metadata "
     "segments than any encoder writes); no setting raises it: re-encode the image",
 )
+TOO_MANY_PAGES = _declare(
+    "too-many-pages",
+    _PERMANENT,
+    "with `all_pages` on, the source has more pages than one source may give (10,000); split it",
+)
 OUTPUT_CONFLICT = _declare(
     "output-conflict",
     _PERMANENT,
@@ -237,6 +242,12 @@ class TooComplexError(ConversionError):
     """The source is built to cost more decoding work than any real image of its format."""
 
     code = TOO_COMPLEX
+
+
+class TooManyPagesError(ConversionError):
+    """A multi-page source has more pages than ptif makes pyramids of."""
+
+    code = TOO_MANY_PAGES
 
 
 class VerificationError(ConversionError):

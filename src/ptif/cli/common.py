@@ -136,7 +136,7 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
 
 def recipe_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe settings given on the command line (``--max-size`` sets width and height)."""
-    settings = {name: getattr(args, name) for name in RECIPE_SETTINGS}
+    settings = {name: getattr(args, name, None) for name in RECIPE_SETTINGS}
     if args.max_size is not None:
         settings["max_width"] = settings["max_width"] or args.max_size
         settings["max_height"] = settings["max_height"] or args.max_size

@@ -56,6 +56,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 COMMANDS: dict[str, str] = {
     "convert": "ptif.cli.convert",
     "formats": "ptif.cli.convert",
+    "info": "ptif.cli.info",
     "process": "ptif.cli.queue",
     "mark": "ptif.cli.queue",
     "status": "ptif.cli.queue",

@@ -64,6 +64,14 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="JSON log lines and a JSON report on stdout, even on a terminal",
     )
     add_recipe_options(parser)
+    parser.add_argument(
+        "--all-pages",
+        action="store_true",
+        default=None,
+        help="one pyramid per page of a PDF or multi-page TIFF: page 1 at the output key, "
+        "page N beside it as NAME-pN.tif (the all_pages setting). Without it, page 1 only, "
+        "and the run report and 'ptif status' name the sources whose pages were left out",
+    )
     parser.set_defaults(handler=run_process, json_logs=True)
 
 
@@ -116,7 +124,7 @@ def run_process(args: argparse.Namespace) -> int:
         poll_seconds=args.poll,
     )
     progress = ItemProgress(bar=not json_lines and not args.quiet)
-    worker = Worker(settings, stores, on_item=progress)
+    worker = Worker(settings, stores, on_item=progress, on_listed=progress.listed)
     progress.run_id = worker.run_id
     _stop_on_signals(worker, grace)
     try:
@@ -143,8 +151,10 @@ def _finish(report: Any, args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     if not args.quiet:
         print(f"ptif process: {report.summary()}", file=sys.stderr)
-        for problem in report.failures[:20]:
-            print(f"  {problem['code']}: {problem['message']}", file=sys.stderr)
+    for problem in report.failures[:20]:  # -q hides the rest, never these
+        print(f"  {problem['code']}: {problem['message']}", file=sys.stderr)
+    if len(report.failures) > 20:
+        print(f"  ... and {len(report.failures) - 20} more: ptif status --failed", file=sys.stderr)
     return 1 if report.unfinished else 0
 
 
@@ -262,10 +272,24 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="pending, claimed and failed counts",
         description="Count the queue: pending markers (and the oldest one's age, and how many\n"
         "wait to be tried again after a transient error), live claims, and failure records\n"
-        "by code.",
+        "by code. With --failed, the failure records themselves.",
+        epilog="examples:\n  ptif status --failed                  # key, code, attempts, when\n"
+        "  ptif status --failed --prefix maps/ --json",
     )
     add_store_options(parser)
-    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.add_argument(
+        "--failed",
+        action="store_true",
+        help="list the failure records: when, code, attempts, key and message (one a line)",
+    )
+    parser.add_argument(
+        "--prefix", default="", help="with --failed: only sources whose key starts with this"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the counts as JSON (with --failed: a JSON list of the records)",
+    )
     parser.set_defaults(handler=run_status)
 
 
@@ -275,6 +299,8 @@ def run_status(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     process = open_store(settings.process, endpoint_url=settings.endpoint_url)
+    if args.failed:
+        return _list_failures(process, args)
     result = status(process, settings.queue_prefix).to_dict()
     if args.json:
         print(json.dumps(result))
@@ -287,7 +313,54 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"failed   {result['failed']}")
     for code, count in result["failed_by_code"].items():
         print(f"  {code:<20} {count}")
+    _print_left_out(result["pages_left_out"])
     return 0
+
+
+#: How many sources with pages left out ``ptif status`` names; --json lists them all.
+SHOWN_LEFT_OUT = 10
+
+
+def _print_left_out(left_out: dict[str, Any]) -> None:
+    if not left_out["sources"]:
+        return
+    print(
+        f"pages left out  {left_out['pages']} of {left_out['sources']} multi-page source(s) "
+        "(all_pages is off; see --help of ptif process)"
+    )
+    notes = sorted(left_out["list"], key=lambda note: note["key"])
+    for note in notes[:SHOWN_LEFT_OUT]:
+        print(_printable(f"  {note['key']}: page 1 of {note['pages']} converted"))
+    if len(notes) > SHOWN_LEFT_OUT:
+        print(f"  ... and {len(notes) - SHOWN_LEFT_OUT} more (--json lists them all)")
+
+
+def _list_failures(process: Any, args: argparse.Namespace) -> int:
+    from ptif.queue.status import failure_list
+
+    rows = failure_list(process, args.prefix)
+    if args.json:
+        print(json.dumps(list(rows), ensure_ascii=False))
+        return 0
+    count = 0
+    for row in rows:
+        count += 1
+        attempts = row["attempts"] if row["attempts"] is not None else "?"
+        print(
+            _printable(
+                f"{row['failed_at'] or '?':<20}  {row['code']:<18}  {attempts!s:>3}  "
+                f"{row['key']}: {row['message']}"
+            )
+        )
+    if not args.quiet:
+        print(f"ptif status: {count} failure record(s); 'ptif retry' re-queues them",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _printable(text: str) -> str:
+    """One line, whatever a key or message holds: control characters escaped."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _age(seconds: float) -> str:

@@ -27,7 +27,9 @@ PIPELINE_VERSION = 1
 #: Default pixel budget: three gigapixels, room for a 60,000 x 50,000 map scan.
 DEFAULT_MAX_PIXELS = 3_000_000_000
 #: A recipe's settings, in the order they are shown.
-RECIPE_SETTINGS = ("compression", "quality", "tile_size", "dpi", "max_width", "max_height")
+RECIPE_SETTINGS = (
+    "compression", "quality", "tile_size", "dpi", "max_width", "max_height", "all_pages",
+)  # fmt: skip
 
 
 class Recipe:
@@ -41,6 +43,8 @@ class Recipe:
     dpi: Final[float | None]
     max_width: Final[int | None]
     max_height: Final[int | None]
+    #: One pyramid per page of a multi-page source (PDF, TIFF...), not page 1 alone.
+    all_pages: Final[bool]
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class Recipe:
         dpi: float | None = None,
         max_width: int | None = None,
         max_height: int | None = None,
+        all_pages: bool = False,
     ) -> None:
         self.compression = compression
         self.quality = quality
@@ -59,6 +64,7 @@ class Recipe:
         self.dpi = float(dpi) if isinstance(dpi, int) and not isinstance(dpi, bool) else dpi
         self.max_width = max_width
         self.max_height = max_height
+        self.all_pages = all_pages
         self._check()
 
     def _check(self) -> None:
@@ -85,6 +91,8 @@ class Recipe:
             value = getattr(self, name)
             if name == "compression":
                 wanted, ok = "a name", isinstance(value, str)
+            elif name == "all_pages":
+                wanted, ok = "true or false", isinstance(value, bool)
             elif name == "dpi":
                 wanted = "a number"
                 ok = value is None or (
@@ -124,8 +132,11 @@ class Recipe:
         import hashlib  # imported here: a one-shot convert starts faster without it
         import json
 
+        settings = self.settings()
+        if not self.all_pages:  # the hashes outputs recorded before the setting existed
+            del settings["all_pages"]
         body = json.dumps(
-            {"pipeline": PIPELINE_VERSION, **self.settings()}, sort_keys=True, separators=(",", ":")
+            {"pipeline": PIPELINE_VERSION, **settings}, sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 

@@ -22,13 +22,14 @@ if TYPE_CHECKING:
 
 
 def convert_labelled(
-    src: Path, dst: Path, recipe: Recipe, label: str, limits: Limits
+    src: Path, dst: Path, recipe: Recipe, label: str, limits: Limits, page: int = 1
 ) -> ConversionResult:
-    """Convert, with errors naming the source key rather than the worker's temporary file."""
+    """Convert page ``page``, with errors naming the source key rather than the worker's
+    temporary file."""
     from ptif.convert.engine import convert
 
     try:
-        return convert(src, dst, recipe, limits=limits)
+        return convert(src, dst, recipe, page=page, limits=limits)
     except PtifError as error:
         error.args = (str(error).replace(str(src), label),)
         raise

@@ -13,6 +13,8 @@ in them. Every user of a folder imports it from here, the CDK app's IAM policies
     │   ├── _long/<sha256 of key>.json  HASHED_FOLDER, as in the queue
     │   └── _unreadable/<sha256>.json   UNREADABLE_FOLDER: markers that were not JSON,
     │                                   unreadable_key(marker key)
+    ├── pages/<source key>.json         PAGES_PREFIX: sources whose pages 2+ were left out
+    │                                   (ptif.queue.pages), pages_key(source key)
     ├── reports/<name>.json             REPORTS_PREFIX: run and reconcile reports, report_key(name)
     ├── watch/<sha256>.json             CURSOR_PREFIX: `ptif watch` cursors, cursor_key(source)
     ├── ptif-check/<uuid>               CHECK_PREFIX: the conditional-write check's scratch keys
@@ -22,8 +24,9 @@ in them. Every user of a folder imports it from here, the CDK app's IAM policies
 
 Who writes where: intake (the Lambda, ``ptif watch``, ``mark``, ``reconcile``, ``retry``) puts
 markers in the queue, and the intake Lambda writes nothing else; the worker deletes markers and
-writes ``claims/``, ``failed/``, ``reports/`` and ``ptif-check/``; ``ptif retry`` deletes failure
-records; ``ptif watch`` writes its cursor under ``watch/``; ``ptif reconcile`` writes a report.
+writes ``claims/``, ``failed/``, ``pages/``, ``reports/`` and ``ptif-check/``; ``ptif retry``
+deletes failure records; ``ptif watch`` writes its cursor under ``watch/``; ``ptif reconcile``
+writes a report.
 
 What the code relies on:
 
@@ -57,11 +60,15 @@ FAILED_PREFIX = "failed/"
 #: Inside ``failed/``: markers that could not be read, named by a hash of the marker's key.
 UNREADABLE_FOLDER = "_unreadable/"
 REPORTS_PREFIX = "reports/"
+#: Notes of multi-page sources converted without ``all_pages``: which pages were left out.
+PAGES_PREFIX = "pages/"
 CURSOR_PREFIX = "watch/"
 
 #: The folders besides the queue, at the top of the process store. Every one of them is read,
 #: written and deleted by the worker's role; infra/ grants exactly these.
-FOLDERS = (CLAIMS_PREFIX, FAILED_PREFIX, REPORTS_PREFIX, CURSOR_PREFIX, CHECK_PREFIX)
+FOLDERS = (
+    CLAIMS_PREFIX, FAILED_PREFIX, PAGES_PREFIX, REPORTS_PREFIX, CURSOR_PREFIX, CHECK_PREFIX,
+)  # fmt: skip
 #: The folders inside the queue or ``failed/``.
 SUBFOLDERS = (HASHED_FOLDER, UNREADABLE_FOLDER)
 
@@ -107,6 +114,11 @@ def marker_key(source_key: str, queue_prefix: str) -> str:
 
 def failed_key(source_key: str) -> str:
     return record_key(source_key, FAILED_PREFIX)
+
+
+def pages_key(source_key: str) -> str:
+    """The note that ``source_key``'s pages after the first were left out."""
+    return record_key(source_key, PAGES_PREFIX)
 
 
 def unreadable_key(marker_key: str) -> str:

@@ -6,6 +6,10 @@ later run can tell an up-to-date output (skip it) from a stale one (redo it) or 
 source's output that happens to have the same name (an ``output-conflict``, never overwritten).
 :func:`compare_output` is that rule, and the worker, ``mark --stale``, ``watch`` and
 ``reconcile`` all follow it.
+A multi-page source converted with ``all_pages`` has an output *set*: page 1 at the output key,
+page ``n`` at :func:`page_key` (``a/book-p2.tif``), each recording its page (``ptif-page``) and
+the source's page count (``ptif-pages``). The set is current only when every page is
+(:func:`set_state`); page 1 is uploaded last, so a set interrupted half-way is never current.
 The source key is stored as it is, with only ``%`` escaped (``%25``), so values written
 percent-encoded by earlier versions read back the same; the store carries non-ASCII text in
 its own way (an RFC 2047 encoded word on S3, as AWS does). Percent-encoding every accented
@@ -22,10 +26,17 @@ from ptif import __version__
 from ptif.errors import OUTPUT_CONFLICT, ConversionError
 from ptif.stores.base import ObjectInfo, Store, UnsafeKey
 
+#: At most this many pages of one source are converted (a set of more is refused).
+MAX_PAGES = 10_000
 SOURCE_KEY = "ptif-source-key"
 SOURCE_ETAG = "ptif-source-etag"
 RECIPE = "ptif-recipe"
 VERSION = "ptif-version"
+#: Which page of its source an output holds, how many pyramids its set holds (1 unless made
+#: with ``all_pages``) and how many pages the source has.
+PAGE = "ptif-page"
+PAGES = "ptif-pages"
+SOURCE_PAGES = "ptif-source-pages"
 
 
 class OutputState(StrEnum):
@@ -51,15 +62,41 @@ def output_key(source_key: str) -> str:
     return f"{folder}/{stem}.tif" if folder else f"{stem}.tif"
 
 
+def page_key(source_key: str, page: int) -> str:
+    """Where page ``page`` of ``source_key`` goes: ``a/book.pdf`` page 2 → ``a/book-p2.tif``;
+    page 1 keeps the output key, so a viewer's links need no change."""
+    key = output_key(source_key)
+    return key if page == 1 else f"{key[: -len('.tif')]}-p{page}.tif"
+
+
 def output_metadata(
-    conversion: Mapping[str, str], source_key: str, source_etag: str
+    conversion: Mapping[str, str],
+    source_key: str,
+    source_etag: str,
+    *,
+    page: int = 1,
+    pages: int = 1,
+    source_pages: int = 1,
 ) -> dict[str, str]:
     return {
         **conversion,
         SOURCE_KEY: source_key.replace("%", "%25"),
         SOURCE_ETAG: source_etag,
         VERSION: __version__,
+        PAGE: str(page),
+        PAGES: str(pages),
+        SOURCE_PAGES: str(source_pages),
     }
+
+
+def set_pages(output: ObjectInfo) -> int:
+    """How many pyramids the set of ``output`` (a page 1) holds: its source's page count if
+    it was made with every page, else 1 (outputs of earlier versions record nothing: 1)."""
+    try:
+        pages = int(output.metadata.get(PAGES) or 1)
+    except ValueError:
+        return 1
+    return pages if output.metadata.get(PAGE) == "1" and 1 < pages <= MAX_PAGES else 1
 
 
 def recorded_source(info: ObjectInfo) -> str | None:
@@ -98,13 +135,34 @@ def compare_output(
 
 
 def output_state(images: Store, source: ObjectInfo, recipes: Collection[str]) -> OutputState:
-    """:func:`compare_output` for ``source`` and its output as ``images`` holds it now. A key
+    """:func:`set_state` for ``source`` and its outputs as ``images`` holds them now. A key
     no store takes (``a//b.jpg``) has no output: it is queued, and the worker records why."""
     try:
         output = images.head(output_key(source.key))
     except UnsafeKey:
         return OutputState.MISSING
-    return compare_output(output, source.key, source.etag, recipes)
+    return set_state(images, output, source.key, source.etag, recipes)
+
+
+def set_state(
+    images: Store,
+    output: ObjectInfo | None,
+    source_key: str,
+    source_etag: str,
+    recipes: Collection[str],
+) -> OutputState:
+    """:func:`compare_output` of page 1 (``output``) and, when it was made with every page,
+    of each other page of its set: the first that is not current decides. Single-page outputs
+    cost no more requests than before."""
+    state = compare_output(output, source_key, source_etag, recipes)
+    if state is not OutputState.CURRENT or output is None:
+        return state
+    for page in range(2, set_pages(output) + 1):
+        other = images.head(page_key(source_key, page))
+        state = compare_output(other, source_key, source_etag, recipes)
+        if state is not OutputState.CURRENT:
+            return state
+    return state
 
 
 def _owned_by_another(output: ObjectInfo, source_key: str) -> bool:

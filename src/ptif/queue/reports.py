@@ -54,6 +54,9 @@ class ItemResult:
     bytes_out: int = 0
     seconds: float = 0.0
     busy_until: float | None = None
+    #: The source's pages, and how many of them got a pyramid.
+    pages: int = 1
+    pages_done: int = 1
 
 
 def _now() -> str:
@@ -75,6 +78,10 @@ class RunReport:
     converted: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     retry_later: list[dict[str, Any]] = field(default_factory=list)
+    #: Multi-page sources converted without ``all_pages``: key, pages, left_out.
+    pages_left_out: list[dict[str, Any]] = field(default_factory=list)
+    left_out_count: int = 0
+    left_out_pages: int = 0
     _clock: float = field(default_factory=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -86,9 +93,18 @@ class RunReport:
             if item.outcome is Outcome.CONVERTED:
                 self.convert_seconds += item.seconds
                 _append(self.converted, item.source_key or item.marker_key)
+                if item.pages_done < item.pages:
+                    self._left_out(item)
             elif item.outcome in UNFINISHED:
                 target = self.failures if item.outcome is Outcome.FAILED else self.retry_later
                 _append(target, _problem(item))
+
+    def _left_out(self, item: ItemResult) -> None:
+        left_out = item.pages - item.pages_done
+        self.left_out_count += 1
+        self.left_out_pages += left_out
+        key = item.source_key or item.marker_key
+        _append(self.pages_left_out, {"key": key, "pages": item.pages, "left_out": left_out})
 
     def saw_pending(self, modified: datetime) -> None:
         age = max(0.0, (datetime.now(UTC) - modified).total_seconds())
@@ -107,6 +123,9 @@ class RunReport:
             _extend(self.converted, other.converted)
             _extend(self.failures, other.failures)
             _extend(self.retry_later, other.retry_later)
+            _extend(self.pages_left_out, other.pages_left_out)
+            self.left_out_count += other.left_out_count
+            self.left_out_pages += other.left_out_pages
             ages = [
                 a for a in (self.oldest_pending_age_s, other.oldest_pending_age_s) if a is not None
             ]
@@ -146,6 +165,11 @@ class RunReport:
             "converted": self.converted,
             "failures": self.failures,
             "retry_later": self.retry_later,
+            "pages_left_out": {
+                "sources": self.left_out_count,
+                "pages": self.left_out_pages,
+                "list": self.pages_left_out,
+            },
         }
 
     def to_bytes(self) -> bytes:
@@ -161,7 +185,13 @@ class RunReport:
         extra = [e for e in extra if not e.startswith("0 ")]
         moved = f"{self.bytes_in / 1e6:,.1f} MB in, {self.bytes_out / 1e6:,.1f} MB out"
         tail = f" ({', '.join(extra)})" if extra else ""
-        return f"{line}{tail}; {moved}; {self.wall_seconds:.1f} s"
+        pages = (
+            f"; {self.left_out_pages} page(s) of {self.left_out_count} multi-page source(s) "
+            "left out (all_pages is off)"
+            if self.left_out_count
+            else ""
+        )
+        return f"{line}{tail}; {moved}; {self.wall_seconds:.1f} s{pages}"
 
     def emf(self, namespace: str = "ptif") -> str:
         """One CloudWatch embedded-metric-format line with the run's figures."""

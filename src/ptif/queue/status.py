@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ptif.bounded import run_bounded
 from ptif.queue.failures import requeued_marker
-from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER
+from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER, PAGES_PREFIX
 from ptif.queue.leases import Busy, Tries, read_claim
 from ptif.queue.markers import create_marker
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
@@ -32,6 +32,8 @@ class QueueStatus:
     failed: int = 0
     failed_by_code: Counter[str] = field(default_factory=Counter)
     oldest_pending_age_s: float | None = None
+    #: Multi-page sources converted without ``all_pages``: key, pages, left_out each.
+    left_out: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +43,11 @@ class QueueStatus:
             "failed": self.failed,
             "failed_by_code": dict(sorted(self.failed_by_code.items())),
             "oldest_pending_age_s": self.oldest_pending_age_s,
+            "pages_left_out": {
+                "sources": len(self.left_out),
+                "pages": sum(note["left_out"] for note in self.left_out),
+                "list": self.left_out,
+            },
         }
 
 
@@ -95,7 +102,35 @@ def status(process: Store, queue_prefix: str) -> QueueStatus:
         if record is not None:
             result.failed += 1
             result.failed_by_code[str(record.get("code") or "unknown")] += 1
+    for note in _read_all(process, PAGES_PREFIX, _read_json):
+        if note is not None and isinstance(note.get("key"), str):
+            pages, left_out = note.get("pages"), note.get("left_out")
+            if isinstance(pages, int) and isinstance(left_out, int):
+                result.left_out.append({"key": note["key"], "pages": pages, "left_out": left_out})
     return result
+
+
+#: What ``ptif status --failed`` shows of each failure record (``failedAt`` as ``failed_at``).
+FAILURE_SUMMARY = ("key", "code", "message", "attempts", "failedAt")
+
+
+def failure_list(process: Store, prefix: str = "") -> Iterator[dict[str, Any]]:
+    """Each failure record under ``failed/<prefix>`` (and every hashed and unreadable one), as
+    key, code, message, attempts and when; an unreadable marker's record is named by where the
+    marker was, and a record that is itself unreadable by its own key, with code ``unknown``."""
+    for info in _json_objects(process, FAILED_PREFIX + prefix):
+        record = _read_json(process, info.key) or {"message": "this record is not JSON"}
+        row = {_snake(name): record.get(name) for name in FAILURE_SUMMARY}
+        row["key"] = (
+            row["key"] if isinstance(row["key"], str) else (record.get("markerKey") or info.key)
+        )
+        row["code"] = row["code"] or "unknown"
+        row["record"] = info.key
+        yield row
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 @dataclass

@@ -54,6 +54,7 @@ from ptif.errors import (
     TOO_MANY_ATTEMPTS,
     PtifError,
     SourceMissingError,
+    TooManyPagesError,
 )
 from ptif.queue.conversion import convert_labelled, tune_libvips
 from ptif.queue.failures import FailureRecord, write_failure, write_unreadable
@@ -62,7 +63,16 @@ from ptif.queue.health import StoreHealth, StoreLost
 from ptif.queue.layout import HASHED_FOLDER
 from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, Tries, acquire
 from ptif.queue.markers import MAX_MARKER_BYTES, BadMarker, Marker, parse_marker
-from ptif.queue.outputs import OutputState, check_owner, compare_output, output_key, output_metadata
+from ptif.queue.outputs import (
+    MAX_PAGES,
+    OutputState,
+    check_owner,
+    output_key,
+    output_metadata,
+    page_key,
+    set_state,
+)
+from ptif.queue.pages import clear_left_out, note_left_out
 from ptif.queue.reports import ItemResult, Outcome, RunReport
 from ptif.queue.workdir import item_folder, work_folder
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
@@ -114,7 +124,10 @@ class Worker:
         *,
         owner: str | None = None,
         on_item: Callable[[ItemResult], None] | None = None,
+        on_listed: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_item`` hears of each item as it ends; ``on_listed`` of how many markers a pass
+        listed, once its listing has ended (and of -1 for each that was not this run's)."""
         self.settings = settings
         self.health = StoreHealth(self._lose)
         self.stores = Stores(
@@ -125,6 +138,7 @@ class Worker:
         self.owner = owner or default_owner()
         self.run_id = os.urandom(4).hex()
         self.on_item = on_item
+        self.on_listed = on_listed
         self.profile = settings.conversion_profile()
         self.queue = settings.queue_prefix
         self._slots = threading.Semaphore(settings.workers)
@@ -277,6 +291,8 @@ class Worker:
             busy.append((item.busy_until, info))
             return
         if item.outcome in (Outcome.OUT_OF_SCOPE, Outcome.NOT_STARTED):
+            if item.outcome is Outcome.OUT_OF_SCOPE and self.on_listed:
+                self.on_listed(-1)
             return
         report.add(item)
         if self.on_item:
@@ -293,15 +309,19 @@ class Worker:
             top = self.stores.process.list(self.queue, recursive=False)
             listings.append(info for info in top if not info.key.startswith(scoped))
         count = 0
-        for listing in listings:
-            for info in listing:
-                if not info.key.endswith(".json"):
-                    continue
-                report.saw_pending(info.modified)
-                if options.limit is not None and count >= options.limit:
-                    return
-                count += 1
-                yield info
+        try:
+            for listing in listings:
+                for info in listing:
+                    if not info.key.endswith(".json"):
+                        continue
+                    report.saw_pending(info.modified)
+                    if options.limit is not None and count >= options.limit:
+                        return
+                    count += 1
+                    yield info
+        finally:
+            if self.on_listed and not self._stop.is_set():
+                self.on_listed(count)
 
     # one marker ------------------------------------------------------------------------------
 
@@ -407,30 +427,80 @@ class Worker:
             )
         existing = self.stores.images.head(target)
         check_owner(existing, source_key)
-        if compare_output(existing, source_key, source.etag, {recipe.hash}) is OutputState.CURRENT:
+        state = set_state(self.stores.images, existing, source_key, source.etag, {recipe.hash})
+        if state is OutputState.CURRENT:
             return ItemResult("", Outcome.SKIPPED, source_key)
-        return self._transform(source_key, target, recipe, lease)
+        return self._transform(source_key, recipe, lease)
 
-    def _transform(self, source_key: str, target: str, recipe: Recipe, lease: Lease) -> ItemResult:
+    def _transform(self, source_key: str, recipe: Recipe, lease: Lease) -> ItemResult:
         """Fetch into the item's own folder, convert, and publish what was made from exactly
-        the bytes fetched."""
+        the bytes fetched. With ``all_pages``, pages 2 and on are converted and published one
+        by one, and page 1 last: an output set is current only once every page is there."""
         with item_folder(self._work) as folder:
             fetched = fetch(self.stores.source, source_key, folder / SOURCE_NAME)
-            dst = folder / PYRAMID_NAME
-            made, result = self._convert_fetched(fetched, dst, recipe, lease)
-            if lease.lost:
-                raise LeaseLost(f"{source_key}: the lease was lost while converting")
-            fetched.check()
-            lease.end_attempt()  # what follows is the stores' doing, never the image's
-            metadata = output_metadata(result.metadata(), source_key, fetched.info.etag)
-            check_pyramid(source_key, dst, made)
-            self.stores.images.put_file(target, dst, metadata)
+            first = _Page(folder / PYRAMID_NAME, 1)
+            first.made, result = self._convert_fetched(fetched, first.path, recipe, lease)
+            pages = result.pages
+            every = recipe.all_pages and pages > 1
+            bytes_out = result.bytes
+            if every:
+                _check_page_count(source_key, pages)
+                for number in range(2, pages + 1):
+                    page = _Page(folder / f"page-{number}.tif", number)
+                    page.made, other = self._convert_fetched(
+                        fetched, page.path, recipe, lease, number
+                    )
+                    self._publish(fetched, page, other, pages, lease)
+                    bytes_out += other.bytes
+            self._publish(fetched, first, result, pages if every else 1, lease)
+        self._note_pages(source_key, fetched.info.etag, pages, every)
         return ItemResult(
-            "", Outcome.CONVERTED, source_key, bytes_in=fetched.info.size, bytes_out=result.bytes
-        )
+            "", Outcome.CONVERTED, source_key, bytes_in=fetched.info.size, bytes_out=bytes_out,
+            pages=pages, pages_done=pages if every else 1,
+        )  # fmt: skip
+
+    def _publish(
+        self, fetched: Fetched, page: _Page, result: ConversionResult, pages: int, lease: Lease
+    ) -> None:
+        """Upload one page's pyramid, made from the bytes fetched, under its key (``pages``:
+        how many pyramids its set holds)."""
+        source_key = fetched.key
+        if lease.lost:
+            raise LeaseLost(f"{source_key}: the lease was lost while converting")
+        fetched.check()
+        lease.end_attempt()  # what follows is the stores' doing, never the image's
+        target = page_key(source_key, page.number)
+        if page.number > 1:
+            check_owner(self.stores.images.head(target), source_key)
+        metadata = output_metadata(
+            result.metadata(), source_key, fetched.info.etag,
+            page=page.number, pages=pages, source_pages=result.pages,
+        )  # fmt: skip
+        assert page.made is not None  # set by its conversion
+        check_pyramid(source_key, page.path, page.made)
+        self.stores.images.put_file(target, page.path, metadata)
+        page.path.unlink(missing_ok=True)
+
+    def _note_pages(self, source_key: str, etag: str, pages: int, every: bool) -> None:
+        """Say so when pages were left out; forget it when none are any more. A note that
+        cannot be written is only logged: the pyramid is there, the run report says it too."""
+        if pages <= 1:
+            return
+        try:
+            if every:
+                clear_left_out(self.stores.process, source_key)
+                return
+            log.warning(
+                "%s: %d pages; only page 1 was converted (set all_pages, or run "
+                "'ptif process --all-pages', for one pyramid per page)",
+                source_key, pages,
+            )  # fmt: skip
+            note_left_out(self.stores.process, source_key, etag, pages)
+        except PtifError as error:
+            log.warning("%s: could not note its pages left out: %s", source_key, error)
 
     def _convert_fetched(
-        self, fetched: Fetched, dst: Path, recipe: Recipe, lease: Lease
+        self, fetched: Fetched, dst: Path, recipe: Recipe, lease: Lease, page: int = 1
     ) -> tuple[Pin, ConversionResult]:
         """Convert in one of the run's slots, the attempt counted as it starts. A permanent
         failure is the image's only if its source is still the one fetched."""
@@ -440,7 +510,7 @@ class Worker:
             lease.count_attempt()
             try:
                 result = convert_labelled(
-                    fetched.path, dst, recipe, fetched.key, self.settings.limits()
+                    fetched.path, dst, recipe, fetched.key, self.settings.limits(), page
                 )
             except PtifError as error:
                 if error.permanent:
@@ -488,6 +558,23 @@ class Worker:
             self.stores.process.delete(key, if_match=etag)
         except (PreconditionFailed, ObjectMissing):
             log.info("%s: replaced meanwhile; the newer marker stays queued", key)
+
+
+class _Page:
+    """One page's pyramid in the item's folder, and the pin of the file its conversion made."""
+
+    def __init__(self, path: Path, number: int) -> None:
+        self.path = path
+        self.number = number
+        self.made: Pin | None = None
+
+
+def _check_page_count(source_key: str, pages: int) -> None:
+    if pages > MAX_PAGES:
+        raise TooManyPagesError(
+            f"{source_key}: {pages:,} pages; ptif makes pyramids of at most {MAX_PAGES:,} pages "
+            "of one source: split it, or convert its first page only (all_pages off)"
+        )
 
 
 def counts_as_attempt(code: str | None) -> bool:
