@@ -315,3 +315,30 @@ def test_a_source_rewritten_while_converting_is_not_published(
     assert any(key in message for message in warnings), warnings
     assert bench.run().converted == [key]  # the next attempt downloads it again
     verify_output(bench, key, BIG)
+
+
+def test_runs_starting_together_never_sweep_each_others_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every run sweeps before it makes its folder; a sweep racing another run's start must
+    find that run's lock already held, never a lock file it can take."""
+    from ptif.queue.workdir import item_folder, work_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    lost: list[BaseException] = []
+
+    def runs() -> None:
+        for _ in range(300):
+            try:
+                with work_folder() as run, item_folder(run) as item:
+                    (item / "source").write_bytes(b"x")
+            except BaseException as error:  # collected for the assertion below
+                lost.append(error)
+
+    threads = [threading.Thread(target=runs) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert lost == []
+    assert list(tmp_path.iterdir()) == []

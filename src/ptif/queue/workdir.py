@@ -125,6 +125,12 @@ def _abandoned(folder: Path) -> bool:
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    with (folder / WORK_LOCK).open("wb") as handle:
+    """Hold the folder's lock. The lock file is locked under a passing name and only then
+    renamed ``.in-use``: were it made under its own name, a sweeper of another run starting at
+    the same moment could take the lock between the file's creation and ours, and remove a live
+    run's folder."""
+    fd, passing = tempfile.mkstemp(prefix=".locking-", dir=folder)
+    with os.fdopen(fd, "wb") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        os.replace(passing, folder / WORK_LOCK)
         yield
