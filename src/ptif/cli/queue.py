@@ -259,7 +259,8 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="pending, claimed and failed counts",
         description="Count the queue: pending markers (and the oldest one's age, and how many\n"
         "wait to be tried again after a transient error), live claims, and failure records\n"
-        "by code.",
+        "by code. A failure record whose key has a marker for another version queued (a new\n"
+        "upload since) describes the past: it is counted as superseded, not failed.",
     )
     add_store_options(parser)
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -284,6 +285,8 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"failed   {result['failed']}")
     for code, count in result["failed_by_code"].items():
         print(f"  {code:<20} {count}")
+    if result["superseded"]:
+        print(f"  {'superseded':<20} {result['superseded']}  (a newer version is queued)")
     return 0
 
 

@@ -287,7 +287,9 @@ class Poller(_Watcher):
             if self.settle and now - info.modified.timestamp() < self.settle:
                 continue  # still being written: the next pass sees it again
             state.high = max(state.high or info.modified, info.modified)
-            if baseline or self.cursor.recent.get(info.key, ("",))[0] == info.etag:
+            # Seen: the same eTag *and* time. The same bytes uploaded again (a source back
+            # after it was deleted and failed as source-missing) are news.
+            if baseline or self.cursor.recent.get(info.key) == (info.etag, info.modified):
                 state.seen[info.key] = (info.etag, info.modified)
                 continue
             yield info
