@@ -13,9 +13,10 @@ from ptif.queue.layout import failed_key, marker_key
 from ptif.queue.markers import (
     BadMarker,
     Marker,
-    is_newer,
+    is_older,
     new_marker,
     parse_marker,
+    supersedes,
     write_marker,
 )
 from ptif.stores import FolderStore
@@ -88,46 +89,55 @@ def test_marker_for_a_name_near_255_bytes_fits_a_folder(store: FolderStore, name
     assert parse_marker(data, "m").key == key
 
 
-# newer event wins -------------------------------------------------------------------------------
+# which marker stays queued ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("candidate", "current", "newer"),
+    ("candidate", "current", "older"),
     [
-        ("0055AED6DCD90281E6", "0055AED6DCD90281E5", True),
-        ("0055AED6DCD90281E5", "0055AED6DCD90281E6", False),
-        ("0055AED6DCD90281E5", "0055AED6DCD90281E5", False),
-        ("0055AED6DCD90281E500", "0055AED6DCD90281E5", False),
-        ("0055AED6DCD90281E5", "0055AED6DCD90281E500", False),
-        ("0055AED6DCD90281E6", "0055AED6DCD90281E500", True),
-        ("0055AED6DCD90281E501", "0055AED6DCD90281E5", True),
-        ("0055aed6dcd90281e6", "0055AED6DCD90281E5", True),
-        ("0055AED6DCD90281F", "0055AED6DCD90281E5FF", True),
+        ("0055AED6DCD90281E6", "0055AED6DCD90281E5", False),
+        ("0055AED6DCD90281E5", "0055AED6DCD90281E6", True),
+        ("0055AED6DCD90281E5", "0055AED6DCD90281E5", True),
+        ("0055AED6DCD90281E500", "0055AED6DCD90281E5", True),
+        ("0055AED6DCD90281E5", "0055AED6DCD90281E500", True),
+        ("0055AED6DCD90281E6", "0055AED6DCD90281E500", False),
+        ("0055AED6DCD90281E501", "0055AED6DCD90281E5", False),
+        ("0055aed6dcd90281e6", "0055AED6DCD90281E5", False),
+        ("0055AED6DCD90281F", "0055AED6DCD90281E5FF", False),
     ],
 )
-def test_sequencers_compare_after_padding(candidate: str, current: str, newer: bool) -> None:
+def test_sequencers_compare_after_padding(candidate: str, current: str, older: bool) -> None:
     late, early = T0.isoformat(), (T0 - timedelta(days=1)).isoformat()
-    assert is_newer(event(candidate, early), event(current, late)) is newer
+    assert is_older(event(candidate, early, eTag="2"), event(current, late, eTag="1")) is older
+    assert (
+        supersedes(event(candidate, early, eTag="2"), event(current, late, eTag="1")) is not older
+    )
 
 
 @pytest.mark.parametrize(
-    ("candidate", "current", "newer"),
+    ("candidate", "current"),
     [
-        ("2024-05-01T12:00:01Z", "2024-05-01T12:00:00Z", True),
-        ("2024-05-01T12:00:00Z", "2024-05-01T12:00:01Z", False),
-        ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00.000Z", False),
-        ("2024-05-01T14:00:01+02:00", "2024-05-01T12:00:00Z", True),
-        ("2024-05-01T12:00:01", "2024-05-01T12:00:00Z", True),
-        ("2024-05-01T12:00:00Z", "not a time", True),
-        ("not a time", "2024-05-01T12:00:00Z", False),
-        ("", "", False),
+        ("2024-05-01T12:00:01Z", "2024-05-01T12:00:00Z"),
+        ("2024-05-01T12:00:00Z", "2024-05-01T12:00:01Z"),  # rsync -t of an older file
+        ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00.000Z"),  # two PUTs in one second
+        ("2024-05-01T12:00:00Z", "not a time"),
+        ("", ""),
     ],
 )
-def test_event_time_decides_without_two_sequencers(
-    candidate: str, current: str, newer: bool
-) -> None:
-    assert is_newer(event(None, candidate), event("FF", current)) is newer
-    assert is_newer(event("01", candidate), event(None, current)) is newer
+def test_times_prove_nothing_another_version_replaces(candidate: str, current: str) -> None:
+    assert supersedes(event(None, candidate, eTag="new"), event("FF", current, eTag="old"))
+    assert supersedes(event("01", candidate, eTag="new"), event(None, current, eTag="old"))
+    assert supersedes(
+        event(None, candidate, eTag="e", size=2), event(None, current, eTag="e", size=1)
+    )
+
+
+@pytest.mark.parametrize("when", ["2024-05-01T12:00:01Z", "2024-05-01T11:00:00Z"])
+def test_the_same_version_again_is_a_duplicate_whatever_its_time(when: str) -> None:
+    queued = event(None, "2024-05-01T12:00:00Z", eTag="e", size=5)
+    assert not supersedes(event(None, when, eTag="e", size=5), queued)
+    assert not supersedes(event(None, when, eTag="e"), queued)
+    assert not supersedes(event("0A", when, eTag="e", size=5), event("09", when, eTag="e"))
 
 
 # new_marker and Marker --------------------------------------------------------------------------
@@ -179,7 +189,7 @@ def test_write_marker_is_idempotent(store: FolderStore) -> None:
     assert parse_marker(data, "m") == marker
 
 
-def test_newer_event_replaces_older_never_does(store: FolderStore) -> None:
+def test_another_version_replaces_unless_its_sequencer_is_older(store: FolderStore) -> None:
     first = new_marker("a/x.jpg", origin="s3-event", sequencer="0A", etag="1", event_time=T0)
     newer = new_marker("a/x.jpg", origin="s3-event", sequencer="0B", etag="2", event_time=T0)
     older = new_marker("a/x.jpg", origin="s3-event", sequencer="09", etag="0", event_time=T0)
@@ -190,6 +200,24 @@ def test_newer_event_replaces_older_never_does(store: FolderStore) -> None:
     assert not write_marker(store, tie, QUEUE)
     data, _ = store.get_bytes(f"{QUEUE}a/x.jpg.json")
     assert parse_marker(data, "m").etag == "2"
+
+
+def test_a_version_dated_earlier_or_in_the_same_second_replaces_the_queued_one(
+    store: FolderStore,
+) -> None:
+    """``rsync -t`` or ``cp -p`` of an older file, or a second PUT within the same second:
+    the watcher's marker for it names an equal or earlier time and must still win."""
+    queued = new_marker("a/x.jpg", origin="watch", etag="v1", size=10, event_time=T0)
+    same_second = new_marker("a/x.jpg", origin="watch", etag="v2", size=10, event_time=T0)
+    backdated = new_marker(
+        "a/x.jpg", origin="watch", etag="v3", size=12, event_time=T0 - timedelta(days=400)
+    )
+    assert write_marker(store, queued, QUEUE)
+    assert write_marker(store, same_second, QUEUE)
+    assert parse_marker(store.get_bytes(f"{QUEUE}a/x.jpg.json")[0], "m").etag == "v2"
+    assert write_marker(store, backdated, QUEUE)
+    assert parse_marker(store.get_bytes(f"{QUEUE}a/x.jpg.json")[0], "m").etag == "v3"
+    assert not write_marker(store, backdated.with_fields(eventTime="2030-01-01T00:00:00Z"), QUEUE)
 
 
 def test_unreadable_marker_is_replaced(store: FolderStore) -> None:

@@ -90,6 +90,7 @@ def test_all_done_exits_0(bench: Bench) -> None:
         "claimed": 0,
         "retrying": 0,
         "failed": 0,
+        "superseded": 0,
         "failed_by_code": {},
         "oldest_pending_age_s": None,
         "pages_left_out": {"sources": 0, "pages": 0, "list": []},

@@ -96,7 +96,7 @@ class ReplacingSource(Wrapped):
         info = self.inner.get_file(key, path)
         if key == self.key and self.newer is None:
             later = datetime.now(UTC) + timedelta(hours=1)
-            self.newer = new_marker(key, origin="s3-event", etag=info.etag, event_time=later)
+            self.newer = new_marker(key, origin="s3-event", etag="another", event_time=later)
             assert write_marker(self.process, self.newer, QUEUE)
         return info
 

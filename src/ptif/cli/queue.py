@@ -272,7 +272,9 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         help="pending, claimed and failed counts",
         description="Count the queue: pending markers (and the oldest one's age, and how many\n"
         "wait to be tried again after a transient error), live claims, and failure records\n"
-        "by code. With --failed, the failure records themselves.",
+        "by code. A failure record whose key has a marker for another version queued (a new\n"
+        "upload since) describes the past: it is counted as superseded, not failed. With\n"
+        "--failed, the failure records themselves.",
         epilog="examples:\n  ptif status --failed                  # key, code, attempts, when\n"
         "  ptif status --failed --prefix maps/ --json",
     )
@@ -313,6 +315,8 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"failed   {result['failed']}")
     for code, count in result["failed_by_code"].items():
         print(f"  {code:<20} {count}")
+    if result["superseded"]:
+        print(f"  {'superseded':<20} {result['superseded']}  (a newer version is queued)")
     _print_left_out(result["pages_left_out"])
     return 0
 

@@ -3,8 +3,9 @@
 Three sources of news share this module: S3 notifications (:mod:`ptif.aws`), ``ptif watch``
 (:mod:`ptif.intake.watch`) and ``ptif reconcile`` (:mod:`ptif.intake.reconcile`). Each decides
 the same way what is worth queueing (:func:`ptif.intake.scope.is_candidate`) and writes markers
-with :func:`ptif.queue.markers.write_marker`, so a repeated or late event never replaces the
-marker of a newer one.
+with :func:`ptif.queue.markers.write_marker`: a repeated event leaves the queued marker as it is,
+and a marker for another version of the key replaces it unless S3's sequencer proves the event
+older (times do not: ``rsync -t`` dates a new version in the past).
 
 A notification carries several records, and each stands alone: :meth:`Intake.accept_record`
 never raises, so whatever becomes of one record (unreadable, refused by the store) its siblings
@@ -31,7 +32,8 @@ class Outcome(StrEnum):
     """What intake did with one object; the values appear in logs and reports."""
 
     MARKED = "marked"
-    NOT_NEWER = "not-newer"  # a marker for this event, or a newer one, is queued already
+    #: a marker for this version, or for a newer event (by sequencer), is queued already
+    NOT_NEWER = "not-newer"
     UP_TO_DATE = "up-to-date"
     NOT_IMAGE = "not-image"
     NOT_CREATED = "not-created"
@@ -120,9 +122,9 @@ class Intake:
 def queue_object(
     process: Store, queue_prefix: str, info: ObjectInfo, *, origin: str, bucket: str = ""
 ) -> bool:
-    """Queue a listed or watched object. Its modification time stands for the event's time, so
-    seeing the same object again is a duplicate event (nothing is written), while a replaced
-    object is a newer one. True if a marker was written."""
+    """Queue a listed or watched object. Seeing the same version again (same eTag and size)
+    writes nothing; another version replaces the queued marker whatever its modification
+    time, which may lie in the past. True if a marker was written."""
     marker = new_marker(
         info.key,
         origin=origin,

@@ -18,8 +18,10 @@ one request per source; at 16 in flight a million take minutes, not hours.
 
 A source already queued keeps its marker (it may carry fields such as ``copyrightStatus``).
 A source whose output belongs to another source (``a/x.png`` and ``a/x.jpg``) is reported as a
-conflict, not queued: the worker would only fail it again. So is one that already failed with
-the same eTag: ``ptif retry`` is the way to try those again.
+conflict, not queued: the worker would only fail it again. So is one whose current version
+already failed (:func:`ptif.queue.failures.describes`): ``ptif retry`` is the way to try those
+again. A failure of another version, or a ``source-missing`` one of a source that came back, is
+the past: such a source is queued like any new upload.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 from ptif.bounded import run_bounded
 from ptif.errors import ConfigError
 from ptif.intake.scope import bucket_name, is_candidate
+from ptif.queue.failures import describes
 from ptif.queue.layout import failed_key, report_key
 from ptif.queue.markers import create_marker, new_marker
 from ptif.queue.outputs import OutputState, output_state
@@ -165,6 +168,7 @@ class Reconciler:
                     report.not_images += 1
 
     def _failed_before(self, info: ObjectInfo) -> bool:
+        """Whether the source's current version failed (an older one's record is the past)."""
         try:
             data, _ = self.process.get_bytes(failed_key(info.key))
         except ObjectMissing:
@@ -173,7 +177,7 @@ class Reconciler:
             record = json.loads(data)
         except ValueError:
             return False
-        return isinstance(record, dict) and str(record.get("eTag", "")).strip('"') == info.etag
+        return isinstance(record, dict) and describes(record, info)
 
     def _queue(self, info: ObjectInfo) -> bool:
         marker = new_marker(

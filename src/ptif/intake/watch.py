@@ -22,9 +22,8 @@ folder, whose eTag is the inode, size and time in nanoseconds) a new inode. The 
 no listing order (SeaweedFS sorts ``/`` first) and on no ``StartAfter``.
 
 Before queueing, the output is checked: an output made from the same eTag with a current recipe
-needs no marker. Markers carry the object's modification time as their event time, so seeing the
-same object twice writes nothing (:func:`ptif.queue.markers.write_marker` keeps the marker of an
-equal or newer event).
+needs no marker. Seeing the same version twice writes nothing, and another version replaces the
+queued marker even when its modification time is older (:func:`ptif.queue.markers.write_marker`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,12 @@ as in the original system); keys too long for S3, or that could not be stored as
 worker trusts the marker's ``key`` field, not its name, so markers the original system wrote
 (named by basename) are processed too.
 
-Writes are idempotent and the newer event wins: a marker is replaced only by one whose S3
-``sequencer`` (else ``eventTime``) is later.
+Writes are idempotent, and a queued marker never hides a version: a marker for another version
+of the same key (another eTag or size) replaces the queued one unless the event proves it older,
+and only S3's ``sequencer`` proves that (:func:`supersedes`). File times and LastModified
+seconds tie and go backwards (``rsync -t``, ``cp -p``, two PUTs in one second), so they decide
+nothing: a marker that names an older version costs at most a conversion found current, while
+a refused one loses the version for good.
 
 Reading one checks every field of the contract for its type (:data:`FIELD_TYPES`): anyone who
 can write to the queue can write any JSON there, and a field of the wrong type would otherwise
@@ -170,25 +174,36 @@ def sequencer_order(value: str | None, width: int) -> str:
     return (value or "").upper().ljust(width, "0")
 
 
-def is_newer(candidate: Marker, current: Marker) -> bool:
-    """Whether ``candidate`` describes a later event than ``current`` (ties are not newer)."""
+def same_version(candidate: Marker, current: Marker) -> bool:
+    """Whether two markers name the same version of their key: the same eTag and, where both
+    say it, the same size (markers without an eTag name the same unknown version)."""
+    if candidate.etag != current.etag:
+        return False
+    new_size, old_size = candidate.fields.get("size"), current.fields.get("size")
+    return new_size is None or old_size is None or new_size == old_size
+
+
+def is_older(candidate: Marker, current: Marker) -> bool:
+    """Whether ``candidate``'s event is proven no later than ``current``'s: both carry S3
+    sequencers (which order the events of one key) and the candidate's is not greater."""
     new_seq, old_seq = candidate.fields.get("sequencer"), current.fields.get("sequencer")
-    if new_seq and old_seq:
-        width = max(len(new_seq), len(old_seq))
-        return sequencer_order(new_seq, width) > sequencer_order(old_seq, width)
-    return _event_time(candidate) > _event_time(current)
+    if not (new_seq and old_seq):
+        return False
+    width = max(len(new_seq), len(old_seq))
+    return sequencer_order(new_seq, width) <= sequencer_order(old_seq, width)
 
 
-def _event_time(marker: Marker) -> datetime:
-    text = str(marker.fields.get("eventTime") or "")
-    try:
-        return parse_time(text)
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
+def supersedes(candidate: Marker, current: Marker) -> bool:
+    """Whether ``candidate`` should replace the queued ``current``: it names another version
+    and is not proven older. The same version is a duplicate event; times prove nothing."""
+    if is_older(candidate, current):
+        return False
+    return not same_version(candidate, current)
 
 
 def write_marker(store: Store, marker: Marker, queue_prefix: str) -> bool:
-    """Queue ``marker`` unless a marker for a newer event is there. True if written."""
+    """Queue ``marker`` unless the queued one is for the same version or a proven newer event
+    (:func:`supersedes`). True if written."""
     key = marker_key(marker.key, queue_prefix)
     for _ in range(WRITE_ATTEMPTS):
         try:
@@ -201,7 +216,7 @@ def write_marker(store: Store, marker: Marker, queue_prefix: str) -> bool:
         except ObjectMissing:
             continue
         current = _parse_or_none(data, key)
-        if current is not None and not is_newer(marker, current):
+        if current is not None and not supersedes(marker, current):
             return False
         try:
             store.put_bytes(key, marker.to_bytes(), if_match=info.etag)

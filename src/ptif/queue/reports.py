@@ -30,6 +30,8 @@ class Outcome(Enum):
     FAILED = "failed"
     RETRY = "retry-later"
     REPLACED = "replaced"
+    #: converted, but the source changed meanwhile: its marker stays queued for the new version
+    REQUEUED = "requeued"
     BUSY = "busy"
     GONE = "gone"
     YOUNG = "too-young"
@@ -76,6 +78,7 @@ class RunReport:
     wall_seconds: float = 0.0
     oldest_pending_age_s: float | None = None
     converted: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     retry_later: list[dict[str, Any]] = field(default_factory=list)
     #: Multi-page sources converted without ``all_pages``: key, pages, left_out.
@@ -95,6 +98,8 @@ class RunReport:
                 _append(self.converted, item.source_key or item.marker_key)
                 if item.pages_done < item.pages:
                     self._left_out(item)
+            elif item.outcome is Outcome.REQUEUED:
+                _append(self.requeued, item.source_key or item.marker_key)
             elif item.outcome in UNFINISHED:
                 target = self.failures if item.outcome is Outcome.FAILED else self.retry_later
                 _append(target, _problem(item))
@@ -121,6 +126,7 @@ class RunReport:
             self.bytes_out += other.bytes_out
             self.convert_seconds += other.convert_seconds
             _extend(self.converted, other.converted)
+            _extend(self.requeued, other.requeued)
             _extend(self.failures, other.failures)
             _extend(self.retry_later, other.retry_later)
             _extend(self.pages_left_out, other.pages_left_out)
@@ -163,6 +169,7 @@ class RunReport:
             "bytes_out": self.bytes_out,
             "oldest_pending_age_s": self.oldest_pending_age_s,
             "converted": self.converted,
+            "requeued": self.requeued,
             "failures": self.failures,
             "retry_later": self.retry_later,
             "pages_left_out": {
@@ -181,7 +188,10 @@ class RunReport:
             f"{c['converted']} converted, {c['skipped']} up to date, {c['failed']} failed, "
             f"{c['retry-later']} to retry later"
         )
-        extra = [f"{c[o.value]} {o.value}" for o in (Outcome.REPLACED, Outcome.BUSY, Outcome.YOUNG)]
+        extra = [
+            f"{c[o.value]} {o.value}"
+            for o in (Outcome.REPLACED, Outcome.REQUEUED, Outcome.BUSY, Outcome.YOUNG)
+        ]
         extra = [e for e in extra if not e.startswith("0 ")]
         moved = f"{self.bytes_in / 1e6:,.1f} MB in, {self.bytes_out / 1e6:,.1f} MB out"
         tail = f" ({', '.join(extra)})" if extra else ""

@@ -1,6 +1,10 @@
 """The queue seen from outside: ``ptif status`` counts it, ``ptif retry`` re-queues failures.
 
 Both read only the process store, so they work from any machine while workers run.
+
+``failed`` counts the failures that describe the present: a record whose key has a marker for
+another version queued (a new upload since, or a source that came back after ``source-missing``)
+is ``superseded``, counted apart; the worker removes it when the key converts.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ptif.bounded import run_bounded
-from ptif.queue.failures import requeued_marker
-from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER, PAGES_PREFIX
+from ptif.queue.failures import requeued_marker, superseded_by
+from ptif.queue.layout import CLAIMS_PREFIX, FAILED_PREFIX, HASHED_FOLDER, PAGES_PREFIX, marker_key
 from ptif.queue.leases import Busy, Tries, read_claim
-from ptif.queue.markers import create_marker
+from ptif.queue.markers import BadMarker, Marker, create_marker, parse_marker
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
 
 T = TypeVar("T")
@@ -30,6 +34,7 @@ class QueueStatus:
     claimed: int = 0
     retrying: int = 0
     failed: int = 0
+    superseded: int = 0
     failed_by_code: Counter[str] = field(default_factory=Counter)
     oldest_pending_age_s: float | None = None
     #: Multi-page sources converted without ``all_pages``: key, pages, left_out each.
@@ -41,6 +46,7 @@ class QueueStatus:
             "claimed": self.claimed,
             "retrying": self.retrying,
             "failed": self.failed,
+            "superseded": self.superseded,
             "failed_by_code": dict(sorted(self.failed_by_code.items())),
             "oldest_pending_age_s": self.oldest_pending_age_s,
             "pages_left_out": {
@@ -98,8 +104,12 @@ def status(process: Store, queue_prefix: str) -> QueueStatus:
             result.claimed += 1
         elif tries.last_error_code:
             result.retrying += 1
-    for record in _read_all(process, FAILED_PREFIX, _read_json):
-        if record is not None:
+    for record, queued in _read_all(process, FAILED_PREFIX, _failure_reader(queue_prefix)):
+        if record is None:
+            continue
+        if superseded_by(record, queued):
+            result.superseded += 1
+        else:
             result.failed += 1
             result.failed_by_code[str(record.get("code") or "unknown")] += 1
     for note in _read_all(process, PAGES_PREFIX, _read_json):
@@ -131,6 +141,29 @@ def failure_list(process: Store, prefix: str = "") -> Iterator[dict[str, Any]]:
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def _failure_reader(
+    queue_prefix: str,
+) -> Callable[[Store, str], tuple[dict[str, Any] | None, Marker | None]]:
+    """Reads a failure record and the marker queued for its key, if any."""
+
+    def read(store: Store, key: str) -> tuple[dict[str, Any] | None, Marker | None]:
+        record = _read_json(store, key)
+        source_key = record.get("key") if record else None
+        if not isinstance(source_key, str) or not source_key:
+            return record, None
+        return record, _queued(store, marker_key(source_key, queue_prefix))
+
+    return read
+
+
+def _queued(store: Store, key: str) -> Marker | None:
+    try:
+        data, _ = store.get_bytes(key)
+        return parse_marker(data, key)
+    except (ObjectMissing, BadMarker):
+        return None
 
 
 @dataclass

@@ -8,8 +8,12 @@ works in its own private folder, each item in a private folder inside it
 
 The guarantees (DESIGN.md, "Worker guarantees"):
 
-- a marker is deleted only after its pyramid is uploaded, and only if it was not replaced
-  meanwhile (delete-if-match), so a crash at any point loses nothing: a rerun finishes the work;
+- a marker is deleted only after its pyramid is uploaded, only if it was not replaced
+  meanwhile (delete-if-match), and only if the source is still the version converted: one that
+  changed meanwhile keeps its marker, rewritten for the new version (``requeued``), so no
+  version is lost whatever its file time says; a crash at any point loses nothing;
+- a key that converts (or is found current) loses its failure record, and a permanent failure
+  of a source that changed meanwhile is no failure: its key is requeued instead;
 - each output key is held by one lease at a time, so two workers never convert the same image,
   and ``a/x.png`` and ``a/x.jpg`` cannot race for ``a/x.tif``: the second is an
   ``output-conflict``;
@@ -57,12 +61,18 @@ from ptif.errors import (
     TooManyPagesError,
 )
 from ptif.queue.conversion import convert_labelled, tune_libvips
-from ptif.queue.failures import FailureRecord, write_failure, write_unreadable
+from ptif.queue.failures import (
+    UNSEEN,
+    FailureRecord,
+    remove_failure,
+    write_failure,
+    write_unreadable,
+)
 from ptif.queue.fetch import Fetched, Pin, check_pyramid, fetch
 from ptif.queue.health import StoreHealth, StoreLost
 from ptif.queue.layout import HASHED_FOLDER
 from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, Tries, acquire
-from ptif.queue.markers import MAX_MARKER_BYTES, BadMarker, Marker, parse_marker
+from ptif.queue.markers import MAX_MARKER_BYTES, BadMarker, Marker, parse_marker, write_marker
 from ptif.queue.outputs import (
     MAX_PAGES,
     OutputState,
@@ -76,6 +86,7 @@ from ptif.queue.pages import clear_left_out, note_left_out
 from ptif.queue.reports import ItemResult, Outcome, RunReport
 from ptif.queue.workdir import item_folder, work_folder
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
+from ptif.timeutil import format_time
 
 if TYPE_CHECKING:
     from ptif.convert.engine import ConversionResult
@@ -86,6 +97,14 @@ log = logging.getLogger(__name__)
 BUSY_RECHECK_SECONDS = 2.0
 #: The names of an item's two files in its work folder.
 SOURCE_NAME, PYRAMID_NAME = "source", "pyramid.tif"
+
+
+@dataclass
+class Seen:
+    """The version of a source an item worked on, as far as it looked: ``UNSEEN`` before the
+    source was looked at, ``None`` when it was not there, else what was headed or fetched."""
+
+    source: ObjectInfo | str | None = UNSEEN
 
 
 class Stopping(PtifError):
@@ -404,21 +423,54 @@ class Worker:
                 f"{reason or 'it never finished (worker crashes?)'}",
                 code=TOO_MANY_ATTEMPTS,
             )
-            return self._fail(key, marker, etag, error, tried, earlier=lease.tries)
+            return self._fail(
+                key, marker, etag, error, tried, earlier=lease.tries, seen=self._look(marker.key)
+            )
+        seen = Seen()
         try:
-            result = self._convert(marker, lease)
+            result = self._convert(marker, lease, seen)
         except PtifError as error:
-            if error.permanent:
-                return self._fail(key, marker, etag, error, tried + 1)
-            log.debug("%s: will retry (%s): %s", marker.key, error.code, error)
-            return ItemResult(key, Outcome.RETRY, marker.key, error.code, str(error))
+            if not error.permanent:
+                log.debug("%s: will retry (%s): %s", marker.key, error.code, error)
+                return ItemResult(key, Outcome.RETRY, marker.key, error.code, str(error))
+            if (now := self._changed(marker.key, seen)) is not None:
+                failed = ItemResult(key, Outcome.REQUEUED, marker.key, error.code, str(error))
+                return self._requeue(key, etag, marker, now, failed)
+            return self._fail(key, marker, etag, error, tried + 1, seen=seen)
+        if (now := self._changed(marker.key, seen)) is not None:
+            return self._requeue(key, etag, marker, now, result)
         return self._finish(key, etag, result)
 
-    def _convert(self, marker: Marker, lease: Lease) -> ItemResult:
+    def _look(self, source_key: str) -> Seen:
+        """The source's version for a failure record, if the store says (a key no store takes
+        or a store that fails leaves it unseen: the record then names the marker's)."""
+        try:
+            return Seen(self.stores.source.head(source_key))
+        except PtifError:
+            return Seen()
+
+    def _changed(self, source_key: str, seen: Seen) -> ObjectInfo | None:
+        """The source as it is now if it is another version than the one ``seen`` (it came back,
+        or was replaced, while being worked on), else None. A source deleted since is no new
+        version: nothing is left to convert."""
+        if seen.source == UNSEEN:
+            return None
+        now = self.stores.source.head(source_key)
+        if now is None:
+            return None
+        if isinstance(seen.source, ObjectInfo) and (now.etag, now.size) == (
+            seen.source.etag,
+            seen.source.size,
+        ):
+            return None
+        return now
+
+    def _convert(self, marker: Marker, lease: Lease, seen: Seen) -> ItemResult:
         source_key = marker.key
         recipe = self.profile.resolve(marker.fields)
         target = output_key(source_key)
         source = self.stores.source.head(source_key)
+        seen.source = source
         if source is None:
             self.health.confirm("source", self.stores.source)  # not found, or not there at all?
             raise SourceMissingError(
@@ -430,14 +482,15 @@ class Worker:
         state = set_state(self.stores.images, existing, source_key, source.etag, {recipe.hash})
         if state is OutputState.CURRENT:
             return ItemResult("", Outcome.SKIPPED, source_key)
-        return self._transform(source_key, recipe, lease)
+        return self._transform(source_key, recipe, lease, seen)
 
-    def _transform(self, source_key: str, recipe: Recipe, lease: Lease) -> ItemResult:
+    def _transform(self, source_key: str, recipe: Recipe, lease: Lease, seen: Seen) -> ItemResult:
         """Fetch into the item's own folder, convert, and publish what was made from exactly
         the bytes fetched. With ``all_pages``, pages 2 and on are converted and published one
         by one, and page 1 last: an output set is current only once every page is there."""
         with item_folder(self._work) as folder:
             fetched = fetch(self.stores.source, source_key, folder / SOURCE_NAME)
+            seen.source = fetched.info
             first = _Page(folder / PYRAMID_NAME, 1)
             first.made, result = self._convert_fetched(fetched, first.path, recipe, lease)
             pages = result.pages
@@ -519,7 +572,11 @@ class Worker:
         return Pin.of(dst), result
 
     def _finish(self, key: str, etag: str, result: ItemResult) -> ItemResult:
+        """The key is done: its failure record goes (it describes the past), then its marker,
+        unless that was replaced meanwhile."""
         result.marker_key = key
+        if result.source_key:
+            remove_failure(self.stores.process, result.source_key)
         try:
             self.stores.process.delete(key, if_match=etag)
         except PreconditionFailed:
@@ -528,6 +585,29 @@ class Worker:
                 result.outcome = Outcome.REPLACED
         except ObjectMissing:
             pass
+        return result
+
+    def _requeue(
+        self, key: str, etag: str, marker: Marker, now: ObjectInfo, result: ItemResult
+    ) -> ItemResult:
+        """The source became another version (``now``) while its marker was worked on: what was
+        made or found is not its pyramid, so the marker stays, rewritten for that version (a
+        marker replaced meanwhile by intake is left as it is), and no failure is recorded."""
+        log.info("%s: the source changed while it was converted; queued again", marker.key)
+        renewed = marker.with_fields(
+            eTag=now.etag, size=now.size, eventTime=format_time(now.modified), sequencer=None
+        )
+        if marker.key:
+            remove_failure(self.stores.process, marker.key)
+        try:
+            self.stores.process.put_bytes(key, renewed.to_bytes(), if_match=etag)
+        except PreconditionFailed:
+            log.info("%s: replaced meanwhile; the newer marker stays queued", key)
+        except ObjectMissing:
+            write_marker(self.stores.process, renewed, self.queue)
+        result.marker_key = key
+        result.outcome = Outcome.REQUEUED
+        result.source_key = marker.key
         return result
 
     # failures --------------------------------------------------------------------------------
@@ -540,9 +620,12 @@ class Worker:
         error: PtifError,
         attempts: int,
         earlier: Tries | None = None,
+        seen: Seen | None = None,
     ) -> ItemResult:
-        """File the failure (with the last error of the ``earlier`` tries), drop the marker."""
-        record = FailureRecord(marker, error, key, attempts, self.owner, earlier)
+        """File the failure (with the last error of the ``earlier`` tries, and the version of
+        the source that failed), drop the marker."""
+        version = seen.source if seen is not None else UNSEEN
+        record = FailureRecord(marker, error, key, attempts, self.owner, earlier, version)
         write_failure(self.stores.process, record)
         self._delete_marker(key, etag)
         log.debug("%s: failed (%s): %s", marker.key, error.code, error)
