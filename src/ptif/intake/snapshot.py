@@ -3,16 +3,18 @@
 A poller cannot trust modification times to find what is new: ``rsync -t``, ``cp -p`` and ``mv``
 bring files in with the times they had elsewhere, often years old, and a multipart upload's
 LastModified is when it started. So each pass compares every listed object with what the last
-pass saw of the same key: its size and eTag (a folder store's eTag is the file's inode, size and
-modification time in nanoseconds), and anything new or different is offered to the queue.
+pass saw of the same key: its size, eTag and modification time (a folder store's eTag is the
+file's inode, size and modification time in nanoseconds), and anything new or different is
+offered to the queue. The time orders nothing; it only tells apart the same bytes uploaded again
+(a source back after its deletion) from the object seen before.
 
-The snapshot holds, per key, a 64-bit BLAKE2b digest of the key and one of its size and eTag, in
-two ``array('Q')`` sorted by the key digest: 16 bytes a key, looked up by bisection. Listings
+The snapshot holds, per key, a 64-bit BLAKE2b digest of the key and one of its size, eTag and time,
+in two ``array('Q')`` sorted by the key digest: 16 bytes a key, looked up by bisection. Listings
 come in no order that can be relied on (SeaweedFS lists ``/`` first), so the next snapshot is
 gathered in 4,096 buckets by the digest's top bits and each bucket is sorted on its own: memory
-stays near 16 bytes a key for the old snapshot plus as much again for the new one, never a
-Python object per key. Two keys whose digests collide (odds about 3 in 100 million at a million
-keys) would share an entry, and a change of one could go unnoticed until ``ptif reconcile``.
+stays near 16 bytes a key for the old snapshot plus as much again for the new one, never a Python
+object per key. Two keys whose digests collide (odds about 3 in 100 million at a million keys)
+would share an entry, and a change of one could go unnoticed until ``ptif reconcile``.
 
 Stored in the process store as :data:`MAGIC`, one JSON line of facts, then the two arrays,
 little-endian.
@@ -38,9 +40,11 @@ def key_digest(key: str) -> int:
     return int.from_bytes(blake2b(key.encode(), digest_size=8, person=b"ptif-key").digest())
 
 
-def state_digest(size: int, etag: str) -> int:
-    """What identifies one version of an object: its size and eTag."""
-    text = f"{size}\0{etag}".encode()
+def state_digest(size: int, etag: str, modified: float) -> int:
+    """What identifies one version of an object: its size, eTag and modification time. The
+    time tells the same bytes uploaded again apart from the object seen before (a source back
+    after it was deleted, and failed as ``source-missing``, is news); it orders nothing."""
+    text = f"{size}\0{etag}\0{modified!r}".encode()
     return int.from_bytes(blake2b(text, digest_size=8, person=b"ptif-state").digest())
 
 

@@ -13,9 +13,9 @@ Two ways to notice them:
   where S3 notifications are the better intake.
 
 The poller keeps a cursor in the process store (``watch/<hash of the source>.json``) so that a
-restart does not queue everything again: a snapshot of what the last pass saw, each key's size and
-eTag (:mod:`ptif.intake.snapshot`, 16 bytes a key). A pass offers every listed image that is not in
-the snapshot with the same size and eTag. Modification times decide nothing: ``rsync -t``,
+restart does not queue everything again: a snapshot of what the last pass saw, each key's size,
+eTag and time (:mod:`ptif.intake.snapshot`, 16 bytes a key). A pass offers every listed image that
+is not in the snapshot as it is now. Modification times order nothing: ``rsync -t``,
 ``cp -p`` and ``mv`` bring files in with old times, a multipart upload's LastModified is when it
 started, and two uploads in the same second tie, yet each is a new key, a new eTag or (in a
 folder, whose eTag is the inode, size and time in nanoseconds) a new inode. The cursor relies on
@@ -253,7 +253,7 @@ class Poller(_Watcher):
                 log.error("%s: could not queue: %s", info.key, result, extra={"key": info.key})
             else:
                 self.report.count(result, info.key)
-                state.builder.add(key_digest(info.key), state_digest(info.size, info.etag))
+                state.builder.add(key_digest(info.key), _state(info))
                 _log_outcome(info, result)
         if self._stop.is_set():
             return False  # the listing was cut short: what it did not reach is not gone
@@ -273,7 +273,7 @@ class Poller(_Watcher):
             if self.settle and now - info.modified.timestamp() < self.settle:
                 state.keep_earlier(info.key)  # still being written: the next pass sees it again
                 continue
-            key, seen = key_digest(info.key), state_digest(info.size, info.etag)
+            key, seen = key_digest(info.key), _state(info)
             if state.baseline or (state.earlier is not None and state.earlier.get(key) == seen):
                 state.builder.add(key, seen)
                 continue
@@ -499,3 +499,7 @@ def queuer_for(
     process: Store, images: Store | None, source: Store, queue_prefix: str, recipes: set[str]
 ) -> Queuer:
     return Queuer(process, images, queue_prefix, frozenset(recipes), bucket_name(source))
+
+
+def _state(info: ObjectInfo) -> int:
+    return state_digest(info.size, info.etag, info.modified.timestamp())
