@@ -66,8 +66,8 @@ def _convert(args: argparse.Namespace) -> int:
     if not args.src.is_file():
         raise ConfigError(f"{args.src}: no such file")
     recipe = _recipe(args)
-    check_limits(args.max_pixels, args.max_memory, args.max_seconds)
-    limits = Limits(args.max_pixels, args.max_memory, args.max_seconds)
+    check_limits(args.max_pixels, args.max_memory, args.max_seconds, args.max_source_size)
+    limits = Limits(args.max_pixels, args.max_memory, args.max_seconds, args.max_source_size)
     target = _destination(args.src, args.dst)
     if args.all_pages:
         results = convert_pages(args.src, target, recipe, limits=limits)

@@ -409,13 +409,21 @@ class Worker:
         check_owner(existing, source_key)
         if compare_output(existing, source_key, source.etag, {recipe.hash}) is OutputState.CURRENT:
             return ItemResult("", Outcome.SKIPPED, source_key)
-        return self._transform(source_key, target, recipe, lease)
+        return self._transform(source_key, source.size, target, recipe, lease)
 
-    def _transform(self, source_key: str, target: str, recipe: Recipe, lease: Lease) -> ItemResult:
-        """Fetch into the item's own folder, convert, and publish what was made from exactly
-        the bytes fetched."""
+    def _transform(
+        self, source_key: str, size: int, target: str, recipe: Recipe, lease: Lease
+    ) -> ItemResult:
+        """Fetch into the item's own folder (if its ``size`` is within the limit and fits the
+        disk), convert, and publish what was made from exactly the bytes fetched."""
         with item_folder(self._work) as folder:
-            fetched = fetch(self.stores.source, source_key, folder / SOURCE_NAME)
+            fetched = fetch(
+                self.stores.source,
+                source_key,
+                folder / SOURCE_NAME,
+                size=size,
+                max_bytes=self.settings.max_source_size,
+            )
             dst = folder / PYRAMID_NAME
             made, result = self._convert_fetched(fetched, dst, recipe, lease)
             if lease.lost:
