@@ -271,8 +271,12 @@ def processes_running(cmdline: str) -> list[int]:
 
 
 def ghostscripts_of(worker: int) -> list[int]:
+    """Ghostscript processes the worker started: each runs under a supervisor, its child."""
+    table = processes()
     return [
-        pid for pid, (name, _, ppid, _, _) in processes().items() if name == "gs" and ppid == worker
+        pid
+        for pid, (name, _, ppid, _, _) in table.items()
+        if name == "gs" and ppid in table and table[ppid][2] == worker
     ]
 
 
