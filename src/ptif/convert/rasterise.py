@@ -130,7 +130,9 @@ def prepare(argv: list[str]) -> None:
     else:
         from PIL import Image, ImageFile  # noqa: F401
 
-        Image.init()  # every format plugin, now
+        Image.preinit()  # the common plugins (BMP among them); the others only if needed
+        if any(name not in Image.OPEN for name in argv[4:]):
+            Image.init()
         if kind == "heif":
             import pillow_heif  # noqa: F401
 
