@@ -21,6 +21,12 @@ bounded from inside the worker (PDFium, Pillow) decode in a child started by :fu
   starts leaves nothing. It runs in its own process group, killed as a whole when the parent
   stops waiting (deadline, bad output, error), so nothing it started survives either.
 
+- **A supervisor between them.** The child is a supervisor: undumpable, a subreaper, it forks
+  the decoder, waits for it, then kills every process left (``setsid`` ones included) and exits
+  as the decoder did; a SIGTERM from the worker makes it do so at once. When the worker is
+  root, the decoder drops to :data:`DECODER_UID` with no groups, a process limit and (where the
+  kernel lets root) a network namespace of its own; the worker itself is made undumpable.
+
 The child is a small Python launcher (``python -I -m ptif.convert.sandbox``, spawned, not forked
 from the threaded worker into Python code) that sets its limits, then either ``exec``s the
 decoder program (Ghostscript) or calls a decoder function of :mod:`ptif.convert` in the same
