@@ -154,9 +154,9 @@ def test_postscript_that_fills_its_scratch_folder_is_stopped(tmp_path: Path, del
 def test_a_folder_of_too_many_scratch_files_counts_as_full(tmp_path: Path) -> None:
     for i in range(sandbox.MAX_SCRATCH_FILES + 1):
         (tmp_path / f"f{i}").touch()
-    assert sandbox.scratch_usage(tmp_path, os.getpid()) > 2**62
+    assert sandbox.scratch_usage(tmp_path, (os.getpid(),)) > 2**62
     (tmp_path / "f0").unlink()
-    assert sandbox.scratch_usage(tmp_path, os.getpid()) == 0  # empty files take no blocks
+    assert sandbox.scratch_usage(tmp_path, (os.getpid(),)) == 0  # empty files take no blocks
 
 
 def test_output_past_the_limit_kills_the_child_at_once(tmp_path: Path) -> None:
@@ -339,8 +339,12 @@ def processes_running(cmdline: str) -> list[int]:
 
 
 def ghostscripts_of(worker: int) -> list[int]:
+    """Ghostscript processes the worker started: each runs under a supervisor, its child."""
+    table = processes()
     return [
-        pid for pid, (name, _, ppid, _, _) in processes().items() if name == "gs" and ppid == worker
+        pid
+        for pid, (name, _, ppid, _, _) in table.items()
+        if name == "gs" and ppid in table and table[ppid][2] == worker
     ]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from ptif.convert.formats import READ_EXTENSIONS
 from ptif.convert.limits import (
     DEFAULT_MAX_SECONDS,
+    DEFAULT_MAX_SOURCE,
     Limits,
     check_limits,
     default_max_memory,
@@ -47,6 +48,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "max_pixels": ("PTIF_MAX_PIXELS",),
     "max_memory": ("PTIF_MAX_MEMORY",),
     "max_seconds": ("PTIF_MAX_SECONDS",),
+    "max_source_size": ("PTIF_MAX_SOURCE_SIZE",),
     "extensions": ("PTIF_EXTENSIONS",),
     "watch_settle": ("PTIF_WATCH_SETTLE",),
     "watch_interval": ("PTIF_WATCH_INTERVAL",),
@@ -89,6 +91,8 @@ class Settings:
     #: Bytes one conversion may hold; None: a share of the memory, divided among the workers.
     max_memory: int | None = None
     max_seconds: float = DEFAULT_MAX_SECONDS
+    #: Bytes a source may have; a bigger one is ``too-large`` before it is downloaded.
+    max_source_size: int = DEFAULT_MAX_SOURCE
     #: Which keys are images to queue: every format ptif reads, unless set.
     extensions: str = ",".join(READ_EXTENSIONS)
     #: ``ptif watch``: seconds a file must stay unchanged before it is queued.
@@ -107,7 +111,7 @@ class Settings:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
         if not 5 <= self.lease_seconds <= 86_400:  # also refuses NaN
             raise ConfigError(f"lease seconds must be 5 to 86400, not {self.lease_seconds}")
-        check_limits(self.max_pixels, self.max_memory, self.max_seconds)
+        check_limits(self.max_pixels, self.max_memory, self.max_seconds, self.max_source_size)
         if self.max_attempts < 1:
             raise ConfigError(f"max attempts must be at least 1, not {self.max_attempts}")
         if self.watch_settle < 0:
@@ -118,7 +122,7 @@ class Settings:
     def limits(self) -> Limits:
         """The budgets of each of the worker's conversions."""
         memory = self.max_memory or default_max_memory(self.workers)
-        return Limits(self.max_pixels, memory, self.max_seconds)
+        return Limits(self.max_pixels, memory, self.max_seconds, self.max_source_size)
 
     def conversion_profile(self) -> Profile:
         return get_profile(self.profile).with_overrides(**self.recipe)
@@ -294,6 +298,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_pixels": int,
     "max_memory": parse_size,
     "max_seconds": float,
+    "max_source_size": parse_size,
     "watch_settle": float,
     "watch_interval": float,
 }

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ptif.convert.limits import DEFAULT_MAX_SECONDS, parse_size
+from ptif.convert.limits import DEFAULT_MAX_SECONDS, DEFAULT_MAX_SOURCE, format_size, parse_size
 from ptif.convert.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, RECIPE_SETTINGS
 from ptif.errors import ConfigError
 
@@ -111,6 +111,13 @@ def _add_source_limits(group: argparse._ArgumentGroup) -> None:
         metavar="S",
         help=f"stop a conversion that takes longer (default {DEFAULT_MAX_SECONDS:g})",
     )
+    group.add_argument(
+        "--max-source-size",
+        type=_size,
+        metavar="SIZE",
+        help="refuse a source bigger than this before reading or downloading it, e.g. 50G "
+        f"(default {format_size(DEFAULT_MAX_SOURCE)}: 3 gigapixels of uncompressed 16-bit RGB)",
+    )
 
 
 def _size(text: str) -> int:
@@ -180,6 +187,7 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
         flags["max_pixels"] = args.max_pixels
         flags["max_memory"] = args.max_memory
         flags["max_seconds"] = args.max_seconds
+        flags["max_source_size"] = args.max_source_size
     if getattr(args, "only_ext", None):
         flags["extensions"] = ",".join(parse_extensions(",".join(args.only_ext)))
     settings = load_settings(flags, config_file=args.config)

@@ -112,8 +112,8 @@ def _convert_one(args: argparse.Namespace, src: Path) -> int:
     if not src.is_file():
         raise ConfigError(f"{src}: no such file")
     recipe = _recipe(args)
-    check_limits(args.max_pixels, args.max_memory, args.max_seconds)
-    limits = Limits(args.max_pixels, args.max_memory, args.max_seconds)
+    check_limits(args.max_pixels, args.max_memory, args.max_seconds, args.max_source_size)
+    limits = Limits(args.max_pixels, args.max_memory, args.max_seconds, args.max_source_size)
     target = _destination(src, args.dst)
     check_target(src, target, force=args.force, all_pages=args.all_pages)
     if args.all_pages:

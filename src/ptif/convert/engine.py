@@ -23,7 +23,7 @@ from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
 from ptif.convert.formats import Format, sniff
-from ptif.convert.limits import Limits
+from ptif.convert.limits import Limits, check_source_size
 from ptif.convert.loaders import Opened, OpenRequest, open_page
 from ptif.convert.profiles import DEFAULT_RECIPE, Recipe
 from ptif.convert.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
@@ -198,7 +198,8 @@ def convert(
     started = time.perf_counter()
     limits = _limits(limits, max_pixels)
     try:
-        fmt = sniff(src)
+        fmt = sniff(src)  # no such file, a folder: said here
+        check_source_size(str(src), src.stat().st_size, limits.max_source)
         opened = open_page(OpenRequest(src, fmt, page, limits))
         job = _Job(src, dst, limits, started, durable)
         return _write(job, fmt, opened, recipe, page)
@@ -229,7 +230,7 @@ def _limits(limits: Limits | None, max_pixels: int | None) -> Limits:
         return Limits(max_pixels)
     if max_pixels is None:
         return limits
-    return Limits(max_pixels, limits.max_memory, limits.max_seconds)
+    return Limits(max_pixels, limits.max_memory, limits.max_seconds, limits.max_source)
 
 
 def page_count(

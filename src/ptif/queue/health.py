@@ -196,8 +196,8 @@ class WatchedStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
-        return self._call("get", key, lambda: self.inner.get_file(key, path))
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
+        return self._call("get", key, lambda: self.inner.get_file(key, path, max_bytes))
 
     def get_bytes(self, key: str) -> tuple[bytes, ObjectInfo]:
         return self._call("get", key, lambda: self.inner.get_bytes(key))

@@ -55,10 +55,12 @@ from ptif.stores.base import (
     NotAFile,
     ObjectInfo,
     ObjectMissing,
+    ObjectTooBig,
     PreconditionFailed,
     StoreError,
     UnsafeKey,
     check_key,
+    copy_at_most,
     normalize_metadata,
     read_only_refusal,
     verify_conditional_writes,
@@ -149,13 +151,16 @@ class FolderStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
         path = Path(path)
         part = path.with_name(path.name + ".part")
         with self._open(key) as (src, info):
+            where = f"{self.url}: {key}"
+            if max_bytes is not None and info.size > max_bytes:  # a sparse file, say
+                raise ObjectTooBig(where, info.size, max_bytes)
             try:
                 with _disk_full(key), open(part, "wb") as dst:  # the local disk may fill up
-                    shutil.copyfileobj(src, dst, CHUNK)
+                    copy_at_most(src, dst, max_bytes, where)  # it may grow while copied
                 os.replace(part, path)
             except BaseException:
                 part.unlink(missing_ok=True)

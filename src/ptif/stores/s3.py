@@ -46,10 +46,12 @@ from ptif.errors import DISK_FULL, UNSUPPORTED, ConfigError, PtifError
 from ptif.stores.base import (
     ObjectInfo,
     ObjectMissing,
+    ObjectTooBig,
     PreconditionFailed,
     StoreError,
     UnsafeKey,
     check_key,
+    copy_at_most,
     normalize_metadata,
     read_only_refusal,
     verify_conditional_writes,
@@ -229,13 +231,18 @@ class S3Store:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
         path = Path(path)
         part = path.with_name(path.name + ".part")
         try:
             with open(part, "wb") as sink:
-                info = self._download(key, sink)
+                info = self._download(key, sink, max_bytes)
             os.replace(part, path)
+        except OSError as error:  # making, flushing or renaming the file: the local disk's
+            part.unlink(missing_ok=True)
+            if error.errno in _NO_SPACE:
+                raise self._no_space(key, error) from error
+            raise
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -243,7 +250,7 @@ class S3Store:
 
     def get_bytes(self, key: str) -> tuple[bytes, ObjectInfo]:
         sink = io.BytesIO()
-        info = self._download(key, sink)
+        info = self._download(key, sink, None)
         return sink.getvalue(), info
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -354,24 +361,25 @@ class S3Store:
         if self.read_only:
             raise read_only_refusal(self.url)
 
-    def _download(self, key: str, sink: BinaryIO) -> ObjectInfo:
+    def _download(self, key: str, sink: BinaryIO, max_bytes: int | None) -> ObjectInfo:
         """Stream the object into ``sink``; a broken stream resumes where it stopped, with
-        If-Match so the rest comes from the same version, or starts over if that changed."""
+        If-Match so the rest comes from the same version, or starts over if that changed.
+        Past ``max_bytes`` (its size says so, or more bytes come): :class:`ObjectTooBig`."""
         info: ObjectInfo | None = None
         for attempt in range(1, STREAM_ATTEMPTS + 1):
             try:
                 body, info = self._open(key, sink, info)
-                _drain(body, sink, info)
+                if max_bytes is not None and info.size > max_bytes:
+                    body.close()
+                    raise ObjectTooBig(self._where(key), info.size, max_bytes)
+                _drain(body, sink, info, max_bytes, self._where(key))
                 return info
             except PreconditionFailed:
                 info = None
                 log.info("%s: %s changed while being read; reading it again", self, key)
             except _STREAM_ERRORS as error:
                 if isinstance(error, OSError) and error.errno in _NO_SPACE:
-                    raise PtifError(
-                        f"{self._where(key)}: no space left to download it ({error.strerror})",
-                        code=DISK_FULL,
-                    ) from error
+                    raise self._no_space(key, error) from error
                 if attempt == STREAM_ATTEMPTS:
                     raise StoreError(
                         f"{self._where(key)}: the download broke off {attempt} times ({error}); "
@@ -379,6 +387,11 @@ class S3Store:
                     ) from error
                 log.info("%s: reading %s broke off (%s); resuming", self, key, error)
         raise StoreError(f"{self._where(key)} kept changing while being read; try again later")
+
+    def _no_space(self, key: str, error: OSError) -> PtifError:
+        return PtifError(
+            f"{self._where(key)}: no space left to download it ({error.strerror})", code=DISK_FULL
+        )
 
     def _open(self, key: str, sink: BinaryIO, info: ObjectInfo | None) -> tuple[Any, ObjectInfo]:
         """The body stream: all of it (``info`` unknown) or what ``sink`` still lacks of the
@@ -638,10 +651,9 @@ def _info(key: str, response: Mapping[str, Any], size: int) -> ObjectInfo:
     )
 
 
-def _drain(body: Any, sink: BinaryIO, info: ObjectInfo) -> None:
+def _drain(body: Any, sink: BinaryIO, info: ObjectInfo, max_bytes: int | None, where: str) -> None:
     with contextlib.closing(body):
-        while chunk := body.read(CHUNK):
-            sink.write(chunk)
+        copy_at_most(body, sink, max_bytes, where, start=sink.tell())
     if sink.tell() != info.size:
         raise botocore.exceptions.IncompleteReadError(
             actual_bytes=sink.tell(), expected_bytes=info.size
