@@ -4,12 +4,14 @@ then the default. Every environment variable ptif reads is named in this module.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ptif.convert.formats import ORIGINAL_EXTENSIONS
 from ptif.convert.limits import (
@@ -90,22 +92,24 @@ class Settings:
     watch_settle: float = 5.0
     #: ``ptif watch``: seconds between two listings when polling.
     watch_interval: float = 30.0
+    #: Where each setting that was given came from, as an error message names it:
+    #: ``--min-age -5``, ``PTIF_MIN_AGE=-5``, ``ptif.toml: min_age = -5``.
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        problem = queue_prefix_problem(self.queue_prefix)
-        if problem:
-            raise ConfigError(problem)
-        if self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, not {self.workers}")
-        if not 5 <= self.lease_seconds <= 86_400:  # also refuses NaN
-            raise ConfigError(f"lease seconds must be 5 to 86400, not {self.lease_seconds}")
-        check_limits(self.max_pixels, self.max_memory, self.max_seconds)
-        if self.max_attempts < 1:
-            raise ConfigError(f"max attempts must be at least 1, not {self.max_attempts}")
-        if self.watch_settle < 0:
-            raise ConfigError(f"the settle time cannot be negative ({self.watch_settle})")
-        if self.watch_interval <= 0:
-            raise ConfigError(f"the poll interval must be positive, not {self.watch_interval}")
+        for name in (*_URL_SETTINGS, "endpoint_url", "queue_prefix", *_RANGES):
+            problem = _problem(name, getattr(self, name))
+            if problem:
+                raise ConfigError(f"{self.origin(name)}: {problem}")
+        try:
+            check_limits(self.max_pixels, self.max_memory, self.max_seconds)
+        except ConfigError as error:
+            given = [self.origins[n] for n in _LIMITS if n in self.origins]
+            raise ConfigError(f"{'; '.join(given) or 'the limits'}: {error}") from error
+
+    def origin(self, name: str) -> str:
+        """Where setting ``name`` came from, for a message: its flag, variable or file."""
+        return self.origins.get(name) or f"{name} = {getattr(self, name)!r}"
 
     def limits(self) -> Limits:
         """The budgets of each of the worker's conversions."""
@@ -117,6 +121,57 @@ class Settings:
 
     def extension_list(self) -> tuple[str, ...]:
         return parse_extensions(self.extensions)
+
+
+_URL_SETTINGS = ("source", "process", "images")
+_LIMITS = ("max_pixels", "max_memory", "max_seconds")
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+#: Range checks of the numbers, by setting: the test, and what a message says it must be.
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "workers": (lambda v: v >= 1, "at least 1"),
+    "lease_seconds": (lambda v: 5 <= v <= 86_400, "5 to 86400 seconds"),
+    "max_attempts": (lambda v: v >= 1, "at least 1"),
+    "min_age": (lambda v: _finite(v) and v >= 0, "0 seconds or more"),
+    "watch_settle": (lambda v: _finite(v) and v >= 0, "0 seconds or more"),
+    "watch_interval": (lambda v: _finite(v) and v > 0, "more than 0 seconds"),
+}
+
+
+def _problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for setting ``name``, or ``None``."""
+    if name in _URL_SETTINGS:
+        from ptif.stores import check_store_url
+
+        try:
+            check_store_url(value)
+        except ConfigError as error:
+            return str(error).removeprefix(f"{value.strip()}: ")
+        return None
+    if name == "endpoint_url":
+        return endpoint_problem(value) if value is not None else None
+    if name == "queue_prefix":
+        return queue_prefix_problem(value)
+    valid, wanted = _RANGES[name]
+    return None if valid(value) else f"{name} must be {wanted}, not {value!r}"
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why ``url`` is not an S3 endpoint (``http(s)://host[:port][/path]``), or ``None``."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok:
+        return f"{url!r} is not an endpoint URL; give http(s)://host[:port], as http://minio:9000"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return f"{url!r}: an endpoint URL takes no query, fragment or credentials"
+    return None
 
 
 def parse_extensions(text: str) -> tuple[str, ...]:
@@ -139,10 +194,23 @@ def load_settings(
     """Flags beat the environment, which beats the file, which beats the defaults."""
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
-    merged.update(_from_file(_config_path(config_file, environ)))
-    merged.update(_from_environment(environ))
-    merged.update({k: v for k, v in (flags or {}).items() if v is not None})
-    return _build(merged)
+    origins: dict[str, str] = {}
+    path = _config_path(config_file, environ)
+    for name, value in _from_file(path).items():
+        merged[name] = value
+        origins[name] = f"{path}: {name} = {value!r}"
+    for name, (variable, value) in _from_environment(environ).items():
+        merged[name] = f"s3://{value}" if variable in BARE_BUCKET_VARIABLES else value
+        origins[name] = f"{variable}={value}"
+    for name, value in (flags or {}).items():
+        if value is not None:
+            merged[name] = value
+            origins[name] = f"{FLAGS.get(name, '--' + name.replace('_', '-'))} {value}"
+    return _build(merged, origins)
+
+
+#: The command-line flag of each setting whose flag is not its name with dashes.
+FLAGS = {"extensions": "--ext", "watch_settle": "--settle", "watch_interval": "--interval"}
 
 
 def _config_path(given: Path | None, environ: Mapping[str, str]) -> Path | None:
@@ -165,7 +233,7 @@ def _from_file(path: Path | None) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the configuration ({error})") from error
     table = data.get("ptif", data)
-    known = {f.name for f in fields(Settings)}
+    known = {f.name for f in fields(Settings)} - {"origins"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
@@ -199,13 +267,14 @@ def stop_grace_seconds(default: float, environ: Mapping[str, str] | None = None)
     return seconds
 
 
-def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+def _from_environment(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Each setting given in the environment: the variable that gave it, and its value."""
+    found: dict[str, tuple[str, str]] = {}
     for setting, names in ENVIRONMENT.items():
         for name in names:
             value = environ.get(name)
             if value:
-                found[setting] = f"s3://{value}" if name in BARE_BUCKET_VARIABLES else value
+                found[setting] = (name, value)
                 break
     return found
 
@@ -223,24 +292,40 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _build(values: dict[str, Any]) -> Settings:
+def _build(values: dict[str, Any], origins: dict[str, str]) -> Settings:
     typed = dict(values)
     for name, kind in _CONVERTERS.items():
         if name in typed:
-            value = typed[name]
             try:
-                # TOML gives true and 1.9 as they are: int() would make them 1 (every image
-                # over a pixel budget of 1), so a setting is a number, and a whole one for int.
-                if isinstance(value, bool) or (
-                    kind is int and isinstance(value, float) and not value.is_integer()
-                ):
-                    raise TypeError(name)
-                typed[name] = kind(value)
-            except (TypeError, ValueError):
-                kind_of = "a size like 2G or 512M" if kind is parse_size else "a number"
-                raise ConfigError(f"{name} must be {kind_of}, not {typed[name]!r}") from None
+                typed[name] = _convert(kind, typed[name])
+            except (TypeError, ValueError, OverflowError):
+                kinds: dict[object, str] = {int: "a whole number", float: "a number"}
+                kind_of = kinds.get(kind, "a size like 2G")
+                where = origins.get(name, name)
+                raise ConfigError(f"{where}: {name} must be {kind_of}") from None
     if isinstance(typed.get("extensions"), list | tuple):
         typed["extensions"] = ",".join(typed["extensions"])
-    settings = Settings(**typed)
-    settings.conversion_profile()
+    settings = Settings(**typed, origins=origins)
+    try:
+        settings.conversion_profile()
+    except ConfigError as error:
+        where = origins.get("profile") or origins.get("recipe") or "the conversion settings"
+        raise ConfigError(f"{where}: {error}") from error
     return settings
+
+
+def _convert(kind: Callable[[Any], Any], value: Any) -> Any:
+    """``value`` as the setting's type. TOML gives true and 1.9 as they are: int() would make
+    them 1 (every image over a pixel budget of 1), so a setting is a number, a whole one for
+    int (``"4.5"`` and ``4.5`` alike), and a finite one."""
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if kind is int:
+        number = float(value) if isinstance(value, str) else value
+        if not isinstance(number, int | float) or not float(number).is_integer():
+            raise ValueError(value)
+        return int(number)
+    converted = kind(value)
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ValueError(value)
+    return converted

@@ -159,14 +159,11 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
 
 
 def open_stores(settings: Settings) -> Stores:
+    """The three stores, each checked before any work (:mod:`ptif.cli.preflight`)."""
+    from ptif.cli.preflight import open_checked
     from ptif.queue.worker import Stores
-    from ptif.stores import open_store
 
-    return Stores(
-        source=open_store(settings.source, endpoint_url=settings.endpoint_url),
-        process=open_store(settings.process, endpoint_url=settings.endpoint_url),
-        images=open_store(settings.images, endpoint_url=settings.endpoint_url),
-    )
+    return Stores(**open_checked(settings))
 
 
 # process ---------------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ def _add_follow_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_process(args: argparse.Namespace) -> int:
+    from ptif.cli.preflight import check_conversion
     from ptif.config import stop_grace_seconds
     from ptif.console import ItemProgress, configure_logging, wants_json
     from ptif.queue.health import StoreLost
@@ -97,6 +98,7 @@ def run_process(args: argparse.Namespace) -> int:
     configure_logging(args.verbose, args.quiet, json_lines=json_lines)
     settings = settings_from(args, workers=args.workers, min_age=args.min_age)
     grace = stop_grace_seconds(STOP_GRACE_SECONDS)
+    check_conversion(settings)
     stores = open_stores(settings)
     options = RunOptions(
         prefix=args.prefix,
@@ -267,11 +269,11 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from ptif.cli.preflight import open_checked
     from ptif.queue.status import status
-    from ptif.stores import open_store
 
     settings = settings_from(args)
-    process = open_store(settings.process, endpoint_url=settings.endpoint_url)
+    process = open_checked(settings, ("process",), existing=("process",))["process"]
     result = status(process, settings.queue_prefix).to_dict()
     if args.json:
         print(json.dumps(result))
@@ -314,11 +316,11 @@ def add_retry(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_retry(args: argparse.Namespace) -> int:
+    from ptif.cli.preflight import open_checked
     from ptif.queue.status import retry
-    from ptif.stores import open_store
 
     settings = settings_from(args)
-    process = open_store(settings.process, endpoint_url=settings.endpoint_url)
+    process = open_checked(settings, ("process",), existing=("process",))["process"]
     report = retry(
         process,
         settings.queue_prefix,

@@ -96,10 +96,22 @@ class FolderStore:
     """Objects as files under ``root``; ``xattrs=False`` keeps metadata in sidecar files even
     where the filesystem supports extended attributes (``None`` finds out per file)."""
 
-    def __init__(self, root: Path | str, *, url: str | None = None, xattrs: bool | None = None):
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        url: str | None = None,
+        xattrs: bool | None = None,
+        create: bool = True,
+    ):
         self.root = Path(root).absolute()
         self.url = url or str(root)
         self._xattrs = xattrs
+        if not create and not os.path.lexists(self.root):
+            raise ConfigError(
+                f"{self.url}: no such folder ({self.root}); correct the location, or create "
+                "the folder if it really is new"
+            )
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
