@@ -53,7 +53,11 @@ def _add_tile_options(group: argparse._ArgumentGroup) -> None:
         metavar="PX",
         help="tile width and height, a multiple of 16",
     )
-    group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
+    group.add_argument(
+        "--dpi",
+        type=number_range(0, above=True),
+        help="resolution to record (default: the source's)",
+    )
 
 
 def _add_size_limits(group: argparse._ArgumentGroup) -> None:
@@ -107,6 +111,23 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
         if value < low or (high is not None and value > high):
             bounds = f"{low} to {high}" if high is not None else f"at least {low}"
             raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
+        return value
+
+    return parse
+
+
+def number_range(low: float, *, above: bool = False) -> Callable[[str], float]:
+    """A finite number of at least ``low`` (more than ``low`` if ``above``): NaN or a negative
+    age would silently turn a check off."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value > low if above else value >= low) or value == float("inf"):
+            bound = f"more than {low:g}" if above else f"{low:g} or more"
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({bound})")
         return value
 
     return parse

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ptif.cli.common import add_recipe_options, int_range, recipe_settings
@@ -59,6 +60,21 @@ def _destination(src: Path, dst: str) -> Path:
     return Path(dst)
 
 
+def _check_destination(target: Path) -> None:
+    """Refuse, before decoding anything, a destination whose folder cannot be written (a
+    read-only mount, no permission): libvips would only report it as a baffling save error."""
+    folder = target.absolute().parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent  # the folders still to be made go in the nearest existing one
+    if not folder.is_dir():
+        raise ConfigError(f"{target}: {folder} is not a folder; choose another destination")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{target}: cannot write in {folder} (read-only, or no permission); "
+            "choose another destination"
+        )
+
+
 def _convert(args: argparse.Namespace) -> int:
     from ptif.convert.engine import convert, convert_pages
     from ptif.convert.limits import Limits, check_limits
@@ -69,6 +85,7 @@ def _convert(args: argparse.Namespace) -> int:
     check_limits(args.max_pixels, args.max_memory, args.max_seconds)
     limits = Limits(args.max_pixels, args.max_memory, args.max_seconds)
     target = _destination(args.src, args.dst)
+    _check_destination(target)
     if args.all_pages:
         results = convert_pages(args.src, target, recipe, limits=limits)
     else:

@@ -14,7 +14,13 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ptif.cli.common import add_store_options, open_stores, settings_from, stop_on_signals
+from ptif.cli.common import (
+    add_store_options,
+    number_range,
+    open_stores,
+    settings_from,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from ptif.config import Settings
@@ -71,19 +77,19 @@ def _add_watch_timing(parser: argparse.ArgumentParser) -> None:
     """When a file counts as uploaded, how often a bucket is listed and how far back it looks."""
     parser.add_argument(
         "--settle",
-        type=float,
+        type=number_range(0),
         metavar="SECONDS",
         help="a folder's file is queued once unchanged this long (default 5; PTIF_WATCH_SETTLE)",
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=number_range(0, above=True),
         metavar="SECONDS",
         help="pause between listings when polling (default 30; PTIF_WATCH_INTERVAL)",
     )
     parser.add_argument(
         "--overlap",
-        type=float,
+        type=number_range(0),
         default=3600.0,
         metavar="SECONDS",
         help="how far below the newest object seen each poll looks again, for uploads that\n"

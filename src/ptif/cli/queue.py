@@ -16,10 +16,13 @@ from typing import Any
 from ptif.cli.common import (
     add_recipe_options,
     add_store_options,
+    int_range,
+    number_range,
     open_stores,
     settings_from,
     stop_on_signals,
 )
+from ptif.errors import CODES
 
 # Only the parsers are built at import; everything else loads inside the command that needs it,
 # so that `ptif convert` does not pay for the queue's modules.
@@ -44,7 +47,7 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     add_store_options(parser)
     parser.add_argument(
         "--workers",
-        type=int,
+        type=int_range(1),
         metavar="N",
         help=f"parallel conversions (default: CPU count, {os.cpu_count()})",
     )
@@ -62,10 +65,10 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 def _add_run_scope(parser: argparse.ArgumentParser) -> None:
     """Which markers a run takes: by source prefix, how many, how old."""
     parser.add_argument("--prefix", default="", help="only sources whose key starts with this")
-    parser.add_argument("--limit", type=int, metavar="N", help="take at most N markers")
+    parser.add_argument("--limit", type=int_range(0), metavar="N", help="take at most N markers")
     parser.add_argument(
         "--min-age",
-        type=float,
+        type=number_range(0),
         metavar="SECONDS",
         help="skip markers younger than this (files still being written)",
     )
@@ -80,7 +83,7 @@ def _add_follow_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--poll",
-        type=float,
+        type=number_range(0, above=True),
         default=30.0,
         metavar="SECONDS",
         help="pause between polls with --follow (default 30)",
@@ -307,12 +310,24 @@ def add_retry(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     add_store_options(parser)
     parser.add_argument(
-        "--code", action="append", default=[], help="only failures with this code (repeatable)"
+        "--code",
+        action="append",
+        default=[],
+        type=_failure_code,
+        help="only failures with this code (repeatable); 'ptif status' shows them",
     )
     parser.add_argument("--prefix", default="", help="only sources whose key starts with this")
     parser.add_argument("--dry-run", action="store_true", help="print what would be re-queued")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(handler=run_retry)
+
+
+def _failure_code(text: str) -> str:
+    if text not in CODES:
+        raise argparse.ArgumentTypeError(
+            f"unknown failure code {text!r}; the codes are {', '.join(CODES)}"
+        )
+    return text
 
 
 def run_retry(args: argparse.Namespace) -> int:
