@@ -214,13 +214,15 @@ FLAGS = {"extensions": "--ext", "watch_settle": "--settle", "watch_interval": "-
 
 
 def _config_path(given: Path | None, environ: Mapping[str, str]) -> Path | None:
+    named = environ.get(CONFIG_FILE_VARIABLE)
+    if given is None and named:
+        given, flag = Path(named), f"{CONFIG_FILE_VARIABLE}="
+    else:
+        flag = "--config "
     if given is not None:
         if not given.is_file():
-            raise ConfigError(f"{given}: no such configuration file")
+            raise ConfigError(f"{flag}{given}: no such configuration file")
         return given
-    named = environ.get(CONFIG_FILE_VARIABLE)
-    if named:
-        return _config_path(Path(named), {})
     default = Path(CONFIG_FILE)
     return default if default.is_file() else None
 

@@ -202,7 +202,9 @@ def add_mark(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "eTag or with other settings",
     )
     parser.add_argument("--profile", help="profile whose settings --stale compares against")
-    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the counts and the keys marked as JSON"
+    )
     parser.set_defaults(handler=run_mark)
 
 
@@ -219,7 +221,7 @@ def run_mark(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         stale=args.stale,
     )
-    show = _line_printer() if args.dry_run else None
+    show = _line_printer() if args.dry_run and not args.json else None
     report = mark(
         stores.source,
         stores.process,
@@ -318,7 +320,9 @@ def add_retry(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     parser.add_argument("--prefix", default="", help="only sources whose key starts with this")
     parser.add_argument("--dry-run", action="store_true", help="print what would be re-queued")
-    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the counts and the keys re-queued as JSON"
+    )
     parser.set_defaults(handler=run_retry)
 
 
@@ -343,7 +347,7 @@ def run_retry(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         dry_run=args.dry_run,
     )
-    if args.dry_run:
+    if args.dry_run and not args.json:  # with --json, the keys are in the JSON
         for key in report.keys:
             print(key)
     if args.json:

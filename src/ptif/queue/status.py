@@ -110,6 +110,7 @@ class RetryReport:
             "requeued": self.requeued,
             "skipped": self.skipped,
             "not_retryable": self.not_retryable,
+            "keys": self.keys,
         }
 
 
