@@ -205,7 +205,9 @@ def load_settings(
     for name, value in (flags or {}).items():
         if value is not None:
             merged[name] = value
-            origins[name] = f"{FLAGS.get(name, '--' + name.replace('_', '-'))} {value}"
+            flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+            # argparse has parsed it (2G is 2147483648 by now): the message gives the value
+            origins[name] = f"{flag} {value}" if isinstance(value, str) else flag
     return _build(merged, origins)
 
 

@@ -87,7 +87,7 @@ def _convert(args: argparse.Namespace) -> int:
     except ConfigError as error:
         flags = {"--max-pixels": args.max_pixels, "--max-memory": args.max_memory,
                  "--max-seconds": args.max_seconds}  # fmt: skip
-        given = "; ".join(f"{flag} {value}" for flag, value in flags.items() if value is not None)
+        given = ", ".join(flag for flag, value in flags.items() if value is not None)
         raise ConfigError(f"{given}: {error}") from error
     limits = Limits(args.max_pixels, args.max_memory, args.max_seconds)
     target = _destination(args.src, args.dst)
