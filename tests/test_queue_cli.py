@@ -184,9 +184,12 @@ def test_unreachable_store_exits_3_quickly(unreachable: Unreachable) -> None:
 
 
 def test_unreachable_store_names_the_first_failure(unreachable: Unreachable) -> None:
+    """The check before any work lists each store: the source is the first, and the line
+    says where its location came from."""
     done, _ = unreachable
     assert done.returncode == 3
-    assert " to put s3://process/" in done.stderr
+    assert done.stderr.startswith("ptif: the source store (PTIF_SOURCE=s3://source): ")
+    assert " to list s3://source/" in done.stderr and done.stderr.count("\n") == 1
 
 
 def test_bad_setting_exits_2(bench: Bench) -> None:

@@ -71,7 +71,11 @@ def _add_tile_options(group: argparse._ArgumentGroup) -> None:
         metavar="PX",
         help="tile width and height, a multiple of 16",
     )
-    group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
+    group.add_argument(
+        "--dpi",
+        type=number_range(0, above=True),
+        help="resolution to record (default: the source's)",
+    )
 
 
 def _add_output_box(group: argparse._ArgumentGroup) -> None:
@@ -136,6 +140,23 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
         if value < low or (high is not None and value > high):
             bounds = f"{low} to {high}" if high is not None else f"at least {low}"
             raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
+        return value
+
+    return parse
+
+
+def number_range(low: float, *, above: bool = False) -> Callable[[str], float]:
+    """A finite number of at least ``low`` (more than ``low`` if ``above``): NaN or a negative
+    age would silently turn a check off."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value > low if above else value >= low) or value == float("inf"):
+            bound = f"more than {low:g}" if above else f"{low:g} or more"
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({bound})")
         return value
 
     return parse
@@ -220,17 +241,20 @@ def add_extension_options(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def open_stores(settings: Settings, args: argparse.Namespace | None = None) -> Stores:
-    """The three stores, the source read-only. Refused (exit 2) before any is opened when two
-    of them overlap; ``args`` tells where each setting came from, for the message."""
+    """The three stores, the source read-only, each checked before any work
+    (:mod:`ptif.cli.preflight`). Refused (exit 2) before any is opened when two of them
+    overlap; ``args`` tells where each setting came from, for the message."""
+    from ptif.cli.preflight import open_checked
     from ptif.queue.worker import Stores
-    from ptif.stores import FolderStore, open_store
+    from ptif.stores import FolderStore
     from ptif.stores.overlap import overlap
 
     urls = {"source": settings.source, "process": settings.process, "images": settings.images}
     problem = overlap(urls, store_origins(args) if args is not None else None)
     if problem:
         raise ConfigError(problem)
-    images = open_store(settings.images, endpoint_url=settings.endpoint_url)
+    stores = open_checked(settings)
+    images = stores["images"]
     if settings.images_mode is not None:
         if not isinstance(images, FolderStore):
             raise ConfigError(
@@ -238,11 +262,7 @@ def open_stores(settings: Settings, args: argparse.Namespace | None = None) -> S
                 f"{settings.images} keeps no file modes: unset it"
             )
         images.use_file_mode(settings.images_mode)
-    return Stores(
-        source=open_store(settings.source, endpoint_url=settings.endpoint_url, read_only=True),
-        process=open_store(settings.process, endpoint_url=settings.endpoint_url),
-        images=images,
-    )
+    return Stores(**stores)
 
 
 def store_origins(args: argparse.Namespace) -> dict[str, str]:

@@ -326,7 +326,16 @@ def _write_verified(
         verify_pyramid(temp, levels, tile_size, image.bands)
         _publish(temp, job.dst, job.durable)
     finally:
+        _remove(temp)
+
+
+def _remove(temp: Path) -> None:
+    """Remove what is left of the temporary file: on a read-only filesystem even a missing
+    file's unlink fails (EROFS), which must not hide the error that stopped the save."""
+    try:
         temp.unlink(missing_ok=True)
+    except OSError as error:
+        log.debug("%s: not removed (%s)", temp, error)
 
 
 def _make_parent(dst: Path) -> None:

@@ -104,7 +104,8 @@ class FolderStore:
     Published files get mode 0666 less the umask; ``file_mode`` (such as ``0o644``) gives them
     exactly that mode instead, whatever the umask, and the folders the store makes the same
     with search (``x``) wherever reading is allowed (``0o755``); a ``read_only`` store creates
-    nothing, not even its root, and refuses every write."""
+    nothing, not even its root, and refuses every write; nor does one told not to ``create``
+    its root, which must then be there."""
 
     def __init__(
         self,
@@ -114,6 +115,7 @@ class FolderStore:
         xattrs: bool | None = None,
         file_mode: int | None = None,
         read_only: bool = False,
+        create: bool = True,
     ):
         self.root = Path(root).absolute()
         self.url = url or str(root)
@@ -124,6 +126,11 @@ class FolderStore:
         self.read_only = read_only
         if read_only:
             _check_exists(self.root, self.url)
+        elif not create and not os.path.lexists(self.root):
+            raise ConfigError(
+                f"{self.url}: no such folder ({self.root}); correct the location, or create "
+                "the folder if it really is new"
+            )
         else:
             try:
                 made = not self.root.exists()

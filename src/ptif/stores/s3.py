@@ -224,7 +224,7 @@ class S3Store:
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self.client: Any = _client(self.endpoint_url, timeouts or Timeouts())
+        self.client: Any = _client_for(self.url, self.endpoint_url, timeouts or Timeouts())
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r}, endpoint_url={self.endpoint_url!r})"
@@ -348,6 +348,14 @@ class S3Store:
                 gone = f"{self._where(key)} is gone; nothing to delete"
                 raise PreconditionFailed(gone) from error
             raise
+
+    def check_access(self) -> None:
+        """Before any work: credentials are found, and the bucket answers one listing of the
+        prefix. A setting or credential problem is a :class:`ConfigError`, a server that does
+        not answer a :class:`StoreError`: both before anything is claimed or written."""
+        _check_credentials(self.url)
+        with self._errors("list", ""):
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
 
     def check_conditional_writes(self) -> None:
         verify_conditional_writes(
@@ -597,6 +605,40 @@ def _session() -> Any:
     loaded once. Credentials resolve once, and refresh themselves when they come from a role.
     (botocore rather than boto3, whose import adds s3transfer and its managers for nothing.)"""
     return botocore.session.get_session()
+
+
+def _client_for(url: str, endpoint_url: str | None, timeouts: Timeouts) -> Any:
+    """The shared client, or a :class:`ConfigError` naming the setting botocore refused."""
+    try:
+        return _client(endpoint_url, timeouts)
+    except botocore.exceptions.ProfileNotFound as error:
+        raise ConfigError(f"{url}: {_profile_advice(error)}") from error
+    except ValueError as error:  # botocore: "Invalid endpoint: ..."
+        raise ConfigError(f"{url}: {error}; an endpoint URL is http(s)://host[:port]") from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise ConfigError(f"{url}: cannot set up the S3 client ({error})") from error
+
+
+def _check_credentials(url: str) -> None:
+    """Credentials can be found (environment, AWS profile, container or instance role)."""
+    try:
+        with _SESSION_LOCK:
+            credentials = _session().get_credentials()
+        if credentials is not None:
+            credentials.get_frozen_credentials()  # a role's are fetched now, not mid-run
+    except botocore.exceptions.ProfileNotFound as error:
+        raise ConfigError(f"{url}: {_profile_advice(error)}") from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise ConfigError(f"{url}: no usable AWS credentials ({error})") from error
+    if credentials is None:
+        raise ConfigError(
+            f"{url}: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "or AWS_PROFILE, or run with an IAM role"
+        )
+
+
+def _profile_advice(error: Exception) -> str:
+    return f"{error}; add it to the AWS config files, or correct AWS_PROFILE"
 
 
 @functools.cache
