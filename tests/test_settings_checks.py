@@ -69,7 +69,11 @@ def option_strings(command: str) -> set[str]:
 
 
 #: What each command needs to run at all; the others run with their name alone.
-BASE_ARGS = {"convert": ["convert", "in.jpg", "out.tif"], "watch": ["watch", "--once"]}
+BASE_ARGS = {
+    "convert": ["convert", "in.jpg", "out.tif"],
+    "watch": ["watch", "--once"],
+    "info": ["info", "in.jpg"],
+}
 
 #: (id, variables to set, commands it applies to: None for every command that opens stores)
 MISSING = "no-such-folder/queue"
@@ -443,7 +447,11 @@ def test_json_prints_only_json_on_stdout(command: str, extra: list[str], tmp_pat
     put_source(bench.source, "c.jpg", jpeg(*SMALL))
     put_source(bench.source, "notes.txt", b"text")
     (tmp_path / "in.jpg").write_bytes(jpeg(*SMALL))
-    args = {"convert": ["in.jpg", "out.tif"], "watch": ["--once"]}.get(command, [])
+    if command == "info":  # a pyramid to describe
+        assert run_ptif(bench, "convert", "in.jpg", "in.tif").returncode == 0
+    args = {"convert": ["in.jpg", "out.tif"], "watch": ["--once"], "info": ["in.tif"]}.get(
+        command, []
+    )
     done = run_ptif(bench, command, *args, *extra, "--json")
     assert done.returncode in (0, 1), done.stderr
     assert isinstance(json.loads(done.stdout), dict), done.stdout
