@@ -253,14 +253,14 @@ def open_stores(settings: Settings, args: argparse.Namespace | None = None) -> S
     problem = overlap(urls, store_origins(args) if args is not None else None)
     if problem:
         raise ConfigError(problem)
+    if settings.images_mode is not None and settings.images.strip().lower().startswith("s3:"):
+        raise ConfigError(
+            f"images_mode (PTIF_IMAGES_MODE, --images-mode) is for a folder images store; "
+            f"{settings.images} keeps no file modes: unset it"
+        )
     stores = open_checked(settings)
     images = stores["images"]
-    if settings.images_mode is not None:
-        if not isinstance(images, FolderStore):
-            raise ConfigError(
-                f"images_mode (PTIF_IMAGES_MODE, --images-mode) is for a folder images store; "
-                f"{settings.images} keeps no file modes: unset it"
-            )
+    if settings.images_mode is not None and isinstance(images, FolderStore):
         images.use_file_mode(settings.images_mode)
     return Stores(**stores)
 
