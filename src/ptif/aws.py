@@ -154,7 +154,7 @@ def _deadline(context: Any) -> float | None:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    return time.monotonic() + remaining() / 1000 - PUBLISH_MARGIN_S
+    return time.monotonic() + float(remaining()) / 1000 - PUBLISH_MARGIN_S
 
 
 def _cloudwatch_client() -> Any:
