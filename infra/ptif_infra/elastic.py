@@ -231,11 +231,9 @@ def _idle(
     return alarm
 
 
-
-
 def scaling_steps(settings: InfraSettings) -> list[tuple[int, int | None, int]]:
     """Backlog → tasks, as (lower, upper or None, tasks): from 1 marker, the counts of
-    :func:`task_counts`, each for backlogs up to ``count × backlogPerTask`` (the last open)."""
+    :func:`task_counts`, each for backlogs up to ``count * backlogPerTask`` (the last open)."""
     per_task, steps, lower = settings.backlog_per_task, [], 1
     for count in task_counts(settings.max_tasks):
         upper = None if count == settings.max_tasks else count * per_task + 1
