@@ -63,6 +63,9 @@ BARE_BUCKET_VARIABLES = {"RBSC_BUCKET", "PROCESS_BUCKET", "IMAGE_BUCKET"}
 CONFIG_FILE_VARIABLE = "PTIF_CONFIG"
 #: Seconds ``ptif process`` keeps converting after SIGTERM before it releases what is left.
 STOP_GRACE_VARIABLE = "PTIF_STOP_GRACE_SECONDS"
+#: The backlog publisher's CloudWatch namespace and dimensions (``Stack=ptif,Queue=rbsc/``).
+METRICS_NAMESPACE_VARIABLE = "PTIF_METRICS_NAMESPACE"
+METRICS_DIMENSIONS_VARIABLE = "PTIF_METRICS_DIMENSIONS"
 #: Set in AWS Lambda and ECS; ptif then logs JSON and emits CloudWatch embedded metrics.
 AWS_MARKERS = ("AWS_LAMBDA_FUNCTION_NAME", "ECS_CONTAINER_METADATA_URI_V4", "AWS_EXECUTION_ENV")
 #: Every variable ptif reads: the settings', the configuration file's and the AWS markers.
@@ -70,6 +73,8 @@ ENVIRONMENT_VARIABLES = (
     *(name for names in ENVIRONMENT.values() for name in names),
     *RECIPE_ENVIRONMENT.values(),
     CONFIG_FILE_VARIABLE,
+    METRICS_NAMESPACE_VARIABLE,
+    METRICS_DIMENSIONS_VARIABLE,
     *AWS_MARKERS,
 )
 
