@@ -23,11 +23,12 @@ from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
 from ptif.convert.formats import Format, sniff
+from ptif.convert.iiif import iiif_metadata
 from ptif.convert.limits import Limits
 from ptif.convert.loaders import Opened, OpenRequest, open_page
 from ptif.convert.profiles import DEFAULT_RECIPE, Recipe
 from ptif.convert.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
-from ptif.convert.verify import verify_pyramid
+from ptif.convert.verify import TiffLayout, verify_pyramid
 from ptif.errors import DISK_FULL, OutputWriteError, PtifError, UndecodableError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -51,8 +52,8 @@ class ConversionResult:
     """What was written: enough for callers to store as metadata and for people to read."""
 
     __slots__ = (
-        "bands", "bigtiff", "bytes", "decoder", "height", "levels", "page", "pages", "path",
-        "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
+        "bands", "bigtiff", "bytes", "decoder", "height", "iiif", "levels", "page", "pages",
+        "path", "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
     )  # fmt: skip
 
     path: Final[Path]
@@ -70,6 +71,8 @@ class ConversionResult:
     pages: Final[int]
     seconds: Final[float]
     warnings: Final[tuple[str, ...]]
+    #: The IIIF metadata of the written file (:func:`~ptif.convert.iiif.iiif_metadata`).
+    iiif: Final[dict[str, str]]
 
     def __init__(
         self,
@@ -89,6 +92,7 @@ class ConversionResult:
         pages: int,
         seconds: float,
         warnings: tuple[str, ...] = (),
+        iiif: dict[str, str] | None = None,
     ) -> None:
         self.path = path
         self.width = width
@@ -105,6 +109,7 @@ class ConversionResult:
         self.pages = pages
         self.seconds = seconds
         self.warnings = warnings
+        self.iiif = iiif or {}
 
     @property
     def recipe_hash(self) -> str:
@@ -115,10 +120,12 @@ class ConversionResult:
         return libvips_version()
 
     def metadata(self) -> dict[str, str]:
-        """User metadata for the output (serverless-iiif reads ``width`` and ``height``)."""
+        """User metadata for the output: what IIIF servers read instead of opening the file
+        (:mod:`ptif.convert.iiif`), the recipe hash and the version."""
         return {
             "width": str(self.width),
             "height": str(self.height),
+            **self.iiif,
             "ptif-recipe": self.recipe_hash,
             "ptif-version": __version__,
         }
@@ -287,7 +294,7 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff)
-    _write_verified(job, image, options, levels, recipe.tile_size)
+    layout = _write_verified(job, image, options, levels, recipe.tile_size)
     for warning in warnings:
         log.warning("%s: %s", job.src, warning)
     return ConversionResult(
@@ -306,6 +313,7 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
         pages=opened.pages,
         seconds=time.perf_counter() - job.started,
         warnings=tuple(warnings),
+        iiif=iiif_metadata(layout),
     )
 
 
@@ -315,17 +323,19 @@ def _write_verified(
     options: dict[str, Any],
     levels: tuple[tuple[int, int], ...],
     tile_size: int,
-) -> None:
+) -> TiffLayout:
     """Save to a hidden temporary file beside the destination, verify it, then rename it into
-    place: the destination holds a complete, verified pyramid or nothing new."""
+    place: the destination holds a complete, verified pyramid or nothing new. Returns the
+    file's directories as the verifier read them."""
     _make_parent(job.dst)
     temp = job.dst.with_name(f".{job.dst.name}.{os.urandom(6).hex()}.ptif-partial")
     try:
         _save(job, image, temp, options)
-        verify_pyramid(temp, levels, tile_size, image.bands)
+        layout = verify_pyramid(temp, levels, tile_size, image.bands)
         _publish(temp, job.dst, job.durable)
     finally:
         temp.unlink(missing_ok=True)
+    return layout
 
 
 def _make_parent(dst: Path) -> None:
