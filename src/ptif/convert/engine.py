@@ -22,6 +22,7 @@ import pyvips
 from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
+from ptif.convert.embedded import embed
 from ptif.convert.formats import Format, sniff
 from ptif.convert.iiif import iiif_metadata
 from ptif.convert.limits import Limits
@@ -33,6 +34,7 @@ from ptif.errors import DISK_FULL, OutputWriteError, PtifError, UndecodableError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, Final
 
 log = logging.getLogger(__name__)
@@ -191,13 +193,15 @@ def convert(
     max_pixels: int | None = None,
     limits: Limits | None = None,
     durable: bool = False,
+    provenance: Mapping[str, str] | None = None,
 ) -> ConversionResult:
     """Convert page ``page`` (1-based) of ``src`` into a verified pyramid TIFF at ``dst``.
 
     ``limits`` are the conversion's budgets (:mod:`ptif.convert.limits`); ``max_pixels``, if
     given, replaces their pixel budget. With ``durable``, the file is flushed to disk before it
     is renamed into place, so a power cut cannot leave an empty file under the final name
-    (stores that keep it do this).
+    (stores that keep it do this). ``provenance`` (``source_key``, ``source_etag``) is written
+    into the file with the recipe (:mod:`ptif.convert.embedded`).
     """
     src, dst = Path(src), Path(dst)
     init_vips()
@@ -207,7 +211,7 @@ def convert(
     try:
         fmt = sniff(src)
         opened = open_page(OpenRequest(src, fmt, page, limits))
-        job = _Job(src, dst, limits, started, durable)
+        job = _Job(src, dst, limits, started, durable, provenance)
         return _write(job, fmt, opened, recipe, page)
     except MemoryError as error:
         raise out_of_memory(src, str(error), limits.max_memory) from error
@@ -216,9 +220,18 @@ def convert(
 class _Job:
     """Where one conversion reads and writes, within what limits, since when."""
 
-    __slots__ = ("dst", "durable", "limits", "src", "started")
+    __slots__ = ("dst", "durable", "limits", "provenance", "src", "started")
 
-    def __init__(self, src: Path, dst: Path, limits: Limits, started: float, durable: bool):
+    def __init__(
+        self,
+        src: Path,
+        dst: Path,
+        limits: Limits,
+        started: float,
+        durable: bool,
+        provenance: Mapping[str, str] | None = None,
+    ):
+        self.provenance = provenance
         self.src = src
         self.dst = dst
         self.limits = limits
@@ -294,6 +307,7 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff)
+    image = embed(image, recipe, options, job.provenance, warnings)
     layout = _write_verified(job, image, options, levels, recipe.tile_size)
     for warning in warnings:
         log.warning("%s: %s", job.src, warning)
