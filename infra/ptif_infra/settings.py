@@ -169,7 +169,7 @@ class InfraSettings:
 
     def recipe_settings(self) -> dict[str, Any]:
         """The conversion settings given, by ptif's name for each."""
-        given = {name: getattr(self, name) for name in RECIPE_ENVIRONMENT}
+        given = {name: getattr(self, name, None) for name in RECIPE_ENVIRONMENT}  # some: no key
         return {name: value for name, value in given.items() if value is not None}
 
 
