@@ -233,3 +233,11 @@ def test_every_variable_ptif_reads_is_in_the_one_list() -> None:
     # PATH is not a setting: decoder children get it to find Ghostscript.
     assert found - {"PATH"} <= set(ENVIRONMENT_VARIABLES)
     assert "PTIF_SOURCE" in ENVIRONMENT_VARIABLES and "RBSC_BUCKET" in ENVIRONMENT_VARIABLES
+
+
+def test_switches_of_the_recipe_read_from_the_environment() -> None:
+    environ = {"PTIF_ALL_PAGES": "true", "PTIF_KEEP_METADATA": "off"}
+    recipe = load_settings(environ=environ).conversion_profile().recipe
+    assert (recipe.all_pages, recipe.keep_metadata) == (True, False)
+    with pytest.raises(ConfigError, match="PTIF_KEEP_METADATA='maybe': give true or false"):
+        load_settings(environ={"PTIF_KEEP_METADATA": "maybe"})

@@ -11,7 +11,9 @@ from ptif.errors import ConfigError
 def test_recipe_hashes_stay_what_outputs_record() -> None:
     """Outputs carry these hashes in their metadata: a new value would make them all stale."""
     marble = get_profile("marble")
-    assert DEFAULT_RECIPE.hash == "9ef783ef7551"
+    # keep_metadata (on) changed the default's: its outputs gain the source's rights statements
+    assert DEFAULT_RECIPE.hash == "758ab0b5a8bf"
+    assert DEFAULT_RECIPE.replace(keep_metadata=False).hash == "9ef783ef7551"
     assert marble.resolve({}).hash == "2f7def2b465d"
     assert marble.resolve({"copyrightStatus": "copyright"}).hash == "4a056c3f4fd1"
     assert marble.recipe_hashes() == {"2f7def2b465d", "4a056c3f4fd1"}
@@ -25,7 +27,7 @@ def test_equal_settings_make_equal_recipes() -> None:
     assert deflate != Recipe(compression="deflate") and deflate != deflate.settings()
     assert repr(same) == (
         "Recipe(compression='deflate', quality=90, tile_size=512, dpi=None, max_width=None, "
-        "max_height=None, all_pages=False)"
+        "max_height=None, all_pages=False, keep_metadata=True)"
     )
 
 

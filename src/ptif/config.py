@@ -351,12 +351,16 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return found
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}  # fmt: skip
 _RECIPE_TYPES: dict[str, tuple[Callable[[str], Any], str]] = {
     "quality": (int, "a whole number"),
     "tile_size": (int, "a whole number"),
     "dpi": (float, "a number"),
     "max_width": (int, "a whole number"),
     "max_height": (int, "a whole number"),
+    "all_pages": (lambda text: _BOOLEANS[text.lower()], "true or false"),
+    "keep_metadata": (lambda text: _BOOLEANS[text.lower()], "true or false"),
 }
 
 
@@ -371,7 +375,7 @@ def _recipe_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         try:
             value: Any = kind(text.replace("_", "")) if kind is not str else text.lower()
             Recipe().replace(**{setting: value})
-        except ValueError:
+        except (ValueError, KeyError):
             raise ConfigError(f"{name}={text!r}: give {wanted}") from None
         except ConfigError as error:
             raise ConfigError(f"{name}={text!r}: {error}") from None

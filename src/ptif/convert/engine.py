@@ -22,16 +22,19 @@ import pyvips
 from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
+from ptif.convert.embedded import embed
 from ptif.convert.formats import Format, sniff
+from ptif.convert.iiif import iiif_metadata
 from ptif.convert.limits import Limits, check_source_size
 from ptif.convert.loaders import Opened, OpenRequest, open_page
 from ptif.convert.profiles import DEFAULT_RECIPE, Recipe
 from ptif.convert.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
-from ptif.convert.verify import verify_pyramid
+from ptif.convert.verify import TiffLayout, verify_pyramid
 from ptif.errors import DISK_FULL, OutputWriteError, PtifError, UndecodableError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, Final
 
 log = logging.getLogger(__name__)
@@ -51,8 +54,8 @@ class ConversionResult:
     """What was written: enough for callers to store as metadata and for people to read."""
 
     __slots__ = (
-        "bands", "bigtiff", "bytes", "decoder", "height", "levels", "page", "pages", "path",
-        "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
+        "bands", "bigtiff", "bytes", "decoder", "height", "iiif", "levels", "page", "pages",
+        "path", "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
     )  # fmt: skip
 
     path: Final[Path]
@@ -70,6 +73,8 @@ class ConversionResult:
     pages: Final[int]
     seconds: Final[float]
     warnings: Final[tuple[str, ...]]
+    #: The IIIF metadata of the written file (:func:`~ptif.convert.iiif.iiif_metadata`).
+    iiif: Final[dict[str, str]]
 
     def __init__(
         self,
@@ -89,6 +94,7 @@ class ConversionResult:
         pages: int,
         seconds: float,
         warnings: tuple[str, ...] = (),
+        iiif: dict[str, str] | None = None,
     ) -> None:
         self.path = path
         self.width = width
@@ -105,6 +111,7 @@ class ConversionResult:
         self.pages = pages
         self.seconds = seconds
         self.warnings = warnings
+        self.iiif = iiif or {}
 
     @property
     def recipe_hash(self) -> str:
@@ -115,10 +122,12 @@ class ConversionResult:
         return libvips_version()
 
     def metadata(self) -> dict[str, str]:
-        """User metadata for the output (serverless-iiif reads ``width`` and ``height``)."""
+        """User metadata for the output: what IIIF servers read instead of opening the file
+        (:mod:`ptif.convert.iiif`), the recipe hash and the version."""
         return {
             "width": str(self.width),
             "height": str(self.height),
+            **self.iiif,
             "ptif-recipe": self.recipe_hash,
             "ptif-version": __version__,
         }
@@ -184,13 +193,15 @@ def convert(
     max_pixels: int | None = None,
     limits: Limits | None = None,
     durable: bool = False,
+    provenance: Mapping[str, str] | None = None,
 ) -> ConversionResult:
     """Convert page ``page`` (1-based) of ``src`` into a verified pyramid TIFF at ``dst``.
 
     ``limits`` are the conversion's budgets (:mod:`ptif.convert.limits`); ``max_pixels``, if
     given, replaces their pixel budget. With ``durable``, the file is flushed to disk before it
     is renamed into place, so a power cut cannot leave an empty file under the final name
-    (stores that keep it do this).
+    (stores that keep it do this). ``provenance`` (``source_key``, ``source_etag``) is written
+    into the file with the recipe (:mod:`ptif.convert.embedded`).
     """
     src, dst = Path(src), Path(dst)
     init_vips()
@@ -201,7 +212,7 @@ def convert(
         fmt = sniff(src)  # no such file, a folder: said here
         check_source_size(str(src), src.stat().st_size, limits.max_source)
         opened = open_page(OpenRequest(src, fmt, page, limits))
-        job = _Job(src, dst, limits, started, durable)
+        job = _Job(src, dst, limits, started, durable, provenance)
         return _write(job, fmt, opened, recipe, page)
     except MemoryError as error:
         raise out_of_memory(src, str(error), limits.max_memory) from error
@@ -210,9 +221,18 @@ def convert(
 class _Job:
     """Where one conversion reads and writes, within what limits, since when."""
 
-    __slots__ = ("dst", "durable", "limits", "src", "started")
+    __slots__ = ("dst", "durable", "limits", "provenance", "src", "started")
 
-    def __init__(self, src: Path, dst: Path, limits: Limits, started: float, durable: bool):
+    def __init__(
+        self,
+        src: Path,
+        dst: Path,
+        limits: Limits,
+        started: float,
+        durable: bool,
+        provenance: Mapping[str, str] | None = None,
+    ):
+        self.provenance = provenance
         self.src = src
         self.dst = dst
         self.limits = limits
@@ -288,7 +308,8 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff)
-    _write_verified(job, image, options, levels, recipe.tile_size)
+    image = embed(image, recipe, options, job.provenance, warnings)
+    layout = _write_verified(job, image, options, levels, recipe.tile_size)
     for warning in warnings:
         log.warning("%s: %s", job.src, warning)
     return ConversionResult(
@@ -307,6 +328,7 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
         pages=opened.pages,
         seconds=time.perf_counter() - job.started,
         warnings=tuple(warnings),
+        iiif=iiif_metadata(layout),
     )
 
 
@@ -316,17 +338,19 @@ def _write_verified(
     options: dict[str, Any],
     levels: tuple[tuple[int, int], ...],
     tile_size: int,
-) -> None:
+) -> TiffLayout:
     """Save to a hidden temporary file beside the destination, verify it, then rename it into
-    place: the destination holds a complete, verified pyramid or nothing new."""
+    place: the destination holds a complete, verified pyramid or nothing new. Returns the
+    file's directories as the verifier read them."""
     _make_parent(job.dst)
     temp = job.dst.with_name(f".{job.dst.name}.{os.urandom(6).hex()}.ptif-partial")
     try:
         _save(job, image, temp, options)
-        verify_pyramid(temp, levels, tile_size, image.bands)
+        layout = verify_pyramid(temp, levels, tile_size, image.bands)
         _publish(temp, job.dst, job.durable)
     finally:
         _remove(temp)
+    return layout
 
 
 def _remove(temp: Path) -> None:

@@ -572,8 +572,9 @@ class Worker:
             lease.count_attempt()
             try:
                 result = convert_labelled(
-                    fetched.path, dst, recipe, fetched.key, self.settings.limits(), page
-                )
+                    fetched.path, dst, recipe, fetched.key, self.settings.limits(), page,
+                    fetched.info.etag,
+                )  # fmt: skip
             except PtifError as error:
                 if error.permanent:
                     fetched.check()
