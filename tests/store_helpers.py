@@ -35,7 +35,7 @@ from ptif.queue.markers import new_marker, parse_marker, write_marker
 from ptif.queue.outputs import RECIPE, SOURCE_ETAG, SOURCE_KEY, output_key, output_metadata
 from ptif.queue.reports import RunReport
 from ptif.queue.worker import RunOptions, Stores, Worker
-from ptif.stores import FolderStore, ObjectInfo, Store, StoreError, open_store
+from ptif.stores import FolderStore, ObjectInfo, ObjectMissing, Store, StoreError, open_store
 from ptif.stores.folder import RESERVED
 
 KINDS = ("folder", "s3")
@@ -289,9 +289,11 @@ def claim_of(bench: Bench, source_key: str) -> dict[str, Any]:
 
 
 def _claim(store: Store, key: str) -> dict[str, Any]:
+    """A claim's object; ``{}`` (expired) for one that is unreadable or was deleted between the
+    listing and the read, as a worker releasing it does."""
     try:
         return read_json(store, key)
-    except (ValueError, AssertionError):
+    except (ValueError, AssertionError, ObjectMissing):
         return {}
 
 
