@@ -201,4 +201,5 @@ def _version_of(bench: Bench, source: ObjectInfo) -> int:
     import pyvips
 
     data, _ = bench.source.get_bytes(source.key)
+    assert data[:2] == b"\xff\xd8", (source.key, len(data), data[:64])
     return (pyvips.Image.new_from_buffer(data, "").width - WIDTH) // 8

@@ -290,7 +290,7 @@ def test_a_hostile_batch_fails_alone_and_touches_nothing(tmp_path: Path, corpus:
     assert tree.alive() == [], "left running"
     assert any("gs" in names for _, names, _ in tree.seen.values()), "Ghostscript never ran"
     cwds = {cwd for _, _, seen in tree.seen.values() for cwd in seen}
-    outside = [cwd for cwd in cwds if not cwd.startswith(f"{tmp_path}/")]
+    outside = [cwd for cwd in cwds if not Path(cwd).is_relative_to(tmp_path)]
     assert outside == [], "a process worked outside the test's folder"
     assert decoys.snapshot() == before  # TMPDIR back to the decoys alone: scratch folders gone
     assert list(tmp_path.rglob("owned")) == []
