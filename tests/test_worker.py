@@ -333,18 +333,17 @@ def test_transient_failure_keeps_the_marker(bench: Bench) -> None:
     assert pending(bench) == [] and keys(bench.process, CLAIMS_PREFIX) == []
 
 
-class _MarkerHeadFails(Wrapped):
-    """A process store whose HEAD of a queued marker fails as an unreachable store does."""
+class _OutputHeadFails(Wrapped):
+    """An images store whose HEAD (the first request after the claim) fails as an
+    unreachable store does."""
 
     def head(self, key: str) -> ObjectInfo | None:
-        if key.startswith(QUEUE):
-            raise StoreError(f"{key}: connection reset (test)")
-        return self.inner.head(key)  # type: ignore[no-any-return]
+        raise StoreError(f"{key}: connection reset (test)")
 
 
 def test_a_store_error_after_the_claim_is_a_transient_failure(bench: Bench) -> None:
     add_images(bench, {"t/x.jpg": SMALL})
-    shaky = Stores(bench.source, _MarkerHeadFails(bench.process), bench.images)  # type: ignore[arg-type]
+    shaky = Stores(bench.source, bench.process, _OutputHeadFails(bench.images))  # type: ignore[arg-type]
     report = bench.worker(shaky).run()
     assert report.counts["retry-later"] == 1
     assert report.retry_later[0]["code"] == "store-unreachable"

@@ -17,9 +17,10 @@ The guarantees (DESIGN.md, "Worker guarantees"):
 - each output key is held by one lease at a time, so two workers never convert the same image,
   and ``a/x.png`` and ``a/x.jpg`` cannot race for ``a/x.tif``: the second is an
   ``output-conflict``;
-- every marker's attempts are counted in its claim while its conversion runs, so an image that
-  crashes the worker every time still ends in ``failed/`` after ``max_attempts``; what is not
-  the image's doing (a store error, a full disk: :func:`counts_as_attempt`) is never counted;
+- every marker's attempts are counted in its claim from the moment it is claimed, so an image
+  that crashes the worker every time still ends in ``failed/`` after ``max_attempts``; what is
+  not the image's doing (a store error, a full disk: :func:`counts_as_attempt`) is given back
+  when the claim is released, so it never counts;
   the marker itself is never rewritten, so its age is the age of its event;
 - permanent failures move to ``failed/`` with a code and message; transient ones stay queued;
   a marker that cannot be read, or has a field of the wrong type, goes to ``failed/`` at once;
@@ -85,7 +86,7 @@ from ptif.queue.outputs import (
 from ptif.queue.pages import clear_left_out, note_left_out
 from ptif.queue.reports import ItemResult, Outcome, RunReport
 from ptif.queue.workdir import item_folder, work_folder
-from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
+from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store, UnsafeKey
 from ptif.timeutil import format_time
 
 if TYPE_CHECKING:
@@ -376,6 +377,7 @@ class Worker:
             self.settings.lease_seconds,
             marker=info.key,
             etag=etag,
+            count=True,
         )
         if isinstance(got, Busy):
             recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS)
@@ -407,16 +409,15 @@ class Worker:
             return self._fail_unreadable(key, info.etag, data, error)
 
     def _claimed(self, key: str, marker: Marker, etag: str, lease: Lease) -> ItemResult:
-        try:
-            now = self.stores.process.head(key)
-        except PtifError as unreachable:
-            return ItemResult(key, Outcome.RETRY, marker.key, unreachable.code, str(unreachable))
-        if now is None:  # finished by another worker between our read and our claim
-            return ItemResult(key, Outcome.GONE)
-        if now.etag != etag:  # replaced meanwhile: read it again soon
-            return ItemResult(key, Outcome.BUSY, marker.key, busy_until=time.time())
-        tried = max(lease.attempts, marker.attempts)  # markers of ptif 0.1 counted there
+        """Work on the marker read (``etag``) under its claim. A marker finished or replaced
+        by another worker between the read and the claim needs no look of its own: its
+        output is then current (skipped), or the delete-if-match at the end leaves the newer
+        marker queued. Only before filing a failure is it read again (:meth:`_still_queued`)."""
+        # markers of ptif 0.1 counted their attempts themselves
+        tried = max(lease.attempts - int(lease.counting), marker.attempts)
         if tried >= self.settings.max_attempts:
+            if (stale := self._still_queued(key, marker, etag)) is not None:
+                return stale
             reason = lease.tries.last_error or marker.fields.get("lastError")
             error = PtifError(
                 f"{marker.key}: gave up after {tried} attempts; last: "
@@ -440,6 +441,19 @@ class Worker:
         if (now := self._changed(marker.key, seen)) is not None:
             return self._requeue(key, etag, marker, now, result)
         return self._finish(key, etag, result)
+
+    def _still_queued(self, key: str, marker: Marker, etag: str) -> ItemResult | None:
+        """None if the marker is still the one read, else the outcome: gone (finished by
+        another worker), replaced (read it again soon) or a store that failed."""
+        try:
+            now = self.stores.process.head(key)
+        except PtifError as unreachable:
+            return ItemResult(key, Outcome.RETRY, marker.key, unreachable.code, str(unreachable))
+        if now is None:
+            return ItemResult(key, Outcome.GONE)
+        if now.etag != etag:
+            return ItemResult(key, Outcome.BUSY, marker.key, busy_until=time.time())
+        return None
 
     def _look(self, source_key: str) -> Seen:
         """The source's version for a failure record, if the store says (a key no store takes
@@ -468,28 +482,46 @@ class Worker:
     def _convert(self, marker: Marker, lease: Lease, seen: Seen) -> ItemResult:
         source_key = marker.key
         recipe = self.profile.resolve(marker.fields)
-        target = output_key(source_key)
+        existing = self._output(source_key)
+        if existing is None:  # nothing to compare: the download says which version it is
+            return self._transform(source_key, recipe, lease, seen)
         source = self.stores.source.head(source_key)
         seen.source = source
         if source is None:
-            self.health.confirm("source", self.stores.source)  # not found, or not there at all?
-            raise SourceMissingError(
-                f"{self.stores.source.url}: {source_key} is not there (deleted after it was "
-                "queued?); upload it again, or delete its failure record"
-            )
-        existing = self.stores.images.head(target)
+            raise self._source_missing(source_key)
         check_owner(existing, source_key)
         state = set_state(self.stores.images, existing, source_key, source.etag, {recipe.hash})
         if state is OutputState.CURRENT:
             return ItemResult("", Outcome.SKIPPED, source_key)
         return self._transform(source_key, recipe, lease, seen)
 
+    def _output(self, source_key: str) -> ObjectInfo | None:
+        """The output as the images store has it. A key it refuses is refused by the source
+        store first if that refuses it too (as when the source was looked at first), so the
+        failure names what the operator must rename."""
+        try:
+            return self.stores.images.head(output_key(source_key))
+        except UnsafeKey:
+            self.stores.source.head(source_key)
+            raise
+
+    def _source_missing(self, source_key: str) -> SourceMissingError:
+        self.health.confirm("source", self.stores.source)  # not found, or not there at all?
+        return SourceMissingError(
+            f"{self.stores.source.url}: {source_key} is not there (deleted after it was "
+            "queued?); upload it again, or delete its failure record"
+        )
+
     def _transform(self, source_key: str, recipe: Recipe, lease: Lease, seen: Seen) -> ItemResult:
         """Fetch into the item's own folder, convert, and publish what was made from exactly
         the bytes fetched. With ``all_pages``, pages 2 and on are converted and published one
         by one, and page 1 last: an output set is current only once every page is there."""
         with item_folder(self._work) as folder:
-            fetched = fetch(self.stores.source, source_key, folder / SOURCE_NAME)
+            try:
+                fetched = fetch(self.stores.source, source_key, folder / SOURCE_NAME)
+            except ObjectMissing:
+                seen.source = None
+                raise self._source_missing(source_key) from None
             seen.source = fetched.info
             first = _Page(folder / PYRAMID_NAME, 1)
             first.made, result = self._convert_fetched(fetched, first.path, recipe, lease)
@@ -521,7 +553,8 @@ class Worker:
         if lease.lost:
             raise LeaseLost(f"{source_key}: the lease was lost while converting")
         fetched.check()
-        lease.end_attempt()  # what follows is the stores' doing, never the image's
+        # What follows is the stores' doing, never the image's: a store that fails from here
+        # gives the attempt back at the release (counts_as_attempt).
         target = page_key(source_key, page.number)
         if page.number > 1:
             check_owner(self.stores.images.head(target), source_key)
@@ -588,7 +621,12 @@ class Worker:
         return result
 
     def _requeue(
-        self, key: str, etag: str, marker: Marker, now: ObjectInfo, result: ItemResult
+        self,
+        key: str,
+        etag: str,
+        marker: Marker,
+        now: ObjectInfo,
+        result: ItemResult,
     ) -> ItemResult:
         """The source became another version (``now``) while its marker was worked on: what was
         made or found is not its pyramid, so the marker stays, rewritten for that version (a
