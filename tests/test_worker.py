@@ -8,6 +8,7 @@ import fcntl
 import threading
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -651,3 +652,31 @@ def test_a_run_sweeps_and_cleans_up(bench: Bench, monkeypatch: pytest.MonkeyPatc
     add_images(bench, {"w/a.jpg": SMALL})
     assert bench.run().converted == ["w/a.jpg"]
     assert list(scratch.iterdir()) == []
+
+
+def test_a_converted_image_costs_nine_requests(s3_server: S3Server, tmp_path: Path) -> None:
+    """What one image costs the stores once a run is under way: read the marker, claim,
+    look at the output (none yet: no look at the source before the download), download,
+    upload, look at the source again, drop the failure record, the marker and the claim."""
+    bench = s3_bench(tmp_path, s3_server)
+    sizes = batch(4, "cost")
+    for seed, (key, size) in enumerate(sizes.items()):
+        put_source(bench.source, key, jpeg(*size, seed))
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        # patient timeouts: a request retried on a loaded machine would be counted twice
+        stores = Stores(*(S3Store(bench.urls[name][5:], endpoint_url=proxy.endpoint_url)
+                          for name in ("source", "process", "images")))  # fmt: skip
+        bench.worker(stores, lease_seconds=600).run()  # an empty queue: a run by itself
+        alone = len(proxy.requests())
+        for key in sizes:
+            queue(bench, key)
+        before = len(proxy.requests())
+        assert sorted(bench.worker(stores, lease_seconds=600).run().converted) == sorted(sizes)
+        made = proxy.requests()[before:]
+    verify_all(bench, sizes)
+    per_image = Counter(event.method for event in made) - Counter(
+        event.method for event in proxy.requests()[:alone]
+    )
+    assert per_image == {"GET": 8, "HEAD": 8, "PUT": 8, "DELETE": 12}, per_image
+    claims = [e for e in made if e.method == "PUT" and f"/{CLAIMS_PREFIX}" in e.target]
+    assert len(claims) == len(sizes)  # the attempt is counted in the claim's first write
