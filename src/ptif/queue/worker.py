@@ -85,6 +85,7 @@ from ptif.queue.outputs import (
 )
 from ptif.queue.pages import clear_left_out, note_left_out
 from ptif.queue.reports import ItemResult, Outcome, RunReport
+from ptif.queue.spread import Spread
 from ptif.queue.workdir import item_folder, work_folder
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store, UnsafeKey
 from ptif.timeutil import format_time
@@ -127,7 +128,7 @@ class RunOptions:
     limit: int | None = None
     min_age: float = 0.0
     follow: bool = False
-    poll_seconds: float = 30.0
+    poll_seconds: float = 4.0
 
 
 def default_owner() -> str:
@@ -165,6 +166,7 @@ class Worker:
         self._stop = threading.Event()
         self._keeper = LeaseKeeper(settings.lease_seconds)
         self._work = Path(".")
+        self._spread = Spread()
 
     # control ---------------------------------------------------------------------------------
 
@@ -244,6 +246,7 @@ class Worker:
 
     def _pass(self, pool: ThreadPoolExecutor, options: RunOptions, report: RunReport) -> None:
         busy: list[tuple[float, ObjectInfo]] = []
+        self._spread = Spread()
         try:
             self._submit_all(pool, self._listing(options, report), options, report, busy)
         except StoreLost:
@@ -307,6 +310,8 @@ class Worker:
         report: RunReport,
         busy: list[tuple[float, ObjectInfo]],
     ) -> None:
+        if item.outcome in (Outcome.BUSY, Outcome.GONE):
+            self._spread.lost()  # another worker is on this stretch of the queue
         if item.outcome is Outcome.BUSY and item.busy_until is not None:
             busy.append((item.busy_until, info))
             return
@@ -323,7 +328,10 @@ class Worker:
         at too (and skipped if their ``key`` is elsewhere): hashed ones under ``_long/``, and the
         original system's, named by basename at the top of the queue."""
         scoped = self.queue + options.prefix
-        listings = [self.stores.process.list(scoped)]
+        first = self.stores.process.list(scoped)
+        if options.limit is None:  # with a limit, the first markers listed, as before
+            first = self._spread.order(first, lambda after, last: self._relist(scoped, after, last))
+        listings = [first]
         if options.prefix:
             listings.append(self.stores.process.list(self.queue + HASHED_FOLDER))
             top = self.stores.process.list(self.queue, recursive=False)
@@ -342,6 +350,15 @@ class Worker:
         finally:
             if self.on_listed and not self._stop.is_set():
                 self.on_listed(count)
+
+    def _relist(self, prefix: str, after: str, last: str) -> list[ObjectInfo]:
+        """The markers under ``prefix`` after ``after`` up to ``last``, as they are now."""
+        found = []
+        for info in self.stores.process.list(prefix, start_after=after):
+            if info.key > last:
+                break
+            found.append(info)
+        return found
 
     # one marker ------------------------------------------------------------------------------
 
