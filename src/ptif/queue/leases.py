@@ -9,16 +9,14 @@ minutes. Clocks of the workers are assumed to agree to within a few seconds (NTP
 a lease's length.
 
 The claim also counts the attempts at the marker it is for, and a transient failure leaves it
-behind, released, with the error: the marker is never rewritten, so it keeps its age. The worker
-takes its claim with the attempt in hand already counted (``acquire(count=True)``): one write
-where a separate count before the conversion and a give-back after it took two more, on every
-image. So an image that kills its worker every time is still counted, before any decoder sees
-it. What is not the image's doing is given back when the claim is released
-(:meth:`Lease.release_noting` with ``counted=False``: a store that fails, a full disk, a lost
-race, a run that stops). What cannot be given back: an attempt in hand when the worker itself
-died (killed, out of memory, the machine gone) or the process store went away, whichever stage
-it was at; as with a queue's receive count, an image needs ``max_attempts`` such deaths while in
-hand to be filed as ``too-many-attempts``, and ``ptif retry`` puts it back.
+behind, released, with the error: the marker is never rewritten, so it keeps its age. An attempt
+is counted when its conversion starts (:meth:`Lease.count_attempt`), written before any decoder
+sees the file, so an image that kills its worker every time is still counted, and given back as
+soon as the conversion has ended well (:meth:`Lease.end_attempt`), before the upload: a store
+that fails then is not the image's doing. A conversion that fails for a reason that is not the
+image's (a full disk) is given back when the claim is released
+(:meth:`Lease.release_noting` with ``counted=False``). What cannot be given back: a conversion
+running when the process store itself went away, which no one can tell from a crash.
 
 Claims are ptif's own data, so one that is not what ptif writes (not JSON, a field of the
 wrong type, an expiry further ahead than any lease may run) is garbage: it counts as expired,
@@ -100,7 +98,7 @@ class Lease:
     etag: str = ""
     expires: float = 0.0
     lost: bool = field(default=False)
-    #: Whether :attr:`tries` includes the attempt in hand.
+    #: Whether :attr:`tries` includes the attempt in hand (its conversion has started).
     counting: bool = field(default=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -127,14 +125,23 @@ class Lease:
             self._write(self._body())
 
     def count_attempt(self) -> None:
-        """Count the attempt in hand, before its conversion starts (and renew the lease), if
-        the claim did not count it when taken: an image that kills the worker is counted even
-        though nobody releases its claim."""
+        """Count the attempt in hand, before its conversion starts (and renew the lease): an
+        image that kills the worker is counted even though nobody releases its claim."""
         with self._lock:
             if self.counting:
                 return
             self.tries = replace(self.tries, attempts=self.tries.attempts + 1)
             self.counting = True
+            self._write(self._body())
+
+    def end_attempt(self) -> None:
+        """The conversion ended well: what follows (checks done, the upload) cannot be the
+        image's doing, so give its count back now (and renew), while the store is there."""
+        with self._lock:
+            if not self.counting:
+                return
+            self.tries = replace(self.tries, attempts=self.tries.attempts - 1)
+            self.counting = False
             self._write(self._body())
 
     def _write(self, body: bytes) -> None:
@@ -190,22 +197,12 @@ class Busy:
 
 
 def acquire(
-    store: Store,
-    subject: str,
-    owner: str,
-    seconds: float,
-    *,
-    marker: str = "",
-    etag: str = "",
-    count: bool = False,
+    store: Store, subject: str, owner: str, seconds: float, *, marker: str = "", etag: str = ""
 ) -> Lease | Busy:
     """Take the lease of ``subject``, taking over an expired, released or garbage one, with
     the attempts counted so far at version ``etag`` of ``marker``; else say who holds it.
-    With ``count``, the claim counts the attempt in hand from the start (one write fewer than
-    :meth:`Lease.count_attempt` later); the release gives it back when it was not the image's
-    doing."""
-    lease = Lease(store, subject, owner, seconds, _counted(Tries(marker, etag, 0), count))
-    lease.counting = count
+    (The attempt in hand is counted when its conversion starts: :meth:`Lease.count_attempt`.)"""
+    lease = Lease(store, subject, owner, seconds, Tries(marker, etag, 0))
     try:
         lease.etag = store.put_bytes(lease.key, lease._body(), if_none_match=True)
         return lease
@@ -214,7 +211,7 @@ def acquire(
     try:
         data, info = store.get_bytes(lease.key)
     except ObjectMissing:
-        return acquire(store, subject, owner, seconds, marker=marker, etag=etag, count=count)
+        return acquire(store, subject, owner, seconds, marker=marker, etag=etag)
     try:
         holder, before = parse_claim(data)
     except BadClaim as garbage:
@@ -222,7 +219,7 @@ def acquire(
         holder, before = Busy(GARBAGE, 0.0), Tries()
     if holder.expires > time.time():
         return holder
-    lease.tries = _counted(before.of(marker, etag), count)
+    lease.tries = before.of(marker, etag)
     try:
         lease.etag = store.put_bytes(lease.key, lease._body(), if_match=info.etag)
     except (PreconditionFailed, ObjectMissing):
@@ -230,10 +227,6 @@ def acquire(
     if holder.owner and holder.owner != GARBAGE:
         log.info("%s: took over the expired lease of %s", subject, holder.owner)
     return lease
-
-
-def _counted(tries: Tries, count: bool) -> Tries:
-    return replace(tries, attempts=tries.attempts + 1) if count else tries
 
 
 class BadClaim(ValueError):

@@ -17,10 +17,9 @@ The guarantees (DESIGN.md, "Worker guarantees"):
 - each output key is held by one lease at a time, so two workers never convert the same image,
   and ``a/x.png`` and ``a/x.jpg`` cannot race for ``a/x.tif``: the second is an
   ``output-conflict``;
-- every marker's attempts are counted in its claim from the moment it is claimed, so an image
-  that crashes the worker every time still ends in ``failed/`` after ``max_attempts``; what is
-  not the image's doing (a store error, a full disk: :func:`counts_as_attempt`) is given back
-  when the claim is released, so it never counts;
+- every marker's attempts are counted in its claim while its conversion runs, so an image that
+  crashes the worker every time still ends in ``failed/`` after ``max_attempts``; what is not
+  the image's doing (a store error, a full disk: :func:`counts_as_attempt`) is never counted;
   the marker itself is never rewritten, so its age is the age of its event;
 - permanent failures move to ``failed/`` with a code and message; transient ones stay queued;
   a marker that cannot be read, or has a field of the wrong type, goes to ``failed/`` at once;
@@ -394,7 +393,6 @@ class Worker:
             self.settings.lease_seconds,
             marker=info.key,
             etag=etag,
-            count=True,
         )
         if isinstance(got, Busy):
             recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS)
@@ -431,7 +429,7 @@ class Worker:
         output is then current (skipped), or the delete-if-match at the end leaves the newer
         marker queued. Only before filing a failure is it read again (:meth:`_still_queued`)."""
         # markers of ptif 0.1 counted their attempts themselves
-        tried = max(lease.attempts - int(lease.counting), marker.attempts)
+        tried = max(lease.attempts, marker.attempts)
         if tried >= self.settings.max_attempts:
             if (stale := self._still_queued(key, marker, etag)) is not None:
                 return stale
@@ -570,8 +568,7 @@ class Worker:
         if lease.lost:
             raise LeaseLost(f"{source_key}: the lease was lost while converting")
         fetched.check()
-        # What follows is the stores' doing, never the image's: a store that fails from here
-        # gives the attempt back at the release (counts_as_attempt).
+        lease.end_attempt()  # what follows is the stores' doing, never the image's
         target = page_key(source_key, page.number)
         if page.number > 1:
             check_owner(self.stores.images.head(target), source_key)
