@@ -45,8 +45,8 @@ SIZES = ((4000, 3000), (4480, 3360), (4900, 3675), (5292, 3969), (5656, 4242))
 SOURCE_PREFIX = "e2e/"
 QUEUE_PREFIX = "rbsc/"
 FAILED_PREFIX = "failed/"
-THROUGHPUT_TARGET = 0.85
-SCALING_TARGET = 1.7
+#: ptif's own CPU per image on S3 against the folder stores (the S3 server's CPU not counted).
+CPU_TARGET = 1.10
 #: Before each run, wait (at most QUIET_WAIT_S) until other jobs use less than this many cores.
 QUIET_CORES = 0.25
 QUIET_WAIT_S = 10.0
@@ -521,8 +521,6 @@ def make_series(workers: int) -> dict[str, Series]:
         Series(f"local x{workers}", "local", workers),
         Series(f"folders x{workers}", "folders", workers),
         Series(f"s3 x{workers}", "s3", workers),
-        Series("s3 x1", "s3", 1),
-        Series("local x1", "local", 1),
         Series(f"s3 x{workers} idle", "idle", workers),
     ]
     return {s.label: s for s in series}
@@ -594,9 +592,9 @@ class Result:
 
     @property
     def labels(self) -> tuple[str, str, str, str]:
-        """Local and S3 with N workers, S3 with one, and S3 with N on an empty queue."""
+        """Local, folder stores and S3 with N workers, and S3 with N on an empty queue."""
         n = self.plan.workers
-        return f"local x{n}", f"s3 x{n}", "s3 x1", f"s3 x{n} idle"
+        return f"local x{n}", f"folders x{n}", f"s3 x{n}", f"s3 x{n} idle"
 
     def figure(self, label: str, metric: str = "wall_s") -> float | None:
         median = self.series[label].median()
@@ -615,7 +613,7 @@ class Result:
 
     def net_of_startup(self) -> float | None:
         """End-to-end over local throughput with the empty-queue run's wall taken off."""
-        local, s3, _, idle = self.labels
+        local, _, s3, idle = self.labels
         local_wall, s3_wall, idle_wall = self.figure(local), self.figure(s3), self.figure(idle)
         if not (local_wall and s3_wall and idle_wall) or s3_wall <= idle_wall:
             return None
@@ -623,7 +621,7 @@ class Result:
 
     def cpu_floor(self) -> float | None:
         """Wall a perfect scheduler would need for ptif's and SeaweedFS's CPU on these cores."""
-        s3 = self.labels[1]
+        s3 = self.labels[2]
         ptif, weed = self.figure(s3, "cpu_s"), self.figure(s3, "server_cpu_s")
         if ptif is None or weed is None:
             return None
@@ -674,10 +672,11 @@ def print_table(result: Result) -> None:
     )
 
 
-def verdict(target: str, value: float | None, goal: float, detail: str) -> tuple[str, str]:
-    if value is None:
-        return "FAIL", f"{target}  (a run failed; {detail})"
-    return ("PASS" if value >= goal else "FAIL"), f"{target}  ({value:.2f} x; {detail})"
+def cpu_ratio(result: Result) -> float | None:
+    """ptif's CPU on S3 over its CPU on the folder stores, same images, same workers."""
+    _, folders, s3, _ = result.labels
+    on_s3, on_folders = result.figure(s3, "cpu_s"), result.figure(folders, "cpu_s")
+    return on_s3 / on_folders if on_s3 and on_folders else None
 
 
 def seconds(value: float | None) -> str:
@@ -686,39 +685,34 @@ def seconds(value: float | None) -> str:
 
 def verdicts(result: Result) -> list[tuple[str, str]]:
     n = result.plan.workers
-    local, s3, one, _ = result.labels
-    return [
-        verdict(
-            f"end-to-end throughput >= {THROUGHPUT_TARGET} x local ({n} workers)",
-            result.speedup(local, s3),
-            THROUGHPUT_TARGET,
-            f"{seconds(result.figure(s3))} vs {seconds(result.figure(local))} local",
-        ),
-        verdict(
-            f"{n} workers >= {SCALING_TARGET} x 1 worker",
-            result.speedup(one, s3),
-            SCALING_TARGET,
-            f"{seconds(result.figure(one))} vs {seconds(result.figure(s3))}",
-        ),
-    ]
+    _, folders, s3, _ = result.labels
+    ratio = cpu_ratio(result)
+    target = f"ptif CPU per image on S3 <= {CPU_TARGET:.2f} x folder stores ({n} workers)"
+    detail = (
+        f"{seconds(result.figure(s3, 'cpu_s'))} vs {seconds(result.figure(folders, 'cpu_s'))} "
+        f"for {len(result.plan.files)} images; the S3 server's CPU not counted"
+    )
+    if ratio is None:
+        return [("FAIL", f"{target}  (a run failed; {detail})")]
+    return [("PASS" if ratio <= CPU_TARGET else "FAIL", f"{target}  ({ratio:.2f} x; {detail})")]
 
 
 def notes(result: Result) -> list[str]:
-    """Figures that say why a verdict came out as it did."""
-    local, s3, _, idle = result.labels
+    """Figures that explain the verdict, and the throughput of this machine (no target: on
+    a few shared cores the S3 server competes with ptif for them)."""
+    local, folders, s3, idle = result.labels
     n = result.plan.workers
     ptif_cpu, local_cpu = result.figure(s3, "cpu_s"), result.figure(local, "cpu_s")
     return [
         noise_note(result),
         f"fixed cost of ptif process (empty queue): {seconds(result.figure(idle))}; "
-        f"end-to-end/local without it: {fmt(result.net_of_startup()).strip()} x",
+        f"end-to-end/local throughput {fmt(result.speedup(local, s3)).strip()} x, "
+        f"without the fixed cost {fmt(result.net_of_startup()).strip()} x",
         f"ptif process on folder stores (no S3), {n} workers: "
-        f"{fmt(result.speedup(local, f'folders x{n}')).strip()} x local",
+        f"{fmt(result.speedup(local, folders)).strip()} x local throughput",
         f"CPU, {n} workers: ptif process {seconds(ptif_cpu)} + SeaweedFS "
         f"{seconds(result.figure(s3, 'server_cpu_s'))} vs local {seconds(local_cpu)}; "
         f"floor on {os.cpu_count()} cores: {seconds(result.cpu_floor())} wall",
-        f"local x1 -> x{n}: {fmt(result.speedup('local x1', local)).strip()} x "
-        f"(one worker already gives libvips all {os.cpu_count()} cores)",
     ]
 
 
@@ -741,7 +735,7 @@ def noise_note(result: Result) -> str:
 
 def result_json(result: Result, found: list[tuple[str, str]]) -> dict[str, Any]:
     plan = result.plan
-    local, s3, one, _ = result.labels
+    local, folders, s3, _ = result.labels
     return {
         "inputs": {
             "count": len(plan.files),
@@ -756,9 +750,8 @@ def result_json(result: Result, found: list[tuple[str, str]]) -> dict[str, Any]:
         "runs": {label: series_json(result, series) for label, series in result.series.items()},
         "throughput_vs_local": result.speedup(local, s3),
         "throughput_vs_local_net_of_startup": result.net_of_startup(),
-        "folders_vs_local": result.speedup(local, f"folders x{plan.workers}"),
-        "scaling_1_to_n": result.speedup(one, s3),
-        "local_scaling_1_to_n": result.speedup("local x1", local),
+        "folders_vs_local": result.speedup(local, folders),
+        "cpu_s3_vs_folders": cpu_ratio(result),
         "cpu_floor_seconds": result.cpu_floor(),
         "verdicts": [{"verdict": v, "target": t} for v, t in found],
         "notes": notes(result),
@@ -796,7 +789,11 @@ def skipped(reason: str) -> tuple[list[tuple[str, str]], dict[str, Any]]:
 
 
 def run_e2e(
-    repeat: int, timeout: float, log: Callable[[str], None], workers: int | None = None
+    repeat: int,
+    timeout: float,
+    log: Callable[[str], None],
+    workers: int | None = None,
+    cost_options: dict[str, Any] | None = None,
 ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """Run the section, print its table and verdicts; return them and its part of results.json."""
     weed = s3_server_module().WEED
@@ -811,6 +808,9 @@ def run_e2e(
         upload_s = upload(server, source, files)
         log(f"  uploaded {len(files)} sources in {upload_s:.1f} s")
         series = run_series(plan, server, source, log)
+        import costs  # here: the local reference imports this module, standard library only
+
+        measured_costs = costs.run_costs(server, timeout, log, **(cost_options or {}))
     result = Result(plan, series, generation_s, upload_s)
     print_table(result)
     found = verdicts(result)
@@ -818,7 +818,15 @@ def run_e2e(
     for line in [f"{v}  {t}" for v, t in found] + [f"note  {n}" for n in notes(result)]:
         print(line)
     print_errors(result)
-    return found, result_json(result, found)
+    lines, cost_verdicts, cost_json = costs.report(measured_costs)
+    print("\n".join(lines))
+    print()
+    for v, t in cost_verdicts:
+        print(f"{v}  {t}")
+    found += cost_verdicts
+    data = result_json(result, found)
+    data["costs"] = cost_json
+    return found, data
 
 
 if __name__ == "__main__":

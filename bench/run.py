@@ -2,6 +2,8 @@
 
 Usage: .venv/bin/python bench/run.py [--only NAME] [--repeat N] [--skip-gigapixel]
                                      [--skip-e2e] [--ptif-cmd CMD] [--timeout S]
+                                     [--many N] [--many-workers N] [--latency-markers N]
+                                     [--poll S]
 
 `--only e2e` runs just the end-to-end section (bench/e2e.py).
 """
@@ -114,6 +116,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"command that takes SRC DST (default: {DEFAULT_PTIF!r})",
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a run is killed")
+    parser.add_argument(
+        "--many",
+        type=int,
+        default=2000,
+        help="small images for the many-workers run of the e2e section (0: leave it out; "
+        "200 for a quick look)",
+    )
+    parser.add_argument(
+        "--many-workers", type=int, default=8, help="ptif process processes in that run"
+    )
+    parser.add_argument(
+        "--latency-markers",
+        type=int,
+        default=12,
+        help="markers sent one at a time to an idle --follow worker (0: leave it out)",
+    )
+    parser.add_argument(
+        "--poll", type=float, help="--poll of that worker (default: ptif's own default)"
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -403,7 +424,15 @@ def main(argv: list[str]) -> int:
     verdicts = image_section(args, cases) if cases else []
     end_to_end = None
     if wants_e2e(args):
-        e2e_verdicts, end_to_end = e2e.run_e2e(args.repeat, args.timeout, log)
+        cost_options = {
+            "many": args.many,
+            "many_workers_count": args.many_workers,
+            "latency_markers": args.latency_markers,
+            "poll": args.poll,
+        }
+        e2e_verdicts, end_to_end = e2e.run_e2e(
+            args.repeat, args.timeout, log, cost_options=cost_options
+        )
         verdicts += e2e_verdicts
     write_json(args, generation, cases, verdicts, end_to_end)
     print(f"\nresults: {JSON_PATH.relative_to(ROOT)}")

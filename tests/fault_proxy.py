@@ -108,11 +108,15 @@ class Rule:
         return rng.random() < self.probability
 
 
-@dataclass(frozen=True)
+@dataclass
 class Event:
+    """One request the proxy saw: what it asked for, the fault injected, and the status the
+    client was answered with (``None`` when the connection was cut instead)."""
+
     method: str
     target: str
     fault: Fault | None
+    status: int | None = None
 
 
 class FaultProxy:
@@ -172,13 +176,18 @@ class FaultProxy:
             return [e for e in self.events if method is None or e.method == method]
 
     def decide(self, request: Request) -> Rule | None:
+        return self.judge(request)[0]
+
+    def judge(self, request: Request) -> tuple[Rule | None, Event]:
+        """The rule that picks ``request`` (if any), and its event, recorded."""
         with self._lock:
             if len(self.events) >= MAX_REQUESTS:
                 raise RuntimeError("fault proxy: request budget exhausted")
             rule = next((r for r in self.rules if r.applies(request, self._rng)), None)
             target = request.path + (f"?{request.query}" if request.query else "")
-            self.events.append(Event(request.method, target, rule.fault if rule else None))
-            return rule
+            event = Event(request.method, target, rule.fault if rule else None)
+            self.events.append(event)
+            return rule, event
 
     def position(self, length: int) -> int:
         """Where :attr:`Fault.CORRUPT_BODY` changes a body of ``length`` bytes."""
@@ -232,9 +241,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         path, _, query = self.path.partition("?")
         request = Request(self.command, path, query, dict(self.headers.items()))
-        rule = proxy.decide(request)
+        rule, event = proxy.judge(request)
         fault = rule.fault if rule else None
         if fault is Fault.SLOWDOWN:
+            event.status = 503
             self._answer(503, "Slow Down", SLOWDOWN_BODY)
         elif fault is Fault.RESET:
             self._cut()
@@ -242,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.stall(rule.stall if rule else 0)
             self._cut()
         else:
-            self._forward(body, fault)
+            self._forward(body, fault, event)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_any
 
@@ -270,7 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_WR)
         self.close_connection = True
 
-    def _forward(self, body: bytes, fault: Fault | None) -> None:
+    def _forward(self, body: bytes, fault: Fault | None, event: Event) -> None:
         try:
             response = self._send_upstream(body)
         except (OSError, http.client.HTTPException):
@@ -281,6 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             response.read()
             self._cut()
             return
+        event.status = response.status
         self._relay(response, fault)
 
     def _send_upstream(self, body: bytes) -> http.client.HTTPResponse:

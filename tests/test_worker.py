@@ -8,6 +8,7 @@ import fcntl
 import threading
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -333,18 +334,17 @@ def test_transient_failure_keeps_the_marker(bench: Bench) -> None:
     assert pending(bench) == [] and keys(bench.process, CLAIMS_PREFIX) == []
 
 
-class _MarkerHeadFails(Wrapped):
-    """A process store whose HEAD of a queued marker fails as an unreachable store does."""
+class _OutputHeadFails(Wrapped):
+    """An images store whose HEAD (the first request after the claim) fails as an
+    unreachable store does."""
 
     def head(self, key: str) -> ObjectInfo | None:
-        if key.startswith(QUEUE):
-            raise StoreError(f"{key}: connection reset (test)")
-        return self.inner.head(key)  # type: ignore[no-any-return]
+        raise StoreError(f"{key}: connection reset (test)")
 
 
 def test_a_store_error_after_the_claim_is_a_transient_failure(bench: Bench) -> None:
     add_images(bench, {"t/x.jpg": SMALL})
-    shaky = Stores(bench.source, _MarkerHeadFails(bench.process), bench.images)  # type: ignore[arg-type]
+    shaky = Stores(bench.source, bench.process, _OutputHeadFails(bench.images))  # type: ignore[arg-type]
     report = bench.worker(shaky).run()
     assert report.counts["retry-later"] == 1
     assert report.retry_later[0]["code"] == "store-unreachable"
@@ -652,3 +652,30 @@ def test_a_run_sweeps_and_cleans_up(bench: Bench, monkeypatch: pytest.MonkeyPatc
     add_images(bench, {"w/a.jpg": SMALL})
     assert bench.run().converted == ["w/a.jpg"]
     assert list(scratch.iterdir()) == []
+
+
+def test_a_converted_image_costs_twelve_requests(s3_server: S3Server, tmp_path: Path) -> None:
+    """What one image costs the stores once a run is under way: read the marker, claim,
+    look at the output and the source (its size is checked before the download), download,
+    count the attempt, upload (its count given back first), look at the source again, drop
+    the failure record, the marker and the claim."""
+    bench = s3_bench(tmp_path, s3_server)
+    sizes = batch(4, "cost")
+    for seed, (key, size) in enumerate(sizes.items()):
+        put_source(bench.source, key, jpeg(*size, seed))
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        # patient timeouts: a request retried on a loaded machine would be counted twice
+        stores = Stores(*(S3Store(bench.urls[name][5:], endpoint_url=proxy.endpoint_url)
+                          for name in ("source", "process", "images")))  # fmt: skip
+        bench.worker(stores, lease_seconds=600).run()  # an empty queue: a run by itself
+        alone = len(proxy.requests())
+        for key in sizes:
+            queue(bench, key)
+        before = len(proxy.requests())
+        assert sorted(bench.worker(stores, lease_seconds=600).run().converted) == sorted(sizes)
+        made = proxy.requests()[before:]
+    verify_all(bench, sizes)
+    per_image = Counter(event.method for event in made) - Counter(
+        event.method for event in proxy.requests()[:alone]
+    )
+    assert per_image == {"GET": 8, "HEAD": 12, "PUT": 16, "DELETE": 12}, per_image

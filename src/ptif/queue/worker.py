@@ -84,8 +84,9 @@ from ptif.queue.outputs import (
 )
 from ptif.queue.pages import clear_left_out, note_left_out
 from ptif.queue.reports import ItemResult, Outcome, RunReport
+from ptif.queue.spread import Spread
 from ptif.queue.workdir import item_folder, work_folder
-from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store
+from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store, UnsafeKey
 from ptif.timeutil import format_time
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class RunOptions:
     limit: int | None = None
     min_age: float = 0.0
     follow: bool = False
-    poll_seconds: float = 30.0
+    poll_seconds: float = 4.0
 
 
 def default_owner() -> str:
@@ -164,6 +165,7 @@ class Worker:
         self._stop = threading.Event()
         self._keeper = LeaseKeeper(settings.lease_seconds)
         self._work = Path(".")
+        self._spread = Spread()
 
     # control ---------------------------------------------------------------------------------
 
@@ -243,6 +245,7 @@ class Worker:
 
     def _pass(self, pool: ThreadPoolExecutor, options: RunOptions, report: RunReport) -> None:
         busy: list[tuple[float, ObjectInfo]] = []
+        self._spread = Spread()
         try:
             self._submit_all(pool, self._listing(options, report), options, report, busy)
         except StoreLost:
@@ -306,6 +309,8 @@ class Worker:
         report: RunReport,
         busy: list[tuple[float, ObjectInfo]],
     ) -> None:
+        if item.outcome in (Outcome.BUSY, Outcome.GONE):
+            self._spread.lost()  # another worker is on this stretch of the queue
         if item.outcome is Outcome.BUSY and item.busy_until is not None:
             busy.append((item.busy_until, info))
             return
@@ -322,7 +327,10 @@ class Worker:
         at too (and skipped if their ``key`` is elsewhere): hashed ones under ``_long/``, and the
         original system's, named by basename at the top of the queue."""
         scoped = self.queue + options.prefix
-        listings = [self.stores.process.list(scoped)]
+        first = self.stores.process.list(scoped)
+        if options.limit is None:  # with a limit, the first markers listed, as before
+            first = self._spread.order(first, lambda after, last: self._relist(scoped, after, last))
+        listings = [first]
         if options.prefix:
             listings.append(self.stores.process.list(self.queue + HASHED_FOLDER))
             top = self.stores.process.list(self.queue, recursive=False)
@@ -341,6 +349,15 @@ class Worker:
         finally:
             if self.on_listed and not self._stop.is_set():
                 self.on_listed(count)
+
+    def _relist(self, prefix: str, after: str, last: str) -> list[ObjectInfo]:
+        """The markers under ``prefix`` after ``after`` up to ``last``, as they are now."""
+        found = []
+        for info in self.stores.process.list(prefix, start_after=after):
+            if info.key > last:
+                break
+            found.append(info)
+        return found
 
     # one marker ------------------------------------------------------------------------------
 
@@ -407,16 +424,15 @@ class Worker:
             return self._fail_unreadable(key, info.etag, data, error)
 
     def _claimed(self, key: str, marker: Marker, etag: str, lease: Lease) -> ItemResult:
-        try:
-            now = self.stores.process.head(key)
-        except PtifError as unreachable:
-            return ItemResult(key, Outcome.RETRY, marker.key, unreachable.code, str(unreachable))
-        if now is None:  # finished by another worker between our read and our claim
-            return ItemResult(key, Outcome.GONE)
-        if now.etag != etag:  # replaced meanwhile: read it again soon
-            return ItemResult(key, Outcome.BUSY, marker.key, busy_until=time.time())
-        tried = max(lease.attempts, marker.attempts)  # markers of ptif 0.1 counted there
+        """Work on the marker read (``etag``) under its claim. A marker finished or replaced
+        by another worker between the read and the claim needs no look of its own: its
+        output is then current (skipped), or the delete-if-match at the end leaves the newer
+        marker queued. Only before filing a failure is it read again (:meth:`_still_queued`)."""
+        # markers of ptif 0.1 counted their attempts themselves
+        tried = max(lease.attempts, marker.attempts)
         if tried >= self.settings.max_attempts:
+            if (stale := self._still_queued(key, marker, etag)) is not None:
+                return stale
             reason = lease.tries.last_error or marker.fields.get("lastError")
             error = PtifError(
                 f"{marker.key}: gave up after {tried} attempts; last: "
@@ -440,6 +456,19 @@ class Worker:
         if (now := self._changed(marker.key, seen)) is not None:
             return self._requeue(key, etag, marker, now, result)
         return self._finish(key, etag, result)
+
+    def _still_queued(self, key: str, marker: Marker, etag: str) -> ItemResult | None:
+        """None if the marker is still the one read, else the outcome: gone (finished by
+        another worker), replaced (read it again soon) or a store that failed."""
+        try:
+            now = self.stores.process.head(key)
+        except PtifError as unreachable:
+            return ItemResult(key, Outcome.RETRY, marker.key, unreachable.code, str(unreachable))
+        if now is None:
+            return ItemResult(key, Outcome.GONE)
+        if now.etag != etag:
+            return ItemResult(key, Outcome.BUSY, marker.key, busy_until=time.time())
+        return None
 
     def _look(self, source_key: str) -> Seen:
         """The source's version for a failure record, if the store says (a key no store takes
@@ -468,21 +497,35 @@ class Worker:
     def _convert(self, marker: Marker, lease: Lease, seen: Seen) -> ItemResult:
         source_key = marker.key
         recipe = self.profile.resolve(marker.fields)
-        target = output_key(source_key)
+        existing = self._output(source_key)
+        # The source is looked at even with no output yet: its size decides, before any byte
+        # is fetched, whether it is within the limit and fits the work disk.
         source = self.stores.source.head(source_key)
         seen.source = source
         if source is None:
-            self.health.confirm("source", self.stores.source)  # not found, or not there at all?
-            raise SourceMissingError(
-                f"{self.stores.source.url}: {source_key} is not there (deleted after it was "
-                "queued?); upload it again, or delete its failure record"
-            )
-        existing = self.stores.images.head(target)
+            raise self._source_missing(source_key)
         check_owner(existing, source_key)
         state = set_state(self.stores.images, existing, source_key, source.etag, {recipe.hash})
         if state is OutputState.CURRENT:
             return ItemResult("", Outcome.SKIPPED, source_key)
         return self._transform(source_key, source.size, recipe, lease, seen)
+
+    def _output(self, source_key: str) -> ObjectInfo | None:
+        """The output as the images store has it. A key it refuses is refused by the source
+        store first if that refuses it too (as when the source was looked at first), so the
+        failure names what the operator must rename."""
+        try:
+            return self.stores.images.head(output_key(source_key))
+        except UnsafeKey:
+            self.stores.source.head(source_key)
+            raise
+
+    def _source_missing(self, source_key: str) -> SourceMissingError:
+        self.health.confirm("source", self.stores.source)  # not found, or not there at all?
+        return SourceMissingError(
+            f"{self.stores.source.url}: {source_key} is not there (deleted after it was "
+            "queued?); upload it again, or delete its failure record"
+        )
 
     def _transform(
         self, source_key: str, size: int, recipe: Recipe, lease: Lease, seen: Seen
@@ -492,13 +535,17 @@ class Worker:
         ``all_pages``, pages 2 and on are converted and published one by one, and page 1 last:
         an output set is current only once every page is there."""
         with item_folder(self._work) as folder:
-            fetched = fetch(
-                self.stores.source,
-                source_key,
-                folder / SOURCE_NAME,
-                size=size,
-                max_bytes=self.settings.max_source_size,
-            )
+            try:
+                fetched = fetch(
+                    self.stores.source,
+                    source_key,
+                    folder / SOURCE_NAME,
+                    size=size,
+                    max_bytes=self.settings.max_source_size,
+                )
+            except ObjectMissing:
+                seen.source = None
+                raise self._source_missing(source_key) from None
             seen.source = fetched.info
             first = _Page(folder / PYRAMID_NAME, 1)
             first.made, result = self._convert_fetched(fetched, first.path, recipe, lease)
@@ -598,7 +645,12 @@ class Worker:
         return result
 
     def _requeue(
-        self, key: str, etag: str, marker: Marker, now: ObjectInfo, result: ItemResult
+        self,
+        key: str,
+        etag: str,
+        marker: Marker,
+        now: ObjectInfo,
+        result: ItemResult,
     ) -> ItemResult:
         """The source became another version (``now``) while its marker was worked on: what was
         made or found is not its pyramid, so the marker stays, rewritten for that version (a
