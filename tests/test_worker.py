@@ -652,3 +652,16 @@ def test_a_run_sweeps_and_cleans_up(bench: Bench, monkeypatch: pytest.MonkeyPatc
     add_images(bench, {"w/a.jpg": SMALL})
     assert bench.run().converted == ["w/a.jpg"]
     assert list(scratch.iterdir()) == []
+
+
+def test_a_key_of_per_cent_signs_converts(bench: Bench) -> None:
+    """Anyone can upload ``%%%…%.jpg``: escaping every ``%`` tripled it past S3's 2 KB of user
+    metadata, so the pyramid never uploaded and the marker came back forever as an internal
+    error."""
+    key = "/".join(["%" * 200] * 4) + ".jpg"
+    put_source(bench.source, key, jpeg(64, 48))
+    queue(bench, key)
+    report = bench.run()
+    assert report.counts["converted"] == 1, report.to_dict()
+    assert not pending(bench)
+    assert verify_output(bench, key, (64, 48)).metadata[SOURCE_KEY] == key
