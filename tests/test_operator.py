@@ -266,3 +266,48 @@ def test_a_source_with_too_many_pages_fails_alone(
     assert report.converted == ["ok/1.jpg"]
     assert [(f["key"], f["code"]) for f in report.failures] == [(key, "too-many-pages")]
     assert keys(bench.images) == ["ok/1.tif"]
+
+
+def _classic_tiff(entries: list[tuple[int, int, int, int]]) -> bytes:
+    """A little-endian TIFF of one directory of (tag, type, count, value or offset) entries."""
+    import struct
+
+    body = struct.pack("<H", len(entries))
+    body += b"".join(struct.pack("<HHII", *entry) for entry in entries)
+    return b"II*\0" + struct.pack("<I", 8) + body + struct.pack("<I", 0)
+
+
+def _big_tiff(count: int, entries: list[tuple[int, int, int, int]]) -> bytes:
+    import struct
+
+    body = struct.pack("<Q", count) + b"".join(struct.pack("<HHQQ", *e) for e in entries)
+    return b"II+\0" + struct.pack("<HHQ", 8, 0, 16) + body + struct.pack("<Q", 0)
+
+
+HOSTILE_TIFFS = {
+    "a tag with no value": _classic_tiff([(256, 4, 0, 0), (257, 4, 1, 64)]),
+    "four billion tile offsets": _classic_tiff(
+        [(256, 4, 1, 64), (257, 4, 1, 64), (324, 4, 0xFFFFFFFF, 8)]
+    ),
+    "a directory of 2**62 entries": _big_tiff(1 << 62, [(256, 4, 1, 64)]),
+    "a description past any file": _big_tiff(
+        3, [(256, 4, 1, 64), (257, 4, 1, 64), (270, 2, 100, (1 << 64) - 1)]
+    ),
+    "tile offsets past any file": _big_tiff(
+        3, [(256, 4, 1, 64), (257, 4, 1, 64), (324, 16, 1 << 60, (1 << 64) - 1)]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_TIFFS))
+def test_info_refuses_a_hostile_tiff_in_one_line(tmp_path: Path, name: str) -> None:
+    """Counts and offsets come from the file: none may crash ``ptif info`` with a traceback or
+    make it ask for more memory than the file holds."""
+    path = tmp_path / "hostile.tif"
+    path.write_bytes(HOSTILE_TIFFS[name])
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    shown = subprocess_ptif(["info", str(path)], env)  # it may show what little it can read
+    assert shown.returncode in (0, 1) and "Traceback" not in shown.stderr, shown.stderr
+    done = subprocess_ptif(["info", "--verify", "--json", str(path)], env)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert len(done.stderr.splitlines()) == 1 and str(path) in done.stderr, done.stderr

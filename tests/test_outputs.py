@@ -21,7 +21,8 @@ from ptif.queue.outputs import (
 )
 from ptif.stores.base import ObjectInfo
 
-KEYS = ["a/x.jpg", "100% cotton/a+b.tif", "café/été 1.jpg", "%41%zz/x.png", "e\u0301/x.jpg"]
+KEYS = ["a/x.jpg", "100% cotton/a+b.tif", "café/été 1.jpg", "%41%zz/x.png", "e\u0301/x.jpg",
+        "%%41%2541%%%/x%", "%C3%A9%ff/%"]  # fmt: skip
 
 
 def info(metadata: dict[str, str]) -> ObjectInfo:
@@ -52,6 +53,12 @@ def test_accents_are_not_tripled() -> None:
     key = "é" * 500 + ".jpg"
     value = output_metadata({}, key, "etag")[SOURCE_KEY]
     assert len(value.encode()) == len(key.encode())
+
+
+def test_per_cent_signs_are_not_tripled() -> None:
+    """Only a ``%`` that reads as an escape is escaped: ``%%%…`` stays within S3's 2 KB."""
+    key = "%" * 1020 + ".jpg"
+    assert output_metadata({}, key, "etag")[SOURCE_KEY] == key
 
 
 def test_another_source_is_a_conflict() -> None:

@@ -399,3 +399,34 @@ def test_oldest_pending_age_survives_a_failed_attempt(bench: Bench) -> None:
     counted = queue_status(bench.process, QUEUE)
     assert counted.oldest_pending_age_s is not None and counted.oldest_pending_age_s >= 2.5
     assert (counted.pending, counted.retrying, counted.claimed) == (1, 1, 0)
+
+
+def test_a_key_cannot_drive_the_operators_terminal(bench: Bench) -> None:
+    """Anyone can upload a key holding escape sequences (a window title, a cleared screen): the
+    failure lines ``ptif process`` prints show them escaped, never raw."""
+    key = "x\x1b]0;PWNED\x07\x1b[2J\u202e.jpg"
+    put_source(bench.source, key, b"not an image")
+    assert run_ptif(bench, "mark").returncode == 0
+    done = run_ptif(bench, "process")
+    assert done.returncode == 1, done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr, ascii(done.stderr)
+    line = next(line for line in done.stderr.splitlines() if line.startswith("  unsupported:"))
+    assert all(c.isprintable() for c in line), ascii(line)
+    assert "x\\x1b]0;PWNED\\x07\\x1b[2J\\x202e.jpg" in line
+
+
+def test_a_file_name_cannot_drive_the_terminal_of_ptif_convert(tmp_path: Path) -> None:
+    """``ptif convert -r uploads/ out/``: a file named with escape sequences fails in a line
+    that shows them escaped."""
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "ok.jpg").write_bytes(jpeg(64, 48))
+    (uploads / "x\x1b]0;PWNED\x07.jpg").write_bytes(b"not an image")
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [*PTIF, "convert", "-r", str(uploads), str(tmp_path / "out") + "/"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr, ascii(done.stderr)
+    assert "x\\x1b]0;PWNED\\x07.jpg" in done.stderr

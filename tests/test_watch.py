@@ -418,7 +418,8 @@ def test_an_older_or_unreadable_cursor_means_one_pass_over_everything(bench: Ben
     put_output(bench.images, "b.jpg", etag)
     poller = _poller(bench)
     legacy = b'{"source": "x", "started": true, "highWater": "2020-01-01T00:00:00Z", "recent": {}}'
-    for stored in (legacy, b'ptif-watch-snapshot 1\n{"keys": 5}\n' + b"\0" * 16):
+    deep = b"ptif-watch-snapshot 1\n" + b"[" * 100_000 + b"\n"  # json's recursion limit
+    for stored in (legacy, b'ptif-watch-snapshot 1\n{"keys": 5}\n' + b"\0" * 16, deep):
         bench.process.put_bytes(poller.key, stored)
         assert _poller(bench).poll()
         assert set(markers(bench.process)) == {"a.jpg"}, "what lacks a current output"

@@ -679,3 +679,16 @@ def test_a_converted_image_costs_twelve_requests(s3_server: S3Server, tmp_path: 
         event.method for event in proxy.requests()[:alone]
     )
     assert per_image == {"GET": 8, "HEAD": 12, "PUT": 16, "DELETE": 12}, per_image
+
+
+def test_a_key_of_per_cent_signs_converts(bench: Bench) -> None:
+    """Anyone can upload ``%%%…%.jpg``: escaping every ``%`` tripled it past S3's 2 KB of user
+    metadata, so the pyramid never uploaded and the marker came back forever as an internal
+    error."""
+    key = "/".join(["%" * 200] * 4) + ".jpg"
+    put_source(bench.source, key, jpeg(64, 48))
+    queue(bench, key)
+    report = bench.run()
+    assert report.counts["converted"] == 1, report.to_dict()
+    assert not pending(bench)
+    assert verify_output(bench, key, (64, 48)).metadata[SOURCE_KEY] == key

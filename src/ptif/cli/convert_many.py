@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from ptif.cli.convert import _json_text, _recipe, _summary
+from ptif.cli.main import one_line
 from ptif.convert.batch import Item, check_destination, check_sources, plan
 from ptif.convert.limits import Limits, check_limits, default_max_memory
 from ptif.convert.profiles import Recipe
@@ -39,7 +40,7 @@ def convert_many(args: argparse.Namespace) -> int:
     for item, outcome in run_bounded(work.one, items, workers):
         if isinstance(outcome, Exception):
             failed += 1
-            print(f"ptif: {_one_line(item, outcome)}", file=sys.stderr, flush=True)
+            print(f"ptif: {one_line(_one_line(item, outcome))}", file=sys.stderr, flush=True)
             continue
         converted += 1
         for result in outcome:

@@ -117,8 +117,15 @@ def _add_output_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
 
 
+def one_line(text: str) -> str:
+    """``text`` as one line a terminal shows as it is: white space runs made one space, other
+    control characters escaped. Keys and file names are anyone's choice (``ESC ]0;…``, a
+    right-to-left override): printed raw, they would drive the operator's terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(text.split()))
+
+
 def report_error(error: PtifError) -> int:
-    print(f"ptif: {' '.join(str(error).split())}", file=sys.stderr)
+    print(f"ptif: {one_line(str(error))}", file=sys.stderr)
     if isinstance(error, ConfigError):
         return EXIT_USAGE
     return EXIT_UNREACHABLE if error.code == STORE_UNREACHABLE else EXIT_FAILED

@@ -24,6 +24,7 @@ from ptif.cli.common import (
     settings_from,
     stop_on_signals,
 )
+from ptif.cli.main import one_line
 from ptif.errors import CODES
 
 # Only the parsers are built at import; everything else loads inside the command that needs it,
@@ -158,7 +159,7 @@ def _finish(report: Any, args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"ptif process: {report.summary()}", file=sys.stderr)
     for problem in report.failures[:20]:  # -q hides the rest, never these
-        print(f"  {problem['code']}: {problem['message']}", file=sys.stderr)
+        print(f"  {problem['code']}: {one_line(problem['message'])}", file=sys.stderr)
     if len(report.failures) > 20:
         print(f"  ... and {len(report.failures) - 20} more: ptif status --failed", file=sys.stderr)
     return 1 if report.unfinished else 0

@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 
 from ptif.convert.pyramid import expected_levels
-from ptif.convert.verify import TiffLayout, read_layout, verify_pyramid
+from ptif.convert.verify import TiffLayout, read_at, read_layout, verify_pyramid
 from ptif.errors import VerificationError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -137,6 +137,5 @@ def _first_ifd_bytes(path: Path, wanted: int) -> bytes | None:
             value = entry[4 + struct.calcsize(word) :]
             if size <= len(value):
                 return value[:size]
-            handle.seek(struct.unpack(order + word, value)[0])
-            return handle.read(min(size, 1 << 16))
+            return read_at(handle, struct.unpack(order + word, value)[0], min(size, 1 << 16))
     return None

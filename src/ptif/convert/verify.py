@@ -7,6 +7,7 @@ to prove the tiles' codec data is sound.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -130,9 +131,8 @@ def _read_directory(
     handle: BinaryIO, order: str, bigtiff: bool, offset: int
 ) -> tuple[dict[str, int], int]:
     count_fmt, entry_size, value_size = ("Q", 20, 8) if bigtiff else ("H", 12, 4)
-    handle.seek(offset)
-    count = struct.unpack(order + count_fmt, handle.read(struct.calcsize(count_fmt)))[0]
-    raw = handle.read(entry_size * count + value_size)
+    count = struct.unpack(order + count_fmt, read_at(handle, offset, struct.calcsize(count_fmt)))[0]
+    raw = read_at(handle, offset + struct.calcsize(count_fmt), entry_size * count + value_size)
     fields: dict[str, int] = {}
     arrays: dict[int, tuple[int, ...]] = {}
     for i in range(count):
@@ -157,10 +157,22 @@ def _values(
     data = entry[4 + value_size : 4 + 2 * value_size]
     inline = count * _TYPE_SIZES[kind] <= value_size
     count = min(count, limit) if limit else count
+    if not count:
+        raise struct.error("a tag holds no value")
     if not inline:
-        handle.seek(struct.unpack(order + ("Q" if bigtiff else "I"), data)[0])
-        data = handle.read(count * _TYPE_SIZES[kind])
+        at = struct.unpack(order + ("Q" if bigtiff else "I"), data)[0]
+        data = read_at(handle, at, count * _TYPE_SIZES[kind])
     return struct.unpack(f"{order}{count}{_STRUCT[kind]}", data[: count * _TYPE_SIZES[kind]])
+
+
+def read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset``; a :class:`struct.error` if the file does not hold them, so
+    that counts and offsets from a hostile file never ask for more memory than the file's
+    size, nor seek where no file can reach."""
+    if offset + size > os.fstat(handle.fileno()).st_size:
+        raise struct.error(f"{size:,} bytes at offset {offset:,} lie past the end of the file")
+    handle.seek(offset)
+    return handle.read(size)
 
 
 def _tile_summary(arrays: dict[int, tuple[int, ...]]) -> dict[str, int]:

@@ -291,7 +291,7 @@ class Poller(_Watcher):
             return Cursor()
         try:
             return Cursor.parse(data)
-        except (ValueError, KeyError, TypeError, IndexError) as error:
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError) as error:
             log.warning(
                 "%s: unreadable watch cursor (%s); this pass looks at every object once",
                 self.key,

@@ -11,14 +11,16 @@ A multi-page source converted with ``all_pages`` has an output *set*: page 1 at 
 page ``n`` at :func:`page_key` (``a/book-p2.tif``), each recording its page (``ptif-page``) and
 the source's page count (``ptif-pages``). The set is current only when every page is
 (:func:`set_state`); page 1 is uploaded last, so a set interrupted half-way is never current.
-The source key is stored as it is, with only ``%`` escaped (``%25``), so values written
-percent-encoded by earlier versions read back the same; the store carries non-ASCII text in
-its own way (an RFC 2047 encoded word on S3, as AWS does). Percent-encoding every accented
-letter would triple it: a 1,000-byte key would pass S3's 2 KB of user metadata.
+The source key is stored as it is, with only a ``%`` that starts an escape (``%41``) escaped
+(``%25``), so values written percent-encoded by earlier versions read back the same, and a key
+of bare ``%`` signs (anyone can upload one) is not tripled past S3's 2 KB; the store carries
+non-ASCII text in its own way (an RFC 2047 encoded word on S3, as AWS does). Percent-encoding
+every accented letter would triple it: a 1,000-byte key would pass S3's 2 KB of user metadata.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from enum import StrEnum
 from urllib.parse import unquote
@@ -38,6 +40,8 @@ VERSION = "ptif-version"
 PAGE = "ptif-page"
 PAGES = "ptif-pages"
 SOURCE_PAGES = "ptif-source-pages"
+#: A ``%`` that ``unquote`` would read as an escape: the only one :func:`output_metadata` escapes.
+_ESCAPE = re.compile(r"%(?=[0-9A-Fa-f]{2})")
 
 
 class OutputState(StrEnum):
@@ -81,7 +85,7 @@ def output_metadata(
 ) -> dict[str, str]:
     return {
         **conversion,
-        SOURCE_KEY: source_key.replace("%", "%25"),
+        SOURCE_KEY: _ESCAPE.sub("%25", source_key),
         SOURCE_ETAG: source_etag,
         VERSION: __version__,
         PAGE: str(page),
