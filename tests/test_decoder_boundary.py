@@ -9,10 +9,12 @@ outlives it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pytest
 from store_helpers import wait_for
 
 from ptif.convert import sandbox
+from ptif.errors import PtifError
 
 MIB = 2**20
 ROOT = os.geteuid() == 0
@@ -47,6 +50,7 @@ WORKER = """
 import ctypes, sys, tempfile
 from pathlib import Path
 from ptif.convert import sandbox
+from ptif.errors import PtifError
 tempfile.tempdir = sys.argv[1]
 budget = sandbox.Budget("x", "EPS", "sh", 512 << 20, 30)
 sandbox.run(["true"], Path(sys.argv[1]) / "source", budget, lambda o: o.read_to_end(1))
@@ -78,7 +82,7 @@ def test_the_worker_is_not_dumpable(scratch: Path) -> None:
 
 
 @needs_root
-def test_a_decoder_of_a_root_worker_runs_as_nobody_and_reaches_no_private_folder(
+def test_a_decoder_of_a_root_worker_runs_as_a_user_of_its_own_and_reaches_no_private_folder(
     scratch: Path,
 ) -> None:
     private = scratch / "item-other"
@@ -90,7 +94,8 @@ def test_a_decoder_of_a_root_worker_runs_as_nobody_and_reaches_no_private_folder
         "echo scratch > mine && cat mine; ls .. || echo unlisted",
     )
     uid, gid, groups, *rest = out.splitlines()
-    assert (uid, gid, groups) == ("65534", "65534", "65534")
+    assert int(uid) in sandbox.DECODER_IDS and gid == groups == uid  # no account's, no group
+    assert run_script(scratch, "id -u").strip() != uid  # the next decoder has another
     assert "another image" not in out and "refused" in rest
     assert "scratch" in rest  # its own folder is its own
     assert "unlisted" in rest  # the other decoders' folders beside it cannot be listed
@@ -108,33 +113,55 @@ def test_a_decoder_of_a_root_worker_has_no_network(scratch: Path) -> None:
 def test_a_setsid_grandchild_does_not_outlive_its_decoder(scratch: Path) -> None:
     """The decoder starts a sleeper in a session of its own (out of the process group the
     worker kills) and exits: the supervisor kills it."""
-    marker = f"ptif-test-sleeper-{os.getpid()}-{time.monotonic_ns()}"
-    sleeper = f"setsid sh -c 'exec -a {marker} sleep 300' </dev/null >/dev/null 2>&1 &"
+    marker = unique_seconds(300)
+    sleeper = f"setsid sleep {spelt(marker)} </dev/null >/dev/null 2>&1 &"
     script = f"{sleeper} sleep 0.5; echo started"
+    seen: list[int] = []
+    watch = threading.Thread(target=lambda: seen.extend(wait_for(lambda: sleepers(marker), 10)))
+    watch.start()
     assert run_script(scratch, script).strip() == "started"
+    watch.join()
+    assert seen, "the sleeper never started"
     assert wait_for(lambda: not sleepers(marker), 5), f"left running: {sleepers(marker)}"
 
 
 def test_a_setsid_grandchild_does_not_outlive_a_decoder_past_its_deadline(scratch: Path) -> None:
-    marker = f"ptif-test-sleeper-{os.getpid()}-{time.monotonic_ns()}"
-    script = f"setsid sh -c 'exec -a {marker} sleep 300' </dev/null >/dev/null 2>&1 & sleep 300"
+    marker = unique_seconds(300)
+    script = f"setsid sleep {spelt(marker)} </dev/null >/dev/null 2>&1 & sleep 300"
+    seen: list[int] = []
+    watch = threading.Thread(target=lambda: seen.extend(wait_for(lambda: sleepers(marker), 10)))
+    watch.start()
     with pytest.raises(Exception, match="time limit"):
         run_script(scratch, script, seconds=2)
+    watch.join()
+    assert seen, "the sleeper never started"
     assert wait_for(lambda: not sleepers(marker), 5), f"left running: {sleepers(marker)}"
 
 
-#: Counts the processes of uid 65534 with shell builtins alone (no fork left to spare).
-COUNT_NOBODY = (
+#: Counts the processes of the decoder's user ($u) with shell builtins alone (no fork left).
+COUNT_MINE = (
     'n=0; for f in /proc/[0-9]*/status; do while read k v rest; do if [ "$k" = Uid: ]; then '
-    '[ "$v" = 65534 ] && n=$((n+1)); break; fi; done < $f; done 2>/dev/null; echo $n'
+    '[ "$v" = "$u" ] && n=$((n+1)); break; fi; done < $f; done 2>/dev/null; echo $n'
 )
 
 
 @needs_root
 def test_a_fork_bomb_stops_at_the_decoder_users_process_limit(scratch: Path) -> None:
-    bomb = "sh -c 'while :; do sleep 30 & done' 2>/dev/null; "
-    out = run_script(scratch, bomb + COUNT_NOBODY)
+    bomb = "u=$(id -u); sh -c 'while :; do sleep 30 & done' 2>/dev/null; "
+    out = run_script(scratch, bomb + COUNT_MINE)
     assert 1 < int(out.split()[-1]) <= sandbox.DECODER_NPROC
+
+
+def unique_seconds(seconds: int) -> str:
+    """A duration for ``sleep`` that no other process has on its command line: its marker."""
+    return f"{seconds}.{os.getpid()}{time.monotonic_ns()}"
+
+
+def spelt(marker: str) -> str:
+    """``marker`` as a shell spells it without writing it out: only the sleeper's own command
+    line holds it then, not the shell's."""
+    seconds, digits = marker.split(".")
+    return f'"$((  {seconds} )).{digits}"'
 
 
 def sleepers(marker: str) -> list[int]:
@@ -147,3 +174,32 @@ def sleepers(marker: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+@needs_root
+def test_a_decoder_cannot_read_signal_or_see_into_another(scratch: Path) -> None:
+    """Two uploads decoded at once: code running in one decoder reaches nothing of the other's
+    (its input through /proc/PID/fd, its environment, its folder), nor can it stop it."""
+    marker = unique_seconds(8)
+
+    def decode_the_victim() -> None:
+        with contextlib.suppress(PtifError):  # killed below: its image fails, as it should
+            run_script(scratch, f"exec sleep {spelt(marker)}", seconds=30)
+
+    victim = threading.Thread(target=decode_the_victim)
+    victim.start()
+    try:
+        assert wait_for(lambda: sleepers(marker), 10), "the victim never started"
+        pid = sleepers(marker)[0]
+        out = run_script(
+            scratch,
+            f"cat /proc/{pid}/fd/0 >/dev/null 2>&1 && echo read-input || echo no-input; "
+            f"cat /proc/{pid}/environ >/dev/null 2>&1 && echo read-env || echo no-env; "
+            f"ls /proc/{pid}/cwd/ >/dev/null 2>&1 && echo saw-folder || echo no-folder; "
+            f"kill -STOP {pid} 2>/dev/null && echo stopped || echo no-signal",
+        )
+    finally:
+        for pid in sleepers(marker):
+            os.kill(pid, 9)
+        victim.join()
+    assert out.split() == ["no-input", "no-env", "no-folder", "no-signal"]

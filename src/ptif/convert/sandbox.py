@@ -27,8 +27,9 @@ bounded from inside the worker (PDFium, Pillow) decode in a child started by :fu
 - **A supervisor between them.** The child is a supervisor: undumpable, a subreaper, it forks
   the decoder, waits for it, then kills every process left (``setsid`` ones included) and exits
   as the decoder did; a SIGTERM from the worker makes it do so at once. When the worker is
-  root, the decoder drops to :data:`DECODER_UID` with no groups, a process limit and (where the
-  kernel lets root) a network namespace of its own; the worker itself is made undumpable.
+  root, the decoder drops to a user of its own (:data:`DECODER_IDS`) with no groups, a process
+  limit and (where the kernel lets root) a network namespace of its own; the worker itself is
+  made undumpable.
 
 The child is a small Python launcher (``python -I -m ptif.convert.sandbox``, spawned, not forked
 from the threaded worker into Python code) that sets its limits, then either ``exec``s the
@@ -95,9 +96,13 @@ _CLONE_NEWNET = 0x40000000
 _ORPHANED = 125
 #: Exit status of a decoder that could not be confined (it never ran).
 _NOT_CONFINED = 126
-#: Who a decoder runs as when the worker runs as root (containers usually do): ``nobody``, with
-#: no supplementary groups, so it cannot read the work folders, the stores' folders or the
-#: credentials, which are root's and private.
+#: Who a decoder runs as when the worker runs as root (containers usually do): a user and group
+#: of its own, drawn afresh for each decoder from :data:`DECODER_IDS` (ids no account has), with
+#: no supplementary groups. It cannot read the work folders, the stores' folders or the
+#: credentials, which are root's and private; nor reach another decoder at all: not its
+#: ``/proc/PID/fd`` (another upload's bytes), not its folder, not a signal or a trace.
+DECODER_IDS = range(0x4000_0000, 0x7FFF_0000)
+#: Where a user namespace maps too few ids for that (rootless containers): ``nobody``, shared.
 DECODER_UID = 65534
 DECODER_GID = 65534
 #: Processes the decoder's user may have at once, once it is not root: decoders start none
@@ -490,12 +495,21 @@ def _protect_worker() -> None:
 
 def _decoder_user(scratch: Path) -> str:
     """``UID:GID`` the decoder drops to (root only: the scratch folder is given to it, and its
-    parent opened to it for traversal alone), or ``-`` to stay the worker's user."""
+    parent opened to it for traversal alone), or ``-`` to stay the worker's user. A fresh id
+    for each decoder (one in a billion of meeting another's); ``nobody`` where the user
+    namespace has no such id."""
     if os.geteuid() != 0:
         return "-"
+    import secrets
+
     os.chmod(scratch.parent, 0o711)  # not listable: the others' names stay hidden
-    os.chown(scratch, DECODER_UID, DECODER_GID)
-    return f"{DECODER_UID}:{DECODER_GID}"
+    uid = gid = DECODER_IDS[secrets.randbelow(len(DECODER_IDS))]
+    try:
+        os.chown(scratch, uid, gid)
+    except OSError:  # EINVAL: not mapped in this user namespace
+        uid, gid = DECODER_UID, DECODER_GID
+        os.chown(scratch, uid, gid)
+    return f"{uid}:{gid}"
 
 
 def _environment(scratch: Path, *, dropped: bool) -> dict[str, str]:
