@@ -257,15 +257,33 @@ def subprocess_ptif(args: list[str], env: dict[str, str]) -> Any:
 def test_a_source_with_too_many_pages_fails_alone(
     bench: Bench, corpus: Corpus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ptif.queue.worker
+    import ptif.convert.limits
 
-    monkeypatch.setattr(ptif.queue.worker, "MAX_PAGES", 2)
+    monkeypatch.setattr(ptif.convert.limits, "MAX_PAGES", 2)
     key, _ = put_multi_page(bench, corpus, "tiff")
     add_images(bench, {"ok/1.jpg": (32, 24)})
     report = bench.run(recipe={"all_pages": True})
     assert report.converted == ["ok/1.jpg"]
     assert [(f["key"], f["code"]) for f in report.failures] == [(key, "too-many-pages")]
     assert keys(bench.images) == ["ok/1.tif"]
+
+
+def test_convert_all_pages_refuses_too_many_pages_before_any(
+    corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line has the worker's bound: a source of more pages than one may give is
+    refused before its first page is converted, and nothing is written."""
+    import ptif.convert.limits
+    from ptif.convert.engine import convert_pages
+    from ptif.errors import TooManyPagesError
+
+    monkeypatch.setattr(ptif.convert.limits, "MAX_PAGES", 2)
+    src = corpus.sample("tiff_three_pages").path
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(TooManyPagesError, match="3 pages"):
+        convert_pages(src, out / "pages.tif")
+    assert list(out.iterdir()) == []
 
 
 def _classic_tiff(entries: list[tuple[int, int, int, int]]) -> bytes:

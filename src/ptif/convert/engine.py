@@ -25,7 +25,7 @@ from ptif.convert.colour import to_display
 from ptif.convert.embedded import embed
 from ptif.convert.formats import Format, sniff
 from ptif.convert.iiif import iiif_metadata
-from ptif.convert.limits import Limits, check_source_size
+from ptif.convert.limits import Limits, check_page_count, check_source_size
 from ptif.convert.loaders import Opened, OpenRequest, open_page
 from ptif.convert.profiles import DEFAULT_RECIPE, Recipe
 from ptif.convert.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
@@ -280,8 +280,10 @@ def convert_pages(
     dst = Path(dst)
     limits = _limits(limits, max_pixels)
     results: list[ConversionResult] = []
+    pages = page_count(src, limits=limits)
+    check_page_count(str(src), pages)
     try:
-        for number in range(1, page_count(src, limits=limits) + 1):
+        for number in range(1, pages + 1):
             target = page_path(dst, number)
             results.append(convert(src, target, recipe, page=number, limits=limits))
     except BaseException:

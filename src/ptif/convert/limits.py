@@ -91,6 +91,23 @@ def check_source_size(label: str, size: int, limit: int) -> None:
         )
 
 
+#: Pyramids one source may give with every page converted (``all_pages``): a multi-page source
+#: is one download, but each page is a conversion with its own time budget.
+MAX_PAGES = 10_000
+
+
+def check_page_count(label: str, pages: int) -> None:
+    """Refuse a source of more pages than :data:`MAX_PAGES` when each would be a pyramid
+    (``too-many-pages``), before the first is converted."""
+    if pages > MAX_PAGES:
+        from ptif.errors import TooManyPagesError
+
+        raise TooManyPagesError(
+            f"{label}: {pages:,} pages; ptif makes pyramids of at most {MAX_PAGES:,} pages of one "
+            "source: split it, or convert its first page only (all_pages off)"
+        )
+
+
 def parse_size(text: str) -> int:
     """``"1.5G"``, ``"512MiB"``, ``"2048m"`` or a number of bytes → bytes (binary units)."""
     match = _SIZE.fullmatch(str(text).replace("_", ""))

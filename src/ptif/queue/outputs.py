@@ -26,11 +26,10 @@ from enum import StrEnum
 from urllib.parse import unquote
 
 from ptif import __version__
+from ptif.convert.limits import MAX_PAGES
 from ptif.errors import OUTPUT_CONFLICT, ConversionError
 from ptif.stores.base import ObjectInfo, Store, UnsafeKey
 
-#: At most this many pages of one source are converted (a set of more is refused).
-MAX_PAGES = 10_000
 SOURCE_KEY = "ptif-source-key"
 SOURCE_ETAG = "ptif-source-etag"
 RECIPE = "ptif-recipe"

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ptif.config import Settings
+from ptif.convert.limits import check_page_count
 from ptif.convert.profiles import Recipe
 from ptif.errors import (
     DISK_FULL,
@@ -58,7 +59,6 @@ from ptif.errors import (
     TOO_MANY_ATTEMPTS,
     PtifError,
     SourceMissingError,
-    TooManyPagesError,
 )
 from ptif.queue.conversion import convert_labelled, tune_libvips
 from ptif.queue.failures import (
@@ -74,7 +74,6 @@ from ptif.queue.layout import HASHED_FOLDER
 from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, Tries, acquire
 from ptif.queue.markers import MAX_MARKER_BYTES, BadMarker, Marker, parse_marker, write_marker
 from ptif.queue.outputs import (
-    MAX_PAGES,
     OutputState,
     check_owner,
     output_key,
@@ -553,7 +552,7 @@ class Worker:
             every = recipe.all_pages and pages > 1
             bytes_out = result.bytes
             if every:
-                _check_page_count(source_key, pages)
+                check_page_count(source_key, pages)
                 for number in range(2, pages + 1):
                     page = _Page(folder / f"page-{number}.tif", number)
                     page.made, other = self._convert_fetched(
@@ -712,14 +711,6 @@ class _Page:
         self.path = path
         self.number = number
         self.made: Pin | None = None
-
-
-def _check_page_count(source_key: str, pages: int) -> None:
-    if pages > MAX_PAGES:
-        raise TooManyPagesError(
-            f"{source_key}: {pages:,} pages; ptif makes pyramids of at most {MAX_PAGES:,} pages "
-            "of one source: split it, or convert its first page only (all_pages off)"
-        )
 
 
 def counts_as_attempt(code: str | None) -> bool:
