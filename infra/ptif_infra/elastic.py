@@ -169,18 +169,26 @@ def scale_on_backlog(
     return Scaling(target, busy, idle)
 
 
-def _busy(
-    scope: Construct, settings: InfraSettings, target: appscaling.ScalableTarget
-) -> cloudwatch.Alarm:
-    """At least one marker queued: the count :func:`scaling_steps` gives for the backlog."""
-    action = appscaling.StepScalingAction(
+def _exact_count(
+    scope: Construct, name: str, target: appscaling.ScalableTarget
+) -> appscaling.StepScalingAction:
+    """A step action that sets the task count itself (not a change to it), at most once a
+    minute, judged on the metric's maximum."""
+    return appscaling.StepScalingAction(
         scope,
-        "ScaleOnBacklog",
+        name,
         scaling_target=target,
         adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
         metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
         cooldown=Duration.minutes(1),
     )
+
+
+def _busy(
+    scope: Construct, settings: InfraSettings, target: appscaling.ScalableTarget
+) -> cloudwatch.Alarm:
+    """At least one marker queued: the count :func:`scaling_steps` gives for the backlog."""
+    action = _exact_count(scope, "ScaleOnBacklog", target)
     for lower, upper, count in scaling_steps(settings):
         # Bounds are relative to the alarm's threshold, 1 marker.
         action.add_adjustment(
@@ -207,14 +215,7 @@ def _idle(
     scope: Construct, settings: InfraSettings, target: appscaling.ScalableTarget, minimum: int
 ) -> cloudwatch.Alarm:
     """No marker for :data:`IDLE_MINUTES` minutes: down to the minimum."""
-    action = appscaling.StepScalingAction(
-        scope,
-        "ScaleInWhenIdle",
-        scaling_target=target,
-        adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
-        metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
-        cooldown=Duration.minutes(1),
-    )
+    action = _exact_count(scope, "ScaleInWhenIdle", target)
     action.add_adjustment(adjustment=minimum, upper_bound=0)
     alarm = cloudwatch.Alarm(
         scope,
