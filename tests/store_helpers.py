@@ -436,3 +436,15 @@ def wait_for(condition: Callable[[], Any], timeout: float, step: float = 0.05) -
         if value or time.monotonic() > deadline:
             return value
         time.sleep(step)
+
+
+def can_mount_tmpfs(where: Path) -> bool:
+    """Whether this machine lets the tests mount a small tmpfs on ``where`` (in a mount
+    namespace of their own), to fill a disk for real."""
+    where.mkdir(exist_ok=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{where}'"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0

@@ -22,6 +22,7 @@ from corpus import jpeg
 from store_helpers import (
     PTIF,
     Bench,
+    can_mount_tmpfs,
     claim_of,
     failures,
     folder_bench,
@@ -129,16 +130,6 @@ def test_a_source_that_grows_while_it_is_copied_stops_at_the_limit(tmp_path: Pat
 
 
 # full work folders ------------------------------------------------------------------------------
-
-
-def can_mount_tmpfs(where: Path) -> bool:
-    where.mkdir(exist_ok=True)
-    probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{where}'"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
 
 
 def on_small_disk(where: Path, size: str, filler_kib: int, *command: str, env: dict[str, str]):  # type: ignore[no-untyped-def]

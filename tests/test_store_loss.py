@@ -31,6 +31,7 @@ from store_helpers import (
     Bench,
     Size,
     add_images,
+    can_mount_tmpfs,
     claim_of,
     folder_bench,
     json_report,
@@ -208,16 +209,6 @@ def test_a_folder_store_going_away_stops_the_run(tmp_path: Path) -> None:
 
 
 # full disks --------------------------------------------------------------------------------------
-
-
-def can_mount_tmpfs(where: Path) -> bool:
-    where.mkdir(exist_ok=True)
-    probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{where}'"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
 
 
 #: What is full, the source that does not fit, and the tmpfs's size: a download that does not
