@@ -1048,3 +1048,18 @@ def test_conversion_seconds_come_from_the_workers_item_lines(new: Synth) -> None
     assert conditions == [("logger", "ptif.items"), ("outcome", "converted")]
     assert all(line[field] == value for field, value in conditions)
     assert line["seconds"] == 1.25
+
+
+def test_service_tasks_may_protect_themselves_from_scale_in_and_daily_ones_may_not(
+    elastic: Synth, existing: Synth, new: Synth
+) -> None:
+    """A following worker sets its own task's scale-in protection while it holds claims; the
+    daily task is not a service's, so ECS would refuse it and the role does not get it."""
+    for synth in (elastic, existing):
+        cluster = text(synth.stack.resolve(synth.stack.worker.cluster.cluster_name))
+        protection = {(a, r) for a, r in grants(synth.statements(synth.stack.worker.role))
+                      if a.startswith("ecs:")}  # fmt: skip
+        assert {a for a, _ in protection} == {"ecs:GetTaskProtection", "ecs:UpdateTaskProtection"}
+        for _, resource in protection:
+            assert resource.startswith("arn:") and resource.endswith(f":task/{cluster}/*")
+    assert not {a for a, _ in grants(new.statements(new.stack.worker.role)) if a.startswith("ecs:")}

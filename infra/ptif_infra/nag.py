@@ -96,6 +96,14 @@ def _acknowledge_worker(stack: PtifStack) -> None:
             "IAM5[Resource::*]",
             "ecr:GetAuthorizationToken has no resource-level permissions: AWS requires '*'",
         )
+    for resource in wildcard_resources(stack.worker.role):
+        if re.search(r":ecs:[^:]*:[^:]*:task/[^/*]+/\*$", resource):
+            _acknowledge(
+                stack.worker.role,
+                f"IAM5[Resource::{resource}]",
+                "A task protects itself from scale-in through the ECS agent; its ARN is only "
+                "known at run time, so the statement names the tasks of ptif's cluster",
+            )
     vpc = stack.node.try_find_child("Vpc")
     if vpc is not None:
         _acknowledge(

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Duration, IgnoreMode, TimeZone
+from aws_cdk import Duration, IgnoreMode, Stack, TimeZone
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
@@ -78,10 +78,12 @@ def make_worker(scope: Construct, settings: InfraSettings, buckets: Buckets) -> 
     task = _task_definition(scope, settings, buckets, role)
     if settings.elastic:
         service = _service(scope, settings, cluster, task, network)
+        _protect_while_busy(role, cluster)
         scaling = scale_on_backlog(scope, settings, cluster, service)
         return Worker(cluster, task, role, network, None, service, scaling)
     if settings.always_on:
         service = _service(scope, settings, cluster, task, network)
+        _protect_while_busy(role, cluster)
         return Worker(cluster, task, role, network, None, service)
     schedule = _schedule(scope, settings, cluster, task, network)
     return Worker(cluster, task, role, network, schedule, None)
@@ -165,6 +167,21 @@ def _task_role(scope: Construct, settings: InfraSettings, buckets: Buckets) -> i
     for statement in task_statements(buckets.source, buckets.process, buckets.images, settings):
         role.add_to_policy(statement)
     return role
+
+
+def _protect_while_busy(role: iam.Role, cluster: ecs.ICluster) -> None:
+    """A service's task protects itself from scale-in while it holds claims, through the ECS
+    agent's endpoint (ptif.queue.protection), which needs these actions on its own task."""
+    tasks = Stack.of(role).format_arn(
+        service="ecs", resource="task", resource_name=f"{cluster.cluster_name}/*"
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(
+            sid="ProtectWhileBusy",
+            actions=["ecs:GetTaskProtection", "ecs:UpdateTaskProtection"],
+            resources=[tasks],
+        )
+    )
 
 
 def _task_definition(

@@ -113,6 +113,7 @@ def run_process(args: argparse.Namespace) -> int:
     from ptif.config import stop_grace_seconds
     from ptif.console import ItemProgress, configure_logging, wants_json
     from ptif.queue.health import StoreLost
+    from ptif.queue.protection import Protection
     from ptif.queue.worker import RunOptions, Worker
 
     json_lines = wants_json(args.json)
@@ -134,6 +135,10 @@ def run_process(args: argparse.Namespace) -> int:
     worker = Worker(settings, stores, on_item=progress, on_listed=progress.listed)
     progress.run_id = worker.run_id
     _stop_on_signals(worker, grace)
+    # On ECS, a following worker keeps its task from being scaled in while it holds claims.
+    protection = Protection.from_environment(worker.holding) if args.follow else None
+    if protection:
+        protection.start()
     try:
         with progress:
             report = worker.run(options, on_pass=_emit_metrics)
@@ -142,6 +147,9 @@ def run_process(args: argparse.Namespace) -> int:
         if args.json and lost.report is not None:
             print(json.dumps(lost.report.to_dict(), ensure_ascii=False))
         raise
+    finally:
+        if protection:
+            protection.stop()
     return _finish(report, args)
 
 

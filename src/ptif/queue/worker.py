@@ -180,6 +180,10 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def holding(self) -> bool:
+        """Whether this worker holds a claim now: an image in hand."""
+        return bool(self._keeper.held())
+
     def abandon(self) -> int:
         """Release every lease still held, so other workers can take the work at once."""
         held = self._keeper.held()
