@@ -415,6 +415,26 @@ def test_a_key_cannot_drive_the_operators_terminal(bench: Bench) -> None:
     assert "x\\x1b]0;PWNED\\x07\\x1b[2J\\x202e.jpg" in line
 
 
+def test_dry_run_key_lists_cannot_drive_the_terminal(bench: Bench) -> None:
+    """``mark``, ``reconcile`` and ``retry --dry-run`` list keys one a line on stdout: a key
+    holding escape sequences is listed escaped, and a key with spaces and accents as it is."""
+    hostile, plain = "x\x1b]0;PWNED\x07\x1b[2J.jpg", "Bibliothèque de Genève/page 1.jpg"
+    for key in (hostile, plain):
+        put_source(bench.source, key, b"not an image")
+    listed = []
+    for command in (("mark",), ("reconcile",)):
+        done = run_ptif(bench, *command, "--dry-run")
+        assert done.returncode == 0, done.stderr
+        listed.append(sorted(done.stdout.splitlines()))
+    assert run_ptif(bench, "mark").returncode == 0
+    assert run_ptif(bench, "process").returncode == 1  # both fail: failure records to retry
+    done = run_ptif(bench, "retry", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    listed.append(sorted(done.stdout.splitlines()))
+    for lines in listed:
+        assert lines == sorted(["x\\x1b]0;PWNED\\x07\\x1b[2J.jpg", plain]), lines
+
+
 def test_a_file_name_cannot_drive_the_terminal_of_ptif_convert(tmp_path: Path) -> None:
     """``ptif convert -r uploads/ out/``: a file named with escape sequences fails in a line
     that shows them escaped."""

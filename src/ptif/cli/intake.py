@@ -23,6 +23,7 @@ from ptif.cli.common import (
     settings_from,
     stop_on_signals,
 )
+from ptif.cli.main import printable
 
 if TYPE_CHECKING:
     from ptif.config import Settings
@@ -224,7 +225,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     elif args.dry_run:
         for key in report.marked_keys:
-            print(key)
+            print(printable(key))
     if not args.quiet:
         print(f"ptif reconcile: {report.summary()}", file=sys.stderr)
     return 1 if report.errors else 0

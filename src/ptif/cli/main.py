@@ -117,11 +117,17 @@ def _add_output_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on escaped (``\\x1b``), spaces and
+    letters of any script kept: how keys are listed, one a line."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def one_line(text: str) -> str:
     """``text`` as one line a terminal shows as it is: white space runs made one space, other
     control characters escaped. Keys and file names are anyone's choice (``ESC ]0;…``, a
     right-to-left override): printed raw, they would drive the operator's terminal."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in " ".join(text.split()))
+    return printable(" ".join(text.split()))
 
 
 def report_error(error: PtifError) -> int:

@@ -24,7 +24,7 @@ from ptif.cli.common import (
     settings_from,
     stop_on_signals,
 )
-from ptif.cli.main import one_line
+from ptif.cli.main import one_line, printable
 from ptif.errors import CODES
 
 # Only the parsers are built at import; everything else loads inside the command that needs it,
@@ -274,7 +274,7 @@ def _line_printer() -> Any:
 
     def show(key: str) -> None:
         with lock:
-            print(key, flush=True)
+            print(printable(key), flush=True)
 
     return show
 
@@ -351,7 +351,7 @@ def _print_left_out(left_out: dict[str, Any]) -> None:
     )
     notes = sorted(left_out["list"], key=lambda note: note["key"])
     for note in notes[:SHOWN_LEFT_OUT]:
-        print(_printable(f"  {note['key']}: page 1 of {note['pages']} converted"))
+        print(printable(f"  {note['key']}: page 1 of {note['pages']} converted"))
     if len(notes) > SHOWN_LEFT_OUT:
         print(f"  ... and {len(notes) - SHOWN_LEFT_OUT} more (--json lists them all)")
 
@@ -368,7 +368,7 @@ def _list_failures(process: Any, args: argparse.Namespace) -> int:
         count += 1
         attempts = row["attempts"] if row["attempts"] is not None else "?"
         print(
-            _printable(
+            printable(
                 f"{row['failed_at'] or '?':<20}  {row['code']:<18}  {attempts!s:>3}  "
                 f"{row['key']}: {row['message']}"
             )
@@ -377,11 +377,6 @@ def _list_failures(process: Any, args: argparse.Namespace) -> int:
         print(f"ptif status: {count} failure record(s); 'ptif retry' re-queues them",
               file=sys.stderr)  # fmt: skip
     return 0
-
-
-def _printable(text: str) -> str:
-    """One line, whatever a key or message holds: control characters escaped."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _age(seconds: float) -> str:
@@ -439,7 +434,7 @@ def run_retry(args: argparse.Namespace) -> int:
     )
     if args.dry_run and not args.json:  # with --json, the keys are in the JSON
         for key in report.keys:
-            print(key)
+            print(printable(key))
     if args.json:
         print(json.dumps(report.to_dict()))
     elif not args.quiet:
