@@ -415,6 +415,23 @@ def test_a_key_cannot_drive_the_operators_terminal(bench: Bench) -> None:
     assert "x\\x1b]0;PWNED\\x07\\x1b[2J\\x202e.jpg" in line
 
 
+def test_json_output_escapes_what_a_terminal_acts_on_and_reads_back_exact(bench: Bench) -> None:
+    """``--json`` is read on terminals too: C1 controls (U+009B is a CSI) and a right-to-left
+    override are written as ``\\u`` escapes, which read back as the very key."""
+    key = "y\u009b2J\u202egpj.jpg"
+    put_source(bench.source, key, b"not an image")
+    assert run_ptif(bench, "mark").returncode == 0
+    outputs = [
+        run_ptif(bench, "process", "--json"),
+        run_ptif(bench, "status", "--failed", "--json"),
+    ]
+    for done in outputs:
+        assert done.stdout.strip(), done.stderr
+        assert all(c.isprintable() for c in done.stdout.strip()), ascii(done.stdout)
+    assert json_report(outputs[0])["failures"][0]["key"] == key
+    assert [row["key"] for row in json.loads(outputs[1].stdout)] == [key]
+
+
 def test_dry_run_key_lists_cannot_drive_the_terminal(bench: Bench) -> None:
     """``mark``, ``reconcile`` and ``retry --dry-run`` list keys one a line on stdout: a key
     holding escape sequences is listed escaped, and a key with spaces and accents as it is."""

@@ -39,9 +39,21 @@ _EXTRA_KEYS = (
 )
 
 
+def json_text(value: Any, indent: int | None = None) -> str:
+    """``value`` as JSON that a terminal shows as it is: letters of every script kept, and each
+    character a terminal acts on (C1 controls, bidirectional overrides, line separators) written
+    as a ``\\uXXXX`` escape, which every JSON reader reads back as the same character. Keys are
+    anyone's choice, and ``--json`` output is read on terminals too."""
+    import json  # only JSON needs it; a one-shot convert starts faster without it
+
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    if text.isascii():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        import json  # only JSON logs need it; a one-shot convert starts faster without it
 
         body: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
@@ -52,7 +64,7 @@ class JsonFormatter(logging.Formatter):
         body.update({k: getattr(record, k) for k in _EXTRA_KEYS if hasattr(record, k)})
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body, ensure_ascii=False)
+        return json_text(body)
 
 
 def configure_logging(verbose: int, quiet: bool, *, json_lines: bool) -> None:

@@ -157,9 +157,9 @@ def _summary(result: ConversionResult) -> str:
 
 
 def _json_text(data: dict[str, Any], indent: int | None = None) -> str:
-    import json  # only --json needs it; a one-shot convert starts faster without it
+    from ptif.console import json_text
 
-    return json.dumps(data, indent=indent)
+    return json_text(data, indent=indent)
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:

@@ -15,6 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ptif.console import json_text
 from ptif.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -111,7 +112,7 @@ def _show(path: Path, metadata: dict[str, str], args: argparse.Namespace, label:
     info["provenance_in"] = "file" if embedded else "metadata" if info["provenance"] else None
     if args.verify:
         info["verified"] = True
-    print(json.dumps(info, ensure_ascii=False) if args.json else _text(info))
+    print(json_text(info) if args.json else _text(info))
     return EXIT_OK
 
 

@@ -24,6 +24,7 @@ from ptif.cli.common import (
     stop_on_signals,
 )
 from ptif.cli.main import printable
+from ptif.console import json_text
 
 if TYPE_CHECKING:
     from ptif.config import Settings
@@ -222,7 +223,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         options=options,
     )
     if args.json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        print(json_text(report.to_dict()))
     elif args.dry_run:
         for key in report.marked_keys:
             print(printable(key))

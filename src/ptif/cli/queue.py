@@ -25,6 +25,7 @@ from ptif.cli.common import (
     stop_on_signals,
 )
 from ptif.cli.main import one_line, printable
+from ptif.console import json_text
 from ptif.errors import CODES
 
 # Only the parsers are built at import; everything else loads inside the command that needs it,
@@ -145,7 +146,7 @@ def run_process(args: argparse.Namespace) -> int:
     except StoreLost as lost:
         # One line (main prints it) and exit 3; with --json, the report of what was done.
         if args.json and lost.report is not None:
-            print(json.dumps(lost.report.to_dict(), ensure_ascii=False))
+            print(json_text(lost.report.to_dict()))
         raise
     finally:
         if protection:
@@ -163,7 +164,7 @@ def _emit_metrics(report: Any) -> None:
 
 def _finish(report: Any, args: argparse.Namespace) -> int:
     if args.json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        print(json_text(report.to_dict()))
     if not args.quiet:
         print(f"ptif process: {report.summary()}", file=sys.stderr)
     for problem in report.failures[:20]:  # -q hides the rest, never these
@@ -361,7 +362,7 @@ def _list_failures(process: Any, args: argparse.Namespace) -> int:
 
     rows = failure_list(process, args.prefix)
     if args.json:
-        print(json.dumps(list(rows), ensure_ascii=False))
+        print(json_text(list(rows)))
         return 0
     count = 0
     for row in rows:
@@ -436,7 +437,7 @@ def run_retry(args: argparse.Namespace) -> int:
         for key in report.keys:
             print(printable(key))
     if args.json:
-        print(json.dumps(report.to_dict()))
+        print(json_text(report.to_dict()))
     elif not args.quiet:
         verb = "would re-queue" if args.dry_run else "re-queued"
         print(
