@@ -656,6 +656,8 @@ def test_alarms_notify_the_topic_when_one_is_configured(existing: Synth) -> None
 ACCEPTED = [
     r"AwsSolutions-IAM5\[Resource::(<\w+\.Arn>|arn:<AWS::Partition>:s3:::[\w.-]+)/[\w/-]*\*\]",
     r"AwsSolutions-IAM5\[Resource::arn:<AWS::Partition>:logs:[^*]+:log-group:/aws/lambda/\S+\*\]",
+    # a service's task sets its own scale-in protection: the tasks of ptif's cluster, no others
+    r"AwsSolutions-IAM5\[Resource::arn:<AWS::Partition>:ecs:[\w-]+:\d+:task/(<\w+>|[\w-]+)/\*\]",
     r"AwsSolutions-(S1|SQS3|L1|VPC7|ECS2)",
 ]
 
