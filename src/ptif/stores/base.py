@@ -58,13 +58,17 @@ class ObjectMissing(PtifError):
 
 class ObjectTooBig(PtifError):
     """An object holds more bytes than its reader would take (``get_file``'s ``max_bytes``):
-    said from its size before reading, or when more bytes than that arrive."""
+    said from its size before reading, or when more bytes than that arrive. ``info``: the
+    version that was opened, where the store knows it."""
 
     code = TOO_LARGE
 
-    def __init__(self, where: str, size: int, max_bytes: int) -> None:
+    def __init__(
+        self, where: str, size: int, max_bytes: int, info: ObjectInfo | None = None
+    ) -> None:
         super().__init__(f"{where}: more than {max_bytes:,} bytes ({size:,} seen); not read")
         self.size = size
+        self.info = info
 
 
 def copy_at_most(

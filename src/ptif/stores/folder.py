@@ -164,11 +164,15 @@ class FolderStore:
         with self._open(key) as (src, info):
             where = f"{self.url}: {key}"
             if max_bytes is not None and info.size > max_bytes:  # a sparse file, say
-                raise ObjectTooBig(where, info.size, max_bytes)
+                raise ObjectTooBig(where, info.size, max_bytes, info)
             try:
                 with _disk_full(key), open(part, "wb") as dst:  # the local disk may fill up
                     copy_at_most(src, dst, max_bytes, where)  # it may grow while copied
                 os.replace(part, path)
+            except ObjectTooBig as error:
+                part.unlink(missing_ok=True)
+                error.info = info
+                raise
             except BaseException:
                 part.unlink(missing_ok=True)
                 raise

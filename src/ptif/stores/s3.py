@@ -379,7 +379,7 @@ class S3Store:
                 body, info = self._open(key, sink, info)
                 if max_bytes is not None and info.size > max_bytes:
                     body.close()
-                    raise ObjectTooBig(self._where(key), info.size, max_bytes)
+                    raise ObjectTooBig(self._where(key), info.size, max_bytes, info)
                 _drain(body, sink, info, max_bytes, self._where(key))
                 return info
             except PreconditionFailed:
