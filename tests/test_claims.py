@@ -27,7 +27,7 @@ from store_helpers import (
 from ptif.errors import STORE_UNREACHABLE, PtifError
 from ptif.queue.failures import FailureRecord, write_failure
 from ptif.queue.layout import CLAIMS_PREFIX, claim_key, failed_key, marker_key
-from ptif.queue.leases import Busy, Lease, acquire, parse_claim
+from ptif.queue.leases import Busy, ClaimSweeper, Lease, acquire, parse_claim
 from ptif.queue.markers import new_marker
 from ptif.queue.outputs import output_key
 from ptif.stores import FolderStore
@@ -169,3 +169,36 @@ def test_a_claim_naming_failures_is_released_not_deleted(tmp_path: Path) -> None
     assert holder.owner == "" and tries.failed == ("a/x.png",)
     taken = acquire(process, "a/x.tif", "next", 60, marker=MARKER, etag="e2")
     assert isinstance(taken, Lease) and taken.has_failure("a/x.png")
+
+
+# the batched delete of finished claims ----------------------------------------------------------
+
+
+def test_finished_claims_go_in_one_batched_delete(tmp_path: Path) -> None:
+    process = FolderStore(tmp_path / "process")
+    sweeper = ClaimSweeper(process, batch=3)
+    leases = [acquire(process, f"a/{n}.tif", "me", 60) for n in range(4)]
+    for lease in leases[:2]:
+        assert isinstance(lease, Lease)
+        sweeper.add(lease)
+    assert len(keys(process, CLAIMS_PREFIX)) == 4  # waiting: still held, until the sweep
+    taken = leases[2]
+    assert isinstance(taken, Lease)
+    taken.renew()  # as a takeover would: the claim is no longer the one written
+    stale = Lease(process, taken.subject, "me", 60, etag="0" * 32)
+    sweeper.add(stale)  # the third: a full batch, swept at once
+    assert keys(process, CLAIMS_PREFIX) == sorted([taken.key, leases[3].key])  # type: ignore[union-attr]
+
+
+def test_claims_a_worker_left_waiting_for_its_sweep_are_taken_over(bench: Bench) -> None:
+    """A worker that dies after its items finished, before its sweep, leaves their claims
+    held until they expire: nothing is lost, and the next version of the image is converted."""
+    add_images(bench, {"s/x.jpg": SMALL})
+    assert bench.run().converted == ["s/x.jpg"]
+    left = acquire(bench.process, output_key("s/x.jpg"), "dead:1", -1, marker="m", etag="e")
+    assert isinstance(left, Lease)  # a finished claim the dead worker never deleted
+    put_source(bench.source, "s/x.jpg", jpeg(*SMALL, seed=9))
+    queue(bench, "s/x.jpg")
+    assert bench.run().converted == ["s/x.jpg"]
+    verify_output(bench, "s/x.jpg", SMALL)
+    assert keys(bench.process, CLAIMS_PREFIX) == [] and pending(bench) == []

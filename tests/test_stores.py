@@ -12,7 +12,7 @@ import threading
 import time
 import tracemalloc
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -325,6 +325,22 @@ def test_delete_if_match(store: Store) -> None:
         store.delete("q/m.json", if_match=etag)
 
 
+def test_a_batched_delete_removes_only_what_still_matches(store: Store) -> None:
+    kept = store.put_bytes("q/kept.json", b"v1")
+    gone = store.put_bytes("q/gone.json", b"v1")
+    store.put_bytes("q/replaced.json", b"v1")
+    replaced = store.put_bytes("q/replaced.json", b"v2")
+    stale = "0" * 32
+    left = store.delete_matching(
+        [("q/gone.json", gone), ("q/kept.json", stale), ("q/replaced.json", stale),
+         ("q/missing.json", kept)]
+    )  # fmt: skip
+    assert sorted(left) == ["q/kept.json", "q/missing.json", "q/replaced.json"]
+    assert sorted(keys(store)) == ["q/kept.json", "q/replaced.json"]
+    assert store.delete_matching([("q/replaced.json", replaced), ("q/kept.json", kept)]) == ()
+    assert keys(store) == []
+
+
 RACERS = 4  # SeaweedFS makes the losers of a race on one key wait in steps of a second
 
 
@@ -366,6 +382,25 @@ class CarelessFolder(FolderStore):
 def test_check_conditional_writes_catches_a_careless_store(tmp_path: Path) -> None:
     store = CarelessFolder(tmp_path / "s", url="careless")
     with pytest.raises(ConfigError, match=r"careless: .*ignores conditional writes.*If-None-Match"):
+        store.check_conditional_writes()
+    assert keys(store) == []
+
+
+class BlindBatchFolder(FolderStore):
+    """A store whose batched delete ignores the eTags, as a server that ignores them in
+    DeleteObjects would."""
+
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        for key, _ in objects:
+            self.delete(key)
+        return ()
+
+
+def test_check_conditional_writes_catches_a_batched_delete_that_ignores_etags(
+    tmp_path: Path,
+) -> None:
+    store = BlindBatchFolder(tmp_path / "s", url="blind")
+    with pytest.raises(ConfigError, match=r"blind: .*ignores conditional writes.*batched delete"):
         store.check_conditional_writes()
     assert keys(store) == []
 

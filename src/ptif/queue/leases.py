@@ -147,6 +147,11 @@ class Lease:
             self.lost = True
             raise LeaseLost(f"{self.subject}: the lease was taken over") from error
 
+    def done(self) -> bool:
+        """Whether the claim has nothing to remember once released (it names no failure
+        record), so deleting it is all its release needs."""
+        return not self.tries.failed
+
     def note_failure(self, source_key: str) -> None:
         """Name ``source_key`` in the claim as having a failure record, before it is filed
         (and renew); raises :class:`LeaseLost` if someone else holds it."""
@@ -324,6 +329,62 @@ def _is_whole(value: object) -> bool:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+class ClaimSweeper:
+    """Deletes the claims of finished items several at a time: one batched delete for up to
+    ``batch`` of them, and at least every ``seconds`` for what is waiting, each only if it is
+    still the one written (delete-if-match), so one taken over meanwhile is left to its new
+    holder.
+
+    A claim waiting here is still held, until its expiry at the latest: its item is done and
+    its marker gone, so nobody needs it; a new marker for its output waits for the sweep as it
+    would for any held claim. If the worker dies first, the claims left expire and are taken
+    over, or stay behind unused, as a crashed worker's do."""
+
+    def __init__(self, store: Store, batch: int = 100, seconds: float = 5.0) -> None:
+        self.store = store
+        self.batch = batch
+        self._seconds = seconds
+        self._waiting: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ptif-sweeper", daemon=True)
+
+    def __enter__(self) -> ClaimSweeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sweep()
+
+    def add(self, lease: Lease) -> None:
+        """Delete ``lease``'s claim with the next sweep."""
+        with self._lock:
+            self._waiting.append((lease.key, lease.etag))
+            full = len(self._waiting) >= self.batch
+        if full:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Delete every claim waiting; one the store refuses now expires by itself."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        try:
+            left = self.store.delete_matching(waiting)
+        except PtifError as error:
+            log.debug("%d claims not deleted (%s); they expire by themselves", len(waiting), error)
+            return
+        for key in left:
+            log.info("%s: claim already gone or taken over when deleted", key)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._seconds):
+            self.sweep()
 
 
 class LeaseKeeper:

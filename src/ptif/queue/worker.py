@@ -72,7 +72,7 @@ from ptif.queue.failures import (
 from ptif.queue.fetch import Fetched, Pin, check_pyramid, fetch
 from ptif.queue.health import StoreHealth, StoreLost
 from ptif.queue.layout import HASHED_FOLDER
-from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, Tries, acquire
+from ptif.queue.leases import Busy, ClaimSweeper, Lease, LeaseKeeper, LeaseLost, Tries, acquire
 from ptif.queue.markers import MAX_MARKER_BYTES, BadMarker, Marker, parse_marker, write_marker
 from ptif.queue.outputs import (
     OutputState,
@@ -167,6 +167,7 @@ class Worker:
         self._slots = threading.Semaphore(settings.workers)
         self._stop = threading.Event()
         self._keeper = LeaseKeeper(settings.lease_seconds)
+        self._sweeper = ClaimSweeper(self.stores.process)
         self._work = Path(".")
         self._spread = Spread()
 
@@ -190,6 +191,7 @@ class Worker:
         for lease in held:
             self._keeper.drop(lease)
             lease.release()
+        self._sweeper.sweep()
         return len(held)
 
     # the run ---------------------------------------------------------------------------------
@@ -213,6 +215,7 @@ class Worker:
         with (
             work_folder() as work,
             self._keeper,
+            self._sweeper,
             ThreadPoolExecutor(self.settings.workers * 2, thread_name_prefix="ptif") as pool,
         ):
             self._work = work
@@ -220,6 +223,7 @@ class Worker:
                 suffix = f"-{number}" if options.follow else ""
                 report = RunReport(owner=self.owner, run_id=f"{self.run_id}{suffix}")
                 self._pass(pool, options, report)
+                self._sweeper.sweep()
                 report.finish()
                 if not options.follow or report.handled:
                     self.save_report(report)
@@ -408,7 +412,7 @@ class Worker:
             result = ItemResult(info.key, Outcome.RETRY, marker.key, error.code, str(error))
         finally:
             self._keeper.drop(got)
-            _release(got, result)
+            _release(got, result, self._sweeper)
         return result
 
     def _read(self, listed: ObjectInfo) -> tuple[Marker, str] | ItemResult:
@@ -736,11 +740,12 @@ def counts_as_attempt(code: str | None) -> bool:
     )  # fmt: skip
 
 
-def _release(lease: Lease, result: ItemResult | None) -> None:
+def _release(lease: Lease, result: ItemResult | None, sweeper: ClaimSweeper) -> None:
     """Let go of the claim. After a transient failure (or a bug) it stays behind, released,
     with the attempts and the error, so the next try counts on from there; an attempt that
     failed for a reason that is not the image's (:func:`counts_as_attempt`) is not counted.
-    A release the process store refuses is left to expire."""
+    A claim with nothing left to remember goes with the sweeper's next batched delete. A
+    release the process store refuses is left to expire."""
     try:
         if result is None:
             lease.release_noting(INTERNAL, "an unexpected failure; see the worker's log")
@@ -749,6 +754,8 @@ def _release(lease: Lease, result: ItemResult | None) -> None:
         elif result.outcome is Outcome.RETRY:
             counted = counts_as_attempt(result.code)
             lease.release_noting(result.code or INTERNAL, result.message or "", counted=counted)
+        elif lease.done():
+            sweeper.add(lease)
         else:
             lease.release()
     except PtifError as error:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -189,9 +189,16 @@ class Store(Protocol):
         :class:`PreconditionFailed` when the eTag differs or the object is gone)."""
         ...
 
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        """Remove each ``(key, eTag)`` object whose eTag is still that one, in as few requests
+        as the store allows (S3: one DeleteObjects per 1,000); returns the keys it left: another
+        eTag, or gone already."""
+        ...
+
     def check_conditional_writes(self) -> None:
-        """Prove the store enforces create-if-absent and replace/delete-if-match, using a
-        scratch key; raise :class:`~ptif.errors.ConfigError` with a clear message if not."""
+        """Prove the store enforces create-if-absent and replace/delete-if-match (a batched
+        delete too), using a scratch key; raise :class:`~ptif.errors.ConfigError` with a clear
+        message if not."""
         ...
 
 
@@ -224,8 +231,9 @@ def verify_conditional_writes(store: Store, advice: str) -> None:
     :class:`ConfigError` naming the first condition the store let through. ``advice`` tells the
     operator what to do about it.
 
-    Six requests, each needed once: create-if-absent, three that must lose, a replace and a
-    delete that must win with the right eTag (the delete also clears the scratch key)."""
+    Seven requests, each needed once: create-if-absent, four that must lose (a batched delete
+    among them), a replace and a delete that must win with the right eTag (the delete also
+    clears the scratch key)."""
     key = f"{CHECK_PREFIX}{uuid.uuid4().hex}"
     wrong = "0" * 32
     etag = store.put_bytes(key, b"first", if_none_match=True)
@@ -234,6 +242,7 @@ def verify_conditional_writes(store: Store, advice: str) -> None:
             ("If-None-Match: * on a put", lambda: store.put_bytes(key, b"2", if_none_match=True)),
             ("If-Match on a put", lambda: store.put_bytes(key, b"3", if_match=wrong)),
             ("If-Match on a delete", lambda: store.delete(key, if_match=wrong)),
+            ("an eTag in a batched delete", lambda: _refused(store, key, wrong)),
         ]
         for what, attempt in checks:
             _expect_refusal(store, what, attempt, advice)
@@ -248,6 +257,12 @@ def verify_conditional_writes(store: Store, advice: str) -> None:
     except BaseException:
         store.delete(key)
         raise
+
+
+def _refused(store: Store, key: str, wrong: str) -> None:
+    """A batched delete of ``key`` with the ``wrong`` eTag: it must leave it."""
+    if store.delete_matching([(key, wrong)]):
+        raise PreconditionFailed(f"{store.url}: {key} left by a batched delete")
 
 
 def _expect_refusal(store: Store, what: str, attempt: Callable[[], object], advice: str) -> None:

@@ -257,6 +257,15 @@ class FolderStore:
             self._delete_sidecar(key, parts)
             _prune(folders, parts)
 
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        left = []
+        for key, etag in objects:
+            try:
+                self.delete(key, if_match=etag)
+            except PreconditionFailed:
+                left.append(key)
+        return tuple(left)
+
     def check_conditional_writes(self) -> None:
         verify_conditional_writes(self, "check that the folder is on a local filesystem")
 

@@ -30,7 +30,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +64,11 @@ PART_SIZE = 16 * 1024 * 1024
 MAX_PARTS = 10_000
 PART_WORKERS = 4
 STREAM_ATTEMPTS = 5
+#: DeleteObjects takes at most this many keys.
+DELETE_BATCH = 1000
+#: What DeleteObjects answers for an object it left because its condition did not hold (or, after
+#: a retry, because the first attempt deleted it).
+_NOT_DELETED = frozenset({"PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict"})
 CHUNK = 1 << 20
 #: Connections each client keeps open; the source, process and images stores share one client.
 POOL_CONNECTIONS = 64
@@ -348,6 +353,25 @@ class S3Store:
                 gone = f"{self._where(key)} is gone; nothing to delete"
                 raise PreconditionFailed(gone) from error
             raise
+
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        self._writable()
+        left = []
+        for start in range(0, len(objects), DELETE_BATCH):
+            batch = objects[start : start + DELETE_BATCH]
+            named = [{"Key": self._full(key), "ETag": _quote(etag)} for key, etag in batch]
+            with self._errors("delete", batch[0][0]):
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": named, "Quiet": True}
+                )
+            for error in response.get("Errors", ()):
+                if error.get("Code") not in _NOT_DELETED:
+                    raise StoreError(
+                        f"{self._where(error.get('Key', ''))}: not deleted ({error.get('Code')}: "
+                        f"{error.get('Message')}); try again later"
+                    )
+                left.append(error["Key"][len(self.prefix) :])
+        return tuple(left)
 
     def check_access(self) -> None:
         """Before any work: credentials are found, and the bucket answers one listing of the
@@ -667,6 +691,7 @@ def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
         client = _session().create_client("s3", endpoint_url=endpoint_url, config=config)
     if plain_http:
         client.meta.events.register("before-sign.s3.CompleteMultipartUpload", _add_content_md5)
+        client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
     return client
 
 
