@@ -61,11 +61,16 @@ PUBLISHED_BEFORE_CUT = 5
 
 
 def attempts_left(bench: Bench) -> dict[str, int]:
-    """The attempts each claim left behind records, by claim key."""
+    """The attempts each claim left behind records for a marker still queued (the version it
+    counts), by claim key. A finished image's claim that waited for its batched delete when
+    the store went away counts for no marker: any new one starts again from zero."""
     counts = {}
     for key in keys(bench.process, CLAIMS_PREFIX):
         data, _ = bench.process.get_bytes(key)
-        counts[key] = int(json.loads(data).get("attempts", 0))
+        claim = json.loads(data)
+        queued = bench.process.head(claim["markerKey"]) if claim.get("markerKey") else None
+        if queued is not None and queued.etag == claim.get("markerETag"):
+            counts[key] = int(claim.get("attempts", 0))
     return counts
 
 
