@@ -34,6 +34,7 @@ from ptif.stores import (
     open_store,
 )
 from ptif.stores import s3 as s3_module
+from ptif.stores.base import verify_conditional_writes
 from ptif.stores.folder import STALE_STAGED_S, TMP_DIR
 from ptif.stores.s3 import S3Store, Timeouts
 
@@ -396,13 +397,28 @@ class BlindBatchFolder(FolderStore):
         return ()
 
 
-def test_check_conditional_writes_catches_a_batched_delete_that_ignores_etags(
-    tmp_path: Path,
+def test_the_check_tells_whether_a_batched_delete_honours_etags(
+    store: Store, tmp_path: Path
 ) -> None:
-    store = BlindBatchFolder(tmp_path / "s", url="blind")
-    with pytest.raises(ConfigError, match=r"blind: .*ignores conditional writes.*batched delete"):
+    """A server that ignores them there is no error: its batched deletes go one by one."""
+    assert verify_conditional_writes(store, "advice") is True
+    blind = BlindBatchFolder(tmp_path / "s", url="blind")
+    assert verify_conditional_writes(blind, "advice") is False
+    assert keys(store) == [] and keys(blind) == []
+
+
+def test_an_s3_store_deletes_in_batches_once_the_server_is_found_to_honour_etags(
+    s3_server: S3Server,
+) -> None:
+    with s3_server.bucket() as bucket:
+        store = open_store(f"s3://{bucket}", endpoint_url=s3_server.endpoint_url)
+        assert isinstance(store, S3Store) and not store.batched_deletes  # until proven
+        etag = store.put_bytes("a.json", b"1")
+        assert store.delete_matching([("a.json", "0" * 32)]) == ("a.json",)  # one by one
         store.check_conditional_writes()
-    assert keys(store) == []
+        assert store.batched_deletes
+        assert store.delete_matching([("a.json", "0" * 32)]) == ("a.json",)
+        assert store.delete_matching([("a.json", etag)]) == () and keys(store) == []
 
 
 class StubbornFolder(FolderStore):

@@ -229,6 +229,9 @@ class S3Store:
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
+        #: Whether DeleteObjects honours each object's eTag here: one delete-if-match per key
+        #: until :meth:`check_conditional_writes` has seen it does.
+        self.batched_deletes = False
         self.client: Any = _client_for(self.url, self.endpoint_url, timeouts or Timeouts())
 
     def __repr__(self) -> str:
@@ -357,6 +360,13 @@ class S3Store:
     def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
         self._writable()
         left = []
+        if not self.batched_deletes:
+            for key, etag in objects:
+                try:
+                    self.delete(key, if_match=etag)
+                except PreconditionFailed:
+                    left.append(key)
+            return tuple(left)
         for start in range(0, len(objects), DELETE_BATCH):
             batch = objects[start : start + DELETE_BATCH]
             named = [{"Key": self._full(key), "ETag": _quote(etag)} for key, etag in batch]
@@ -382,10 +392,15 @@ class S3Store:
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
 
     def check_conditional_writes(self) -> None:
-        verify_conditional_writes(
-            self,
-            "upgrade the server or use AWS S3, MinIO ≥ 2024-11 or SeaweedFS ≥ 4.48 (tested)",
-        )
+        self.batched_deletes = True  # so that the check's own batched delete is one
+        try:
+            self.batched_deletes = verify_conditional_writes(
+                self,
+                "upgrade the server or use AWS S3, MinIO ≥ 2024-11 or SeaweedFS ≥ 4.48 (tested)",
+            )
+        except BaseException:
+            self.batched_deletes = False
+            raise
 
     # -- internals -----------------------------------------------------------------------------
 
