@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Self
 
 from ptif.errors import LEASE_LOST, STORE_UNREACHABLE, PtifError
 from ptif.queue.layout import claim_key
@@ -331,7 +331,32 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
-class ClaimSweeper:
+class _Periodic:
+    """A background thread that calls :meth:`tick` every ``interval`` seconds while the
+    ``with`` block runs."""
+
+    def __init__(self, interval: float, name: str) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.tick()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class ClaimSweeper(_Periodic):
     """Deletes the claims of finished items several at a time: one batched delete for up to
     ``batch`` of them, and at least every ``seconds`` for what is waiting, each only if it is
     still the one written (delete-if-match), so one taken over meanwhile is left to its new
@@ -343,21 +368,14 @@ class ClaimSweeper:
     over, or stay behind unused, as a crashed worker's do."""
 
     def __init__(self, store: Store, batch: int = 100, seconds: float = 5.0) -> None:
+        super().__init__(seconds, "ptif-sweeper")
         self.store = store
         self.batch = batch
-        self._seconds = seconds
         self._waiting: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ptif-sweeper", daemon=True)
-
-    def __enter__(self) -> ClaimSweeper:
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        super().__exit__(*exc)
         self.sweep()
 
     def add(self, lease: Lease) -> None:
@@ -382,29 +400,18 @@ class ClaimSweeper:
         for key in left:
             log.info("%s: claim already gone or taken over when deleted", key)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._seconds):
-            self.sweep()
+    def tick(self) -> None:
+        self.sweep()
 
 
-class LeaseKeeper:
+class LeaseKeeper(_Periodic):
     """Renews every held lease from one background thread, a third of a lease apart."""
 
     def __init__(self, seconds: float) -> None:
-        self._interval = seconds / 3
+        super().__init__(seconds / 3, "ptif-leases")
         self._held: dict[str, Lease] = {}
         self._failing: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ptif-leases", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def hold(self, lease: Lease) -> None:
         with self._lock:
@@ -418,10 +425,9 @@ class LeaseKeeper:
         with self._lock:
             return list(self._held.values())
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            for lease in self.held():
-                self._renew(lease)
+    def tick(self) -> None:
+        for lease in self.held():
+            self._renew(lease)
 
     def _renew(self, lease: Lease) -> None:
         try:

@@ -202,6 +202,17 @@ class Store(Protocol):
         ...
 
 
+def delete_one_by_one(store: Store, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """:meth:`Store.delete_matching` as one delete-if-match per object: the keys it left."""
+    left = []
+    for key, etag in objects:
+        try:
+            store.delete(key, if_match=etag)
+        except PreconditionFailed:
+            left.append(key)
+    return tuple(left)
+
+
 def read_only_refusal(url: str) -> ConfigError:
     """What a store opened read-only (the source) answers a write or a delete: ptif never
     changes the archive's masters, so such a call is a defect, stopped before any request."""

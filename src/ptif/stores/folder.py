@@ -61,6 +61,7 @@ from ptif.stores.base import (
     UnsafeKey,
     check_key,
     copy_at_most,
+    delete_one_by_one,
     normalize_metadata,
     read_only_refusal,
     verify_conditional_writes,
@@ -258,13 +259,7 @@ class FolderStore:
             _prune(folders, parts)
 
     def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
-        left = []
-        for key, etag in objects:
-            try:
-                self.delete(key, if_match=etag)
-            except PreconditionFailed:
-                left.append(key)
-        return tuple(left)
+        return delete_one_by_one(self, objects)
 
     def check_conditional_writes(self) -> None:
         verify_conditional_writes(self, "check that the folder is on a local filesystem")

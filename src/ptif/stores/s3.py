@@ -52,6 +52,7 @@ from ptif.stores.base import (
     UnsafeKey,
     check_key,
     copy_at_most,
+    delete_one_by_one,
     normalize_metadata,
     read_only_refusal,
     verify_conditional_writes,
@@ -359,14 +360,9 @@ class S3Store:
 
     def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
         self._writable()
-        left = []
         if not self.batched_deletes:
-            for key, etag in objects:
-                try:
-                    self.delete(key, if_match=etag)
-                except PreconditionFailed:
-                    left.append(key)
-            return tuple(left)
+            return delete_one_by_one(self, objects)
+        left = []
         for start in range(0, len(objects), DELETE_BATCH):
             batch = objects[start : start + DELETE_BATCH]
             named = [{"Key": self._full(key), "ETag": _quote(etag)} for key, etag in batch]
