@@ -397,14 +397,24 @@ class BlindBatchFolder(FolderStore):
         return ()
 
 
+class NoBatchFolder(FolderStore):
+    """A store whose server refuses a batched delete that names eTags."""
+
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        raise StoreError("MalformedXML (test)")
+
+
 def test_the_check_tells_whether_a_batched_delete_honours_etags(
     store: Store, tmp_path: Path
 ) -> None:
-    """A server that ignores them there is no error: its batched deletes go one by one."""
+    """A server that ignores them there, or refuses such a batch, is no error: its batched
+    deletes go one by one."""
     assert verify_conditional_writes(store, "advice") is True
-    blind = BlindBatchFolder(tmp_path / "s", url="blind")
+    blind = BlindBatchFolder(tmp_path / "blind", url="blind")
+    refusing = NoBatchFolder(tmp_path / "refusing", url="refusing")
     assert verify_conditional_writes(blind, "advice") is False
-    assert keys(store) == [] and keys(blind) == []
+    assert verify_conditional_writes(refusing, "advice") is False
+    assert keys(store) == [] and keys(blind) == [] and keys(refusing) == []
 
 
 def test_an_s3_store_deletes_in_batches_once_the_server_is_found_to_honour_etags(

@@ -241,11 +241,12 @@ def verify_conditional_writes(store: Store, advice: str) -> bool:
     """Try each conditional operation on a scratch key, where losing is expected, and raise
     :class:`ConfigError` naming the first condition the store let through. ``advice`` tells the
     operator what to do about it. Returns whether the store's batched delete honours eTags
-    too (a server that ignores them there is no error: its deletes then go one by one).
+    too (a server that ignores them there, or refuses such a batch, is no error: its deletes
+    then go one by one).
 
-    Seven requests, each needed once: create-if-absent, three that must lose, a replace that
-    must win with the right eTag, a batched delete with the wrong one, and a delete that must
-    win with the right one (it also clears the scratch key)."""
+    Seven requests, each needed once: create-if-absent, three that must lose, a batched delete
+    with the wrong eTag, a replace and a delete that must win with the right one (the delete
+    also clears the scratch key)."""
     key = f"{CHECK_PREFIX}{uuid.uuid4().hex}"
     wrong = "0" * 32
     etag = store.put_bytes(key, b"first", if_none_match=True)
@@ -257,11 +258,12 @@ def verify_conditional_writes(store: Store, advice: str) -> bool:
         ]
         for what, attempt in checks:
             _expect_refusal(store, what, attempt, advice)
+        batched = _batch_honours(store, key, wrong)
+        if not batched:  # the scratch key may be gone: write it again, for the checks below
+            etag = store.put_bytes(key, b"first")
         try:
             etag = store.put_bytes(key, b"second", if_match=etag)
-            batched = bool(store.delete_matching([(key, wrong)]))  # left: the eTag was honoured
-            if batched:
-                store.delete(key, if_match=etag)
+            store.delete(key, if_match=etag)
         except PreconditionFailed as error:
             raise ConfigError(
                 f"{store.url}: this store refuses conditional writes whose eTag matches; ptif "
@@ -271,6 +273,16 @@ def verify_conditional_writes(store: Store, advice: str) -> bool:
         store.delete(key)
         raise
     return batched
+
+
+def _batch_honours(store: Store, key: str, wrong: str) -> bool:
+    """Whether a batched delete of ``key`` with the ``wrong`` eTag leaves it, as it must."""
+    try:
+        return bool(store.delete_matching([(key, wrong)]))
+    except PtifError as error:
+        if isinstance(error, ConfigError):  # credentials, permissions: not the batch's doing
+            raise
+        return False
 
 
 def _expect_refusal(store: Store, what: str, attempt: Callable[[], object], advice: str) -> None:
