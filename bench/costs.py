@@ -114,6 +114,8 @@ class Roles:
     def place(self, bucket: str, key: str, query: str = "") -> str:
         if not key and (prefix := parse_qs(query).get("prefix")):
             key = prefix[0]  # a listing: where it looks
+        if not key and "delete" in parse_qs(query, keep_blank_values=True):
+            return "batch delete"  # DeleteObjects: the claims of finished images
         if bucket == self.source:
             return "source"
         if bucket == self.images:

@@ -153,6 +153,12 @@ GARBAGE_CLAIMS: dict[str, bytes] = {
     "last-error-list": json.dumps(
         {"owner": "w", "expires": time.time() + 60, "lastError": ["x"]}
     ).encode(),
+    "failed-sources-text": json.dumps(
+        {"owner": "w", "expires": FAR_AHEAD, "failedSources": "claimed/x.jpg"}
+    ).encode(),
+    "failed-sources-numbers": json.dumps(
+        {"owner": "w", "expires": FAR_AHEAD, "failedSources": [1, 2]}
+    ).encode(),
     "a-list": b'["w", 0]',
     "not-json": b"\xff\xfe garbage",
 }
@@ -203,7 +209,9 @@ def test_a_garbage_claim_does_not_reset_a_real_count(bench: Bench) -> None:
     assert report.counts["failed"] == 1
     record = read_json(bench.process, "failed/g/x.jpg.json")
     assert record["code"] == "too-many-attempts" and record["attempts"] == 2
-    assert keys(bench.process, "claims/") == [] and pending(bench) == []
+    assert pending(bench) == []
+    claim = claim_of(bench, "g/x.jpg")  # stays, released, so the record goes when it converts
+    assert claim["failedSources"] == ["g/x.jpg"] and claim["owner"] == ""
 
 
 def test_status_counts_a_garbage_claim_as_not_held(bench: Bench) -> None:

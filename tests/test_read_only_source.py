@@ -154,6 +154,7 @@ def test_a_read_only_store_refuses_every_write_before_touching_it(
         lambda: store.put_bytes("a.txt", b"x", if_none_match=True),
         lambda: store.put_file("a.txt", tmp_path / "x"),
         lambda: store.delete("a.txt"),
+        lambda: store.delete_matching([("a.txt", "0" * 32)]),
         store.check_conditional_writes,
     ]
     for attempt in attempts:

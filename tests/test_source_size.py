@@ -69,6 +69,8 @@ def test_a_sparse_50_gb_source_is_refused_before_it_is_downloaded(tmp_path: Path
     message = record["message"]
     assert "huge/scan.jpg" in message and "50 GiB" in message and "20 GiB" in message
     assert "--max-source-size" in message and "PTIF_MAX_SOURCE_SIZE" in message
+    # no output, so no look before the download: the version is the one the download opened
+    assert record["sourceVersion"]["size"] == 50 * GIB, record
     assert pending(bench) == []
 
 

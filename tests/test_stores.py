@@ -12,7 +12,7 @@ import threading
 import time
 import tracemalloc
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from ptif.stores import (
     open_store,
 )
 from ptif.stores import s3 as s3_module
+from ptif.stores.base import verify_conditional_writes
 from ptif.stores.folder import STALE_STAGED_S, TMP_DIR
 from ptif.stores.s3 import S3Store, Timeouts
 
@@ -325,6 +326,22 @@ def test_delete_if_match(store: Store) -> None:
         store.delete("q/m.json", if_match=etag)
 
 
+def test_a_batched_delete_removes_only_what_still_matches(store: Store) -> None:
+    kept = store.put_bytes("q/kept.json", b"v1")
+    gone = store.put_bytes("q/gone.json", b"v1")
+    store.put_bytes("q/replaced.json", b"v1")
+    replaced = store.put_bytes("q/replaced.json", b"v2")
+    stale = "0" * 32
+    left = store.delete_matching(
+        [("q/gone.json", gone), ("q/kept.json", stale), ("q/replaced.json", stale),
+         ("q/missing.json", kept)]
+    )  # fmt: skip
+    assert sorted(left) == ["q/kept.json", "q/missing.json", "q/replaced.json"]
+    assert sorted(keys(store)) == ["q/kept.json", "q/replaced.json"]
+    assert store.delete_matching([("q/replaced.json", replaced), ("q/kept.json", kept)]) == ()
+    assert keys(store) == []
+
+
 RACERS = 4  # SeaweedFS makes the losers of a race on one key wait in steps of a second
 
 
@@ -368,6 +385,50 @@ def test_check_conditional_writes_catches_a_careless_store(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"careless: .*ignores conditional writes.*If-None-Match"):
         store.check_conditional_writes()
     assert keys(store) == []
+
+
+class BlindBatchFolder(FolderStore):
+    """A store whose batched delete ignores the eTags, as a server that ignores them in
+    DeleteObjects would."""
+
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        for key, _ in objects:
+            self.delete(key)
+        return ()
+
+
+class NoBatchFolder(FolderStore):
+    """A store whose server refuses a batched delete that names eTags."""
+
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        raise StoreError("MalformedXML (test)")
+
+
+def test_the_check_tells_whether_a_batched_delete_honours_etags(
+    store: Store, tmp_path: Path
+) -> None:
+    """A server that ignores them there, or refuses such a batch, is no error: its batched
+    deletes go one by one."""
+    assert verify_conditional_writes(store, "advice") is True
+    blind = BlindBatchFolder(tmp_path / "blind", url="blind")
+    refusing = NoBatchFolder(tmp_path / "refusing", url="refusing")
+    assert verify_conditional_writes(blind, "advice") is False
+    assert verify_conditional_writes(refusing, "advice") is False
+    assert keys(store) == [] and keys(blind) == [] and keys(refusing) == []
+
+
+def test_an_s3_store_deletes_in_batches_once_the_server_is_found_to_honour_etags(
+    s3_server: S3Server,
+) -> None:
+    with s3_server.bucket() as bucket:
+        store = open_store(f"s3://{bucket}", endpoint_url=s3_server.endpoint_url)
+        assert isinstance(store, S3Store) and not store.batched_deletes  # until proven
+        etag = store.put_bytes("a.json", b"1")
+        assert store.delete_matching([("a.json", "0" * 32)]) == ("a.json",)  # one by one
+        store.check_conditional_writes()
+        assert store.batched_deletes
+        assert store.delete_matching([("a.json", "0" * 32)]) == ("a.json",)
+        assert store.delete_matching([("a.json", etag)]) == () and keys(store) == []
 
 
 class StubbornFolder(FolderStore):

@@ -372,7 +372,9 @@ def test_unexpected_failures_add_up_to_too_many_attempts(bench: Bench) -> None:
     assert record["code"] == "too-many-attempts" and record["attempts"] == 2
     assert "gave up after 2 attempts" in record["message"]
     assert record["lastErrorCode"] == "internal"
-    assert pending(bench) == [] and keys(bench.process, CLAIMS_PREFIX) == []
+    assert pending(bench) == []
+    claim = claim_of(bench, "t/x.jpg")  # released, naming the record for its next conversion
+    assert (claim["failedSources"], claim["attempts"], claim["owner"]) == (["t/x.jpg"], 0, "")
 
 
 def test_store_errors_never_add_up_to_too_many_attempts(bench: Bench) -> None:
@@ -654,11 +656,24 @@ def test_a_run_sweeps_and_cleans_up(bench: Bench, monkeypatch: pytest.MonkeyPatc
     assert list(scratch.iterdir()) == []
 
 
-def test_a_converted_image_costs_twelve_requests(s3_server: S3Server, tmp_path: Path) -> None:
-    """What one image costs the stores once a run is under way: read the marker, claim,
-    look at the output and the source (its size is checked before the download), download,
-    count the attempt, upload (its count given back first), look at the source again, drop
-    the failure record, the marker and the claim."""
+def test_a_converted_image_costs_seven_requests_and_a_share_of_a_batch(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """What one new image costs the stores once a run is under way, and why each is needed:
+
+    - GET the marker: the source key and the version the event named;
+    - PUT the claim (create-if-absent): one worker per output, the attempt counted in the same
+      write, so an image that kills its worker is still counted and nothing gives it back;
+    - HEAD the output: a current output is skipped, another source's is a conflict; with none
+      there the source is not looked at first;
+    - GET the source: its own answer gives the version converted and the size, checked against
+      the limit and the free space before the first byte is written;
+    - PUT the pyramid;
+    - HEAD the source again: a source replaced meanwhile is queued again, not marked done;
+    - DELETE the marker, if it still matches, once the pyramid is there;
+    - and a share of a batched delete (POST, DeleteObjects) of the claims, each if it still
+      matches: one for up to 100 finished images, or every few seconds, and one as the pass
+      ends. The claim names no failure record, so there is none to remove."""
     bench = s3_bench(tmp_path, s3_server)
     sizes = batch(4, "cost")
     for seed, (key, size) in enumerate(sizes.items()):
@@ -675,10 +690,13 @@ def test_a_converted_image_costs_twelve_requests(s3_server: S3Server, tmp_path: 
         assert sorted(bench.worker(stores, lease_seconds=600).run().converted) == sorted(sizes)
         made = proxy.requests()[before:]
     verify_all(bench, sizes)
+    assert keys(bench.process, CLAIMS_PREFIX) == []
     per_image = Counter(event.method for event in made) - Counter(
         event.method for event in proxy.requests()[:alone]
     )
-    assert per_image == {"GET": 8, "HEAD": 12, "PUT": 16, "DELETE": 12}, per_image
+    batches = per_image.pop("POST")
+    assert per_image == {"GET": 8, "HEAD": 8, "PUT": 8, "DELETE": 4}, per_image
+    assert 1 <= batches <= len(sizes), batches  # each gathers what a few seconds finished
 
 
 def test_a_key_of_per_cent_signs_converts(bench: Bench) -> None:

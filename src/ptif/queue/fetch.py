@@ -25,12 +25,13 @@ bytes twice that both differ from the eTag mean the eTag is no MD5; different by
 download was damaged or changed, and the attempt fails as ``source-changed``. A folder store's
 eTag says nothing of the content, so its sources rely on the pin alone.
 
-Before anything is downloaded, the source's size (from the store's HEAD or ``stat``) must be
-within the largest source accepted (``--max-source-size``: else ``too-large``, permanent) and
-fit the work folder's free space twice, for itself and a pyramid as big (else ``disk-full``,
-retried and never counted; a source bigger than the whole disk is ``too-large``: no later run
-fits it either).
-The download itself stops at that limit, so a file that grows while it is copied cannot pass it.
+Nothing is written beyond the largest source accepted (``--max-source-size``: else
+``too-large``, permanent), nor beyond half the work folder's free space, which keeps room for a
+pyramid as big (else ``disk-full``, retried and never counted; a source bigger than the whole
+disk is ``too-large``: no later run fits it either). The download's own answer gives the size,
+so these are decided before its first byte is written and need no look at the source first;
+where the source's size is known already, they are checked before the request. The download
+itself stops at that limit, so a file that grows while it is copied cannot pass it.
 
 The first hash is taken after the store has written the file, not while the bytes stream in
 (the stores' ``get_file`` gives none): a writer quick enough to change the file before that read
@@ -45,6 +46,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,22 +127,30 @@ class Fetched:
 
 
 def fetch(
-    store: Store, key: str, path: Path, *, size: int | None = None, max_bytes: int | None = None
+    store: Store,
+    key: str,
+    path: Path,
+    *,
+    size: int | None = None,
+    max_bytes: int | None = None,
+    opened: Callable[[ObjectInfo], None] | None = None,
 ) -> Fetched:
     """Download ``key`` to ``path``, checked against an MD5 eTag where there is one, and
-    fingerprinted for :meth:`Fetched.check`. ``size`` is the source's size as the store last
-    said it: checked against ``max_bytes`` and the work folder's free space before the
-    download; the download never writes more than ``max_bytes``."""
+    fingerprinted for :meth:`Fetched.check`. ``size``, if the store said it already, is
+    checked against ``max_bytes`` and the work folder's free space before the download; the
+    download never writes more than ``max_bytes`` or than the free space allows (a download
+    refused for that says which). ``opened`` hears of each version the store opened, even one
+    refused for its size."""
     if size is not None:
         if max_bytes is not None:
             check_source_size(key, size, max_bytes)
         check_room(key, path.parent, size)
-    info = _get(store, key, path, max_bytes)
+    info = _get(store, key, path, max_bytes, opened)
     sha256, md5 = _digests(path, md5=_is_md5(info.etag))
     if md5 is None or md5 == info.etag:
         return Fetched(key, path, info, sha256, Pin.of(path))
     first = sha256
-    info = _get(store, key, path, max_bytes)
+    info = _get(store, key, path, max_bytes, opened)
     sha256, md5 = _digests(path, md5=_is_md5(info.etag))
     if md5 is not None and md5 != info.etag and sha256 != first:
         raise SourceChanged(
@@ -169,10 +179,7 @@ def check_room(key: str, folder: Path, size: int) -> None:
     """Refuse to download ``size`` bytes into ``folder`` unless its disk has room for them and
     for a pyramid as big: ``disk-full`` (retried, never counted) while the disk is too full,
     ``too-large`` (permanent) if the download alone is bigger than the whole disk."""
-    try:
-        usage = shutil.disk_usage(folder)
-    except OSError as error:
-        raise local_error(error, f"{key}: cannot see the free space in {folder}") from error
+    usage = _usage(key, folder)
     if size > usage.total:
         raise TooLargeError(
             f"{key}: {format_size(size)} will never fit the work folder's disk ({folder}: "
@@ -181,24 +188,51 @@ def check_room(key: str, folder: Path, size: int) -> None:
         )
     need = ROOM_FACTOR * size
     if need > usage.free:
-        raise PtifError(
-            f"{key}: needs {format_size(need)} in the work folder ({format_size(size)} to "
-            f"download, as much again for its pyramid) but {folder} has "
-            f"{format_size(usage.free)} free; a later run tries again (free some space, run "
-            "fewer workers, or point TMPDIR at a bigger disk)",
-            code=DISK_FULL,
-        )
+        raise _no_room(key, folder, size, usage.free)
 
 
-def _get(store: Store, key: str, path: Path, max_bytes: int | None) -> ObjectInfo:
+def _usage(key: str, folder: Path) -> Any:
     try:
-        return store.get_file(key, path, max_bytes)
-    except ObjectTooBig as error:  # grew past the limit, or was replaced by a bigger one
-        assert max_bytes is not None
-        check_source_size(key, error.size, max_bytes)
-        raise
+        return shutil.disk_usage(folder)
+    except OSError as error:
+        raise local_error(error, f"{key}: cannot see the free space in {folder}") from error
+
+
+def _no_room(key: str, folder: Path, size: int, free: int) -> PtifError:
+    need = ROOM_FACTOR * size
+    return PtifError(
+        f"{key}: needs {format_size(need)} in the work folder ({format_size(size)} to "
+        f"download, as much again for its pyramid) but {folder} has "
+        f"{format_size(free)} free; a later run tries again (free some space, run "
+        "fewer workers, or point TMPDIR at a bigger disk)",
+        code=DISK_FULL,
+    )
+
+
+def _get(
+    store: Store,
+    key: str,
+    path: Path,
+    max_bytes: int | None,
+    opened: Callable[[ObjectInfo], None] | None,
+) -> ObjectInfo:
+    """One download, bounded by ``max_bytes`` and by the room the work folder has for it."""
+    room = _usage(key, path.parent).free // ROOM_FACTOR
+    limit = room if max_bytes is None else min(max_bytes, room)
+    try:
+        info = store.get_file(key, path, limit)
+    except ObjectTooBig as error:  # too big for the limit, grew past it, or replaced
+        if opened is not None and error.info is not None:
+            opened(error.info)
+        if max_bytes is not None:
+            check_source_size(key, error.size, max_bytes)
+        check_room(key, path.parent, error.size)
+        raise _no_room(key, path.parent, error.size, ROOM_FACTOR * room) from error
     except OSError as error:  # writing the download: the store's own failures are its errors
         raise local_error(error, f"{key}: cannot write its download to {path.parent}") from error
+    if opened is not None:
+        opened(info)
+    return info
 
 
 def _is_md5(etag: str) -> bool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -241,6 +241,10 @@ class WatchedStore:
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         self._call("delete", key, lambda: self.inner.delete(key, if_match=if_match))
+
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        first = objects[0][0] if objects else ""
+        return self._call("delete", first, lambda: self.inner.delete_matching(objects))
 
     def check_conditional_writes(self) -> None:
         self._call("check", "", self.inner.check_conditional_writes)

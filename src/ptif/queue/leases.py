@@ -9,14 +9,21 @@ minutes. Clocks of the workers are assumed to agree to within a few seconds (NTP
 a lease's length.
 
 The claim also counts the attempts at the marker it is for, and a transient failure leaves it
-behind, released, with the error: the marker is never rewritten, so it keeps its age. An attempt
-is counted when its conversion starts (:meth:`Lease.count_attempt`), written before any decoder
-sees the file, so an image that kills its worker every time is still counted, and given back as
-soon as the conversion has ended well (:meth:`Lease.end_attempt`), before the upload: a store
-that fails then is not the image's doing. A conversion that fails for a reason that is not the
-image's (a full disk) is given back when the claim is released
-(:meth:`Lease.release_noting` with ``counted=False``). What cannot be given back: a conversion
-running when the process store itself went away, which no one can tell from a crash.
+behind, released, with the error: the marker is never rewritten, so it keeps its age. The attempt
+in hand is counted in the claim's first write (:func:`acquire`): the claim holds the earlier
+attempts plus this one from the moment it is taken, before any byte of the source is fetched,
+so an image that kills its worker every time is still counted, without a write of its own. A
+conversion that succeeds needs no give-back: its claim is deleted. One that fails for a reason
+that is not the image's (a store that fails, a full disk) is given back when the claim is
+released (:meth:`Lease.release_noting` with ``counted=False``). What cannot be given back: an
+item in hand (claimed, not yet released) when its worker died or the process store itself went
+away, which no one can tell apart: each such item is counted once.
+
+The claim also knows which sources of its output key have a failure record (``failedSources``):
+a worker names the source in the claim before it files the record, and a claim that names one
+is never deleted, only released, until that source converts (or is found current) and its
+record is removed. So a conversion removes a failure record only where one may exist, and needs
+no request for it otherwise.
 
 Claims are ptif's own data, so one that is not what ptif writes (not JSON, a field of the
 wrong type, an expiry further ahead than any lease may run) is garbage: it counts as expired,
@@ -32,7 +39,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Self
 
 from ptif.errors import LEASE_LOST, STORE_UNREACHABLE, PtifError
 from ptif.queue.layout import claim_key
@@ -56,20 +63,22 @@ class LeaseLost(PtifError):
 
 @dataclass(frozen=True)
 class Tries:
-    """What the claim remembers of earlier attempts at one version of one marker."""
+    """What the claim remembers of earlier attempts at one version of one marker, and which
+    sources of its subject have a failure record (``failed``, whatever the marker)."""
 
     marker: str = ""
     marker_etag: str = ""
     attempts: int = 0
     last_error: str = ""
     last_error_code: str = ""
+    failed: tuple[str, ...] = ()
 
     def of(self, marker: str, marker_etag: str) -> Tries:
         """These tries if they were at that marker's version, else none: a newer event that
-        replaced the marker starts the count again."""
+        replaced the marker starts the count again. The failure records stay known."""
         if (self.marker, self.marker_etag) == (marker, marker_etag):
             return self
-        return Tries(marker, marker_etag)
+        return Tries(marker, marker_etag, failed=self.failed)
 
     def fields(self) -> dict[str, object]:
         fields: dict[str, object] = {"attempts": self.attempts}
@@ -77,6 +86,8 @@ class Tries:
             fields |= {"markerKey": self.marker, "markerETag": self.marker_etag}
         if self.last_error:
             fields |= {"lastError": self.last_error, "lastErrorCode": self.last_error_code}
+        if self.failed:
+            fields |= {"failedSources": list(self.failed)}
         return fields
 
 
@@ -84,10 +95,10 @@ class Tries:
 class Lease:
     """``subject`` (an output key) held by this worker until ``expires`` (epoch seconds).
 
-    The claim object also counts the attempts at the marker being worked on. It is written when
-    the lease is taken, so an image that kills its worker every time is still counted, and it
-    outlives a transient failure (released, with the error noted), so the marker itself is never
-    rewritten and keeps the age of its event.
+    The claim object also counts the attempts at the marker being worked on, the one in hand
+    included from its first write, so an image that kills its worker every time is still
+    counted, and it outlives a transient failure (released, with the error noted), so the
+    marker itself is never rewritten and keeps the age of its event.
     """
 
     store: Store
@@ -98,8 +109,8 @@ class Lease:
     etag: str = ""
     expires: float = 0.0
     lost: bool = field(default=False)
-    #: Whether :attr:`tries` includes the attempt in hand (its conversion has started).
-    counting: bool = field(default=False)
+    #: Whether :attr:`tries` includes the attempt in hand (until it is released).
+    counting: bool = field(default=True)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -108,8 +119,13 @@ class Lease:
 
     @property
     def attempts(self) -> int:
-        """Attempts counted so far, the one in hand included once its conversion started."""
+        """Attempts counted so far, the one in hand included."""
         return self.tries.attempts
+
+    @property
+    def earlier(self) -> int:
+        """Attempts counted before the one in hand."""
+        return self.tries.attempts - int(self.counting)
 
     def _body(self) -> bytes:
         self.expires = time.time() + self.seconds
@@ -124,26 +140,6 @@ class Lease:
         with self._lock:
             self._write(self._body())
 
-    def count_attempt(self) -> None:
-        """Count the attempt in hand, before its conversion starts (and renew the lease): an
-        image that kills the worker is counted even though nobody releases its claim."""
-        with self._lock:
-            if self.counting:
-                return
-            self.tries = replace(self.tries, attempts=self.tries.attempts + 1)
-            self.counting = True
-            self._write(self._body())
-
-    def end_attempt(self) -> None:
-        """The conversion ended well: what follows (checks done, the upload) cannot be the
-        image's doing, so give its count back now (and renew), while the store is there."""
-        with self._lock:
-            if not self.counting:
-                return
-            self.tries = replace(self.tries, attempts=self.tries.attempts - 1)
-            self.counting = False
-            self._write(self._body())
-
     def _write(self, body: bytes) -> None:
         try:
             self.etag = self.store.put_bytes(self.key, body, if_match=self.etag)
@@ -151,8 +147,36 @@ class Lease:
             self.lost = True
             raise LeaseLost(f"{self.subject}: the lease was taken over") from error
 
+    def done(self) -> bool:
+        """Whether the claim has nothing to remember once released (it names no failure
+        record), so deleting it is all its release needs."""
+        return not self.tries.failed
+
+    def note_failure(self, source_key: str) -> None:
+        """Name ``source_key`` in the claim as having a failure record, before it is filed
+        (and renew); raises :class:`LeaseLost` if someone else holds it."""
+        with self._lock:
+            if source_key in self.tries.failed:
+                return
+            self.tries = replace(self.tries, failed=(*self.tries.failed, source_key))
+            self._write(self._body())
+
+    def has_failure(self, source_key: str) -> bool:
+        """Whether ``source_key`` may have a failure record (the claim names it)."""
+        return source_key in self.tries.failed
+
+    def forget_failure(self, source_key: str) -> None:
+        """``source_key``'s failure record is gone; the release writes it down."""
+        failed = tuple(key for key in self.tries.failed if key != source_key)
+        self.tries = replace(self.tries, failed=failed)
+
     def release(self) -> None:
-        """Give the subject back, forgetting the attempts; fine if it was taken over."""
+        """Give the subject back, forgetting the attempts; fine if it was taken over. A claim
+        that names failure records stays, released, so they stay known."""
+        if self.tries.failed:
+            self.tries = replace(self.tries, attempts=0, last_error="", last_error_code="")
+            self._release_keeping()
+            return
         with self._lock:
             try:
                 self.store.delete(self.key, if_match=self.etag)
@@ -163,7 +187,7 @@ class Lease:
         """Give the subject back at once, keeping the attempts and the error for the next try.
         ``counted``: the attempt in hand is the image's (counted even if its conversion had not
         started: an unexpected failure may be the image's doing); else it is given back."""
-        attempts = self.tries.attempts - int(self.counting) + int(counted)
+        attempts = self.earlier + int(counted)
         self.tries = replace(
             self.tries, attempts=attempts, last_error=message, last_error_code=code
         )
@@ -172,9 +196,9 @@ class Lease:
     def release_untried(self) -> None:
         """Give the subject back as if the attempt in hand never began: earlier attempts and
         their error stay, and a claim with nothing to remember is deleted."""
-        self.tries = replace(self.tries, attempts=self.tries.attempts - int(self.counting))
+        self.tries = replace(self.tries, attempts=self.earlier)
         self.counting = False
-        if self.tries.attempts or self.tries.last_error:
+        if self.tries.attempts or self.tries.last_error or self.tries.failed:
             self._release_keeping()
         else:
             self.release()
@@ -200,9 +224,9 @@ def acquire(
     store: Store, subject: str, owner: str, seconds: float, *, marker: str = "", etag: str = ""
 ) -> Lease | Busy:
     """Take the lease of ``subject``, taking over an expired, released or garbage one, with
-    the attempts counted so far at version ``etag`` of ``marker``; else say who holds it.
-    (The attempt in hand is counted when its conversion starts: :meth:`Lease.count_attempt`.)"""
-    lease = Lease(store, subject, owner, seconds, Tries(marker, etag, 0))
+    the attempts counted so far at version ``etag`` of ``marker`` and the one in hand, counted
+    in the same write; else say who holds it."""
+    lease = Lease(store, subject, owner, seconds, Tries(marker, etag, 1))
     try:
         lease.etag = store.put_bytes(lease.key, lease._body(), if_none_match=True)
         return lease
@@ -219,7 +243,8 @@ def acquire(
         holder, before = Busy(GARBAGE, 0.0), Tries()
     if holder.expires > time.time():
         return holder
-    lease.tries = before.of(marker, etag)
+    earlier = before.of(marker, etag)
+    lease.tries = replace(earlier, attempts=earlier.attempts + 1)
     try:
         lease.etag = store.put_bytes(lease.key, lease._body(), if_match=info.etag)
     except (PreconditionFailed, ObjectMissing):
@@ -266,9 +291,13 @@ def parse_claim(data: bytes) -> tuple[Busy, Tries]:
     if not _is_whole(attempts) or attempts < 0:
         raise BadClaim(f"'attempts' is {_shown(attempts)}, not a whole number ≥ 0")
     text = _text_fields(body)
+    failed = body.get("failedSources", [])
+    if not isinstance(failed, list) or not all(isinstance(key, str) and key for key in failed):
+        raise BadClaim(f"'failedSources' is {_shown(failed)}, not a list of source keys")
     tries = Tries(
-        text["markerKey"], text["markerETag"], attempts, text["lastError"], text["lastErrorCode"]
-    )
+        text["markerKey"], text["markerETag"], attempts, text["lastError"],
+        text["lastErrorCode"], tuple(failed),
+    )  # fmt: skip
     return Busy(owner, expires), tries
 
 
@@ -302,24 +331,87 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
-class LeaseKeeper:
-    """Renews every held lease from one background thread, a third of a lease apart."""
+class _Periodic:
+    """A background thread that calls :meth:`tick` every ``interval`` seconds while the
+    ``with`` block runs."""
 
-    def __init__(self, seconds: float) -> None:
-        self._interval = seconds / 3
-        self._held: dict[str, Lease] = {}
-        self._failing: set[str] = set()
-        self._lock = threading.Lock()
+    def __init__(self, interval: float, name: str) -> None:
+        self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ptif-leases", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> LeaseKeeper:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.tick()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class ClaimSweeper(_Periodic):
+    """Deletes the claims of finished items several at a time: one batched delete for up to
+    ``batch`` of them, and at least every ``seconds`` for what is waiting, each only if it is
+    still the one written (delete-if-match), so one taken over meanwhile is left to its new
+    holder.
+
+    A claim waiting here is still held, until its expiry at the latest: its item is done and
+    its marker gone, so nobody needs it; a new marker for its output waits for the sweep as it
+    would for any held claim. If the worker dies first, the claims left expire and are taken
+    over, or stay behind unused, as a crashed worker's do."""
+
+    def __init__(self, store: Store, batch: int = 100, seconds: float = 5.0) -> None:
+        super().__init__(seconds, "ptif-sweeper")
+        self.store = store
+        self.batch = batch
+        self._waiting: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self.sweep()
+
+    def add(self, lease: Lease) -> None:
+        """Delete ``lease``'s claim with the next sweep."""
+        with self._lock:
+            self._waiting.append((lease.key, lease.etag))
+            full = len(self._waiting) >= self.batch
+        if full:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Delete every claim waiting; one the store refuses now expires by itself."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return
+        try:
+            left = self.store.delete_matching(waiting)
+        except PtifError as error:
+            log.debug("%d claims not deleted (%s); they expire by themselves", len(waiting), error)
+            return
+        for key in left:
+            log.info("%s: claim already gone or taken over when deleted", key)
+
+    def tick(self) -> None:
+        self.sweep()
+
+
+class LeaseKeeper(_Periodic):
+    """Renews every held lease from one background thread, a third of a lease apart."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds / 3, "ptif-leases")
+        self._held: dict[str, Lease] = {}
+        self._failing: set[str] = set()
+        self._lock = threading.Lock()
 
     def hold(self, lease: Lease) -> None:
         with self._lock:
@@ -333,10 +425,9 @@ class LeaseKeeper:
         with self._lock:
             return list(self._held.values())
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            for lease in self.held():
-                self._renew(lease)
+    def tick(self) -> None:
+        for lease in self.held():
+            self._renew(lease)
 
     def _renew(self, lease: Lease) -> None:
         try:

@@ -17,9 +17,10 @@ The guarantees (DESIGN.md, "Worker guarantees"):
 - each output key is held by one lease at a time, so two workers never convert the same image,
   and ``a/x.png`` and ``a/x.jpg`` cannot race for ``a/x.tif``: the second is an
   ``output-conflict``;
-- every marker's attempts are counted in its claim while its conversion runs, so an image that
-  crashes the worker every time still ends in ``failed/`` after ``max_attempts``; what is not
-  the image's doing (a store error, a full disk: :func:`counts_as_attempt`) is never counted;
+- every marker's attempts are counted in its claim from the claim's first write, so an image
+  that crashes the worker every time still ends in ``failed/`` after ``max_attempts``; what is
+  not the image's doing (a store error, a full disk: :func:`counts_as_attempt`) is given back
+  when the claim is released;
   the marker itself is never rewritten, so its age is the age of its event;
 - permanent failures move to ``failed/`` with a code and message; transient ones stay queued;
   a marker that cannot be read, or has a field of the wrong type, goes to ``failed/`` at once;
@@ -71,7 +72,7 @@ from ptif.queue.failures import (
 from ptif.queue.fetch import Fetched, Pin, check_pyramid, fetch
 from ptif.queue.health import StoreHealth, StoreLost
 from ptif.queue.layout import HASHED_FOLDER
-from ptif.queue.leases import Busy, Lease, LeaseKeeper, LeaseLost, Tries, acquire
+from ptif.queue.leases import Busy, ClaimSweeper, Lease, LeaseKeeper, LeaseLost, Tries, acquire
 from ptif.queue.markers import MAX_MARKER_BYTES, BadMarker, Marker, parse_marker, write_marker
 from ptif.queue.outputs import (
     OutputState,
@@ -105,6 +106,9 @@ class Seen:
     source was looked at, ``None`` when it was not there, else what was headed or fetched."""
 
     source: ObjectInfo | str | None = UNSEEN
+
+    def note(self, opened: ObjectInfo) -> None:
+        self.source = opened
 
 
 class Stopping(PtifError):
@@ -163,6 +167,7 @@ class Worker:
         self._slots = threading.Semaphore(settings.workers)
         self._stop = threading.Event()
         self._keeper = LeaseKeeper(settings.lease_seconds)
+        self._sweeper = ClaimSweeper(self.stores.process)
         self._work = Path(".")
         self._spread = Spread()
 
@@ -190,6 +195,7 @@ class Worker:
         for lease in held:
             self._keeper.drop(lease)
             lease.release()
+        self._sweeper.sweep()
         return len(held)
 
     # the run ---------------------------------------------------------------------------------
@@ -213,6 +219,7 @@ class Worker:
         with (
             work_folder() as work,
             self._keeper,
+            self._sweeper,
             ThreadPoolExecutor(self.settings.workers * 2, thread_name_prefix="ptif") as pool,
         ):
             self._work = work
@@ -220,6 +227,7 @@ class Worker:
                 suffix = f"-{number}" if options.follow else ""
                 report = RunReport(owner=self.owner, run_id=f"{self.run_id}{suffix}")
                 self._pass(pool, options, report)
+                self._sweeper.sweep()
                 report.finish()
                 if not options.follow or report.handled:
                     self.save_report(report)
@@ -408,7 +416,7 @@ class Worker:
             result = ItemResult(info.key, Outcome.RETRY, marker.key, error.code, str(error))
         finally:
             self._keeper.drop(got)
-            _release(got, result)
+            _release(got, result, self._sweeper)
         return result
 
     def _read(self, listed: ObjectInfo) -> tuple[Marker, str] | ItemResult:
@@ -432,7 +440,7 @@ class Worker:
         output is then current (skipped), or the delete-if-match at the end leaves the newer
         marker queued. Only before filing a failure is it read again (:meth:`_still_queued`)."""
         # markers of ptif 0.1 counted their attempts themselves
-        tried = max(lease.attempts, marker.attempts)
+        tried = max(lease.earlier, marker.attempts)
         if tried >= self.settings.max_attempts:
             if (stale := self._still_queued(key, marker, etag)) is not None:
                 return stale
@@ -442,9 +450,8 @@ class Worker:
                 f"{reason or 'it never finished (worker crashes?)'}",
                 code=TOO_MANY_ATTEMPTS,
             )
-            return self._fail(
-                key, marker, etag, error, tried, earlier=lease.tries, seen=self._look(marker.key)
-            )
+            seen = self._look(marker.key)
+            return self._fail(key, marker, etag, error, lease, tried, lease.tries, seen)
         seen = Seen()
         try:
             result = self._convert(marker, lease, seen)
@@ -454,11 +461,11 @@ class Worker:
                 return ItemResult(key, Outcome.RETRY, marker.key, error.code, str(error))
             if (now := self._changed(marker.key, seen)) is not None:
                 failed = ItemResult(key, Outcome.REQUEUED, marker.key, error.code, str(error))
-                return self._requeue(key, etag, marker, now, failed)
-            return self._fail(key, marker, etag, error, tried + 1, seen=seen)
+                return self._requeue(key, etag, marker, now, failed, lease)
+            return self._fail(key, marker, etag, error, lease, tried + 1, seen=seen)
         if (now := self._changed(marker.key, seen)) is not None:
-            return self._requeue(key, etag, marker, now, result)
-        return self._finish(key, etag, result)
+            return self._requeue(key, etag, marker, now, result, lease)
+        return self._finish(key, etag, result, lease)
 
     def _still_queued(self, key: str, marker: Marker, etag: str) -> ItemResult | None:
         """None if the marker is still the one read, else the outcome: gone (finished by
@@ -498,11 +505,15 @@ class Worker:
         return now
 
     def _convert(self, marker: Marker, lease: Lease, seen: Seen) -> ItemResult:
+        """Skip a source whose output is current; else convert the version the download
+        opens. With no output at all there is nothing to compare: the source is not looked at
+        first, the download's own answer says which version it is and how big (checked before
+        its first byte is written)."""
         source_key = marker.key
         recipe = self.profile.resolve(marker.fields)
         existing = self._output(source_key)
-        # The source is looked at even with no output yet: its size decides, before any byte
-        # is fetched, whether it is within the limit and fits the work disk.
+        if existing is None:
+            return self._transform(source_key, None, recipe, lease, seen)
         source = self.stores.source.head(source_key)
         seen.source = source
         if source is None:
@@ -531,12 +542,13 @@ class Worker:
         )
 
     def _transform(
-        self, source_key: str, size: int, recipe: Recipe, lease: Lease, seen: Seen
+        self, source_key: str, size: int | None, recipe: Recipe, lease: Lease, seen: Seen
     ) -> ItemResult:
-        """Fetch into the item's own folder (if its ``size`` is within the limit and fits the
-        disk), convert, and publish what was made from exactly the bytes fetched. With
-        ``all_pages``, pages 2 and on are converted and published one by one, and page 1 last:
-        an output set is current only once every page is there."""
+        """Fetch into the item's own folder (if its ``size``, known already or from the
+        download's answer, is within the limit and fits the disk), convert, and publish what
+        was made from exactly the bytes fetched. With ``all_pages``, pages 2 and on are
+        converted and published one by one, and page 1 last: an output set is current only once
+        every page is there."""
         with item_folder(self._work) as folder:
             try:
                 fetched = fetch(
@@ -545,13 +557,14 @@ class Worker:
                     folder / SOURCE_NAME,
                     size=size,
                     max_bytes=self.settings.max_source_size,
+                    opened=seen.note,
                 )
             except ObjectMissing:
                 seen.source = None
                 raise self._source_missing(source_key) from None
             seen.source = fetched.info
             first = _Page(folder / PYRAMID_NAME, 1)
-            first.made, result = self._convert_fetched(fetched, first.path, recipe, lease)
+            first.made, result = self._convert_fetched(fetched, first.path, recipe)
             pages = result.pages
             every = recipe.all_pages and pages > 1
             bytes_out = result.bytes
@@ -559,9 +572,7 @@ class Worker:
                 check_page_count(source_key, pages)
                 for number in range(2, pages + 1):
                     page = _Page(folder / f"page-{number}.tif", number)
-                    page.made, other = self._convert_fetched(
-                        fetched, page.path, recipe, lease, number
-                    )
+                    page.made, other = self._convert_fetched(fetched, page.path, recipe, number)
                     self._publish(fetched, page, other, pages, lease)
                     bytes_out += other.bytes
             self._publish(fetched, first, result, pages if every else 1, lease)
@@ -580,7 +591,6 @@ class Worker:
         if lease.lost:
             raise LeaseLost(f"{source_key}: the lease was lost while converting")
         fetched.check()
-        lease.end_attempt()  # what follows is the stores' doing, never the image's
         target = page_key(source_key, page.number)
         if page.number > 1:
             check_owner(self.stores.images.head(target), source_key)
@@ -612,14 +622,13 @@ class Worker:
             log.warning("%s: could not note its pages left out: %s", source_key, error)
 
     def _convert_fetched(
-        self, fetched: Fetched, dst: Path, recipe: Recipe, lease: Lease, page: int = 1
+        self, fetched: Fetched, dst: Path, recipe: Recipe, page: int = 1
     ) -> tuple[Pin, ConversionResult]:
-        """Convert in one of the run's slots, the attempt counted as it starts. A permanent
-        failure is the image's only if its source is still the one fetched."""
+        """Convert in one of the run's slots (the attempt was counted when it was claimed). A
+        permanent failure is the image's only if its source is still the one fetched."""
         with self._slots:
             if self._stop.is_set():
                 raise Stopping(f"{fetched.key}: the run stopped before converting it")
-            lease.count_attempt()
             try:
                 result = convert_labelled(
                     fetched.path, dst, recipe, fetched.key, self.settings.limits(), page,
@@ -631,12 +640,11 @@ class Worker:
                 raise
         return Pin.of(dst), result
 
-    def _finish(self, key: str, etag: str, result: ItemResult) -> ItemResult:
-        """The key is done: its failure record goes (it describes the past), then its marker,
-        unless that was replaced meanwhile."""
+    def _finish(self, key: str, etag: str, result: ItemResult, lease: Lease) -> ItemResult:
+        """The key is done: its failure record goes, if it has one (it describes the past),
+        then its marker, unless that was replaced meanwhile."""
         result.marker_key = key
-        if result.source_key:
-            remove_failure(self.stores.process, result.source_key)
+        self._clear_failure(lease, result.source_key)
         try:
             self.stores.process.delete(key, if_match=etag)
         except PreconditionFailed:
@@ -654,6 +662,7 @@ class Worker:
         marker: Marker,
         now: ObjectInfo,
         result: ItemResult,
+        lease: Lease,
     ) -> ItemResult:
         """The source became another version (``now``) while its marker was worked on: what was
         made or found is not its pyramid, so the marker stays, rewritten for that version (a
@@ -662,8 +671,7 @@ class Worker:
         renewed = marker.with_fields(
             eTag=now.etag, size=now.size, eventTime=format_time(now.modified), sequencer=None
         )
-        if marker.key:
-            remove_failure(self.stores.process, marker.key)
+        self._clear_failure(lease, marker.key)
         try:
             self.stores.process.put_bytes(key, renewed.to_bytes(), if_match=etag)
         except PreconditionFailed:
@@ -675,6 +683,13 @@ class Worker:
         result.source_key = marker.key
         return result
 
+    def _clear_failure(self, lease: Lease, source_key: str | None) -> None:
+        """Remove the failure record of ``source_key`` if it may have one: its claim names
+        every source of its output that has one (:meth:`Lease.note_failure`)."""
+        if source_key and lease.has_failure(source_key):
+            remove_failure(self.stores.process, source_key)
+            lease.forget_failure(source_key)
+
     # failures --------------------------------------------------------------------------------
 
     def _fail(
@@ -683,14 +698,17 @@ class Worker:
         marker: Marker,
         etag: str,
         error: PtifError,
+        lease: Lease,
         attempts: int,
         earlier: Tries | None = None,
         seen: Seen | None = None,
     ) -> ItemResult:
         """File the failure (with the last error of the ``earlier`` tries, and the version of
-        the source that failed), drop the marker."""
+        the source that failed), named first in the claim, which then stays; drop the
+        marker."""
         version = seen.source if seen is not None else UNSEEN
         record = FailureRecord(marker, error, key, attempts, self.owner, earlier, version)
+        lease.note_failure(marker.key)
         write_failure(self.stores.process, record)
         self._delete_marker(key, etag)
         log.debug("%s: failed (%s): %s", marker.key, error.code, error)
@@ -726,11 +744,12 @@ def counts_as_attempt(code: str | None) -> bool:
     )  # fmt: skip
 
 
-def _release(lease: Lease, result: ItemResult | None) -> None:
+def _release(lease: Lease, result: ItemResult | None, sweeper: ClaimSweeper) -> None:
     """Let go of the claim. After a transient failure (or a bug) it stays behind, released,
     with the attempts and the error, so the next try counts on from there; an attempt that
     failed for a reason that is not the image's (:func:`counts_as_attempt`) is not counted.
-    A release the process store refuses is left to expire."""
+    A claim with nothing left to remember goes with the sweeper's next batched delete. A
+    release the process store refuses is left to expire."""
     try:
         if result is None:
             lease.release_noting(INTERNAL, "an unexpected failure; see the worker's log")
@@ -739,6 +758,8 @@ def _release(lease: Lease, result: ItemResult | None) -> None:
         elif result.outcome is Outcome.RETRY:
             counted = counts_as_attempt(result.code)
             lease.release_noting(result.code or INTERNAL, result.message or "", counted=counted)
+        elif lease.done():
+            sweeper.add(lease)
         else:
             lease.release()
     except PtifError as error:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,13 +58,17 @@ class ObjectMissing(PtifError):
 
 class ObjectTooBig(PtifError):
     """An object holds more bytes than its reader would take (``get_file``'s ``max_bytes``):
-    said from its size before reading, or when more bytes than that arrive."""
+    said from its size before reading, or when more bytes than that arrive. ``info``: the
+    version that was opened, where the store knows it."""
 
     code = TOO_LARGE
 
-    def __init__(self, where: str, size: int, max_bytes: int) -> None:
+    def __init__(
+        self, where: str, size: int, max_bytes: int, info: ObjectInfo | None = None
+    ) -> None:
         super().__init__(f"{where}: more than {max_bytes:,} bytes ({size:,} seen); not read")
         self.size = size
+        self.info = info
 
 
 def copy_at_most(
@@ -185,10 +189,28 @@ class Store(Protocol):
         :class:`PreconditionFailed` when the eTag differs or the object is gone)."""
         ...
 
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        """Remove each ``(key, eTag)`` object whose eTag is still that one, in as few requests
+        as the store allows (S3: one DeleteObjects per 1,000, once
+        :meth:`check_conditional_writes` has found the server honours eTags there; one
+        delete-if-match each until then); returns the keys it left: another eTag, or gone."""
+        ...
+
     def check_conditional_writes(self) -> None:
         """Prove the store enforces create-if-absent and replace/delete-if-match, using a
         scratch key; raise :class:`~ptif.errors.ConfigError` with a clear message if not."""
         ...
+
+
+def delete_one_by_one(store: Store, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """:meth:`Store.delete_matching` as one delete-if-match per object: the keys it left."""
+    left = []
+    for key, etag in objects:
+        try:
+            store.delete(key, if_match=etag)
+        except PreconditionFailed:
+            left.append(key)
+    return tuple(left)
 
 
 def read_only_refusal(url: str) -> ConfigError:
@@ -215,13 +237,16 @@ def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     return result
 
 
-def verify_conditional_writes(store: Store, advice: str) -> None:
+def verify_conditional_writes(store: Store, advice: str) -> bool:
     """Try each conditional operation on a scratch key, where losing is expected, and raise
     :class:`ConfigError` naming the first condition the store let through. ``advice`` tells the
-    operator what to do about it.
+    operator what to do about it. Returns whether the store's batched delete honours eTags
+    too (a server that ignores them there, or refuses such a batch, is no error: its deletes
+    then go one by one).
 
-    Six requests, each needed once: create-if-absent, three that must lose, a replace and a
-    delete that must win with the right eTag (the delete also clears the scratch key)."""
+    Seven requests, each needed once: create-if-absent, three that must lose, a batched delete
+    with the wrong eTag, a replace and a delete that must win with the right one (the delete
+    also clears the scratch key)."""
     key = f"{CHECK_PREFIX}{uuid.uuid4().hex}"
     wrong = "0" * 32
     etag = store.put_bytes(key, b"first", if_none_match=True)
@@ -233,6 +258,9 @@ def verify_conditional_writes(store: Store, advice: str) -> None:
         ]
         for what, attempt in checks:
             _expect_refusal(store, what, attempt, advice)
+        batched = _batch_honours(store, key, wrong)
+        if not batched:  # the scratch key may be gone: write it again, for the checks below
+            etag = store.put_bytes(key, b"first")
         try:
             etag = store.put_bytes(key, b"second", if_match=etag)
             store.delete(key, if_match=etag)
@@ -244,6 +272,17 @@ def verify_conditional_writes(store: Store, advice: str) -> None:
     except BaseException:
         store.delete(key)
         raise
+    return batched
+
+
+def _batch_honours(store: Store, key: str, wrong: str) -> bool:
+    """Whether a batched delete of ``key`` with the ``wrong`` eTag leaves it, as it must."""
+    try:
+        return bool(store.delete_matching([(key, wrong)]))
+    except PtifError as error:
+        if isinstance(error, ConfigError):  # credentials, permissions: not the batch's doing
+            raise
+        return False
 
 
 def _expect_refusal(store: Store, what: str, attempt: Callable[[], object], advice: str) -> None:

@@ -61,6 +61,7 @@ from ptif.stores.base import (
     UnsafeKey,
     check_key,
     copy_at_most,
+    delete_one_by_one,
     normalize_metadata,
     read_only_refusal,
     verify_conditional_writes,
@@ -164,11 +165,15 @@ class FolderStore:
         with self._open(key) as (src, info):
             where = f"{self.url}: {key}"
             if max_bytes is not None and info.size > max_bytes:  # a sparse file, say
-                raise ObjectTooBig(where, info.size, max_bytes)
+                raise ObjectTooBig(where, info.size, max_bytes, info)
             try:
                 with _disk_full(key), open(part, "wb") as dst:  # the local disk may fill up
                     copy_at_most(src, dst, max_bytes, where)  # it may grow while copied
                 os.replace(part, path)
+            except ObjectTooBig as error:
+                part.unlink(missing_ok=True)
+                error.info = info
+                raise
             except BaseException:
                 part.unlink(missing_ok=True)
                 raise
@@ -252,6 +257,9 @@ class FolderStore:
             os.unlink(parts[-1], dir_fd=folders[-1])
             self._delete_sidecar(key, parts)
             _prune(folders, parts)
+
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        return delete_one_by_one(self, objects)
 
     def check_conditional_writes(self) -> None:
         verify_conditional_writes(self, "check that the folder is on a local filesystem")

@@ -30,7 +30,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +52,7 @@ from ptif.stores.base import (
     UnsafeKey,
     check_key,
     copy_at_most,
+    delete_one_by_one,
     normalize_metadata,
     read_only_refusal,
     verify_conditional_writes,
@@ -64,6 +65,11 @@ PART_SIZE = 16 * 1024 * 1024
 MAX_PARTS = 10_000
 PART_WORKERS = 4
 STREAM_ATTEMPTS = 5
+#: DeleteObjects takes at most this many keys.
+DELETE_BATCH = 1000
+#: What DeleteObjects answers for an object it left because its condition did not hold (or, after
+#: a retry, because the first attempt deleted it).
+_NOT_DELETED = frozenset({"PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict"})
 CHUNK = 1 << 20
 #: Connections each client keeps open; the source, process and images stores share one client.
 POOL_CONNECTIONS = 64
@@ -224,6 +230,9 @@ class S3Store:
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
+        #: Whether DeleteObjects honours each object's eTag here: one delete-if-match per key
+        #: until :meth:`check_conditional_writes` has seen it does.
+        self.batched_deletes = False
         self.client: Any = _client_for(self.url, self.endpoint_url, timeouts or Timeouts())
 
     def __repr__(self) -> str:
@@ -349,6 +358,27 @@ class S3Store:
                 raise PreconditionFailed(gone) from error
             raise
 
+    def delete_matching(self, objects: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        self._writable()
+        if not self.batched_deletes:
+            return delete_one_by_one(self, objects)
+        left = []
+        for start in range(0, len(objects), DELETE_BATCH):
+            batch = objects[start : start + DELETE_BATCH]
+            named = [{"Key": self._full(key), "ETag": _quote(etag)} for key, etag in batch]
+            with self._errors("delete", batch[0][0]):
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": named, "Quiet": True}
+                )
+            for error in response.get("Errors", ()):
+                if error.get("Code") not in _NOT_DELETED:
+                    raise StoreError(
+                        f"{self._where(error.get('Key', ''))}: not deleted ({error.get('Code')}: "
+                        f"{error.get('Message')}); try again later"
+                    )
+                left.append(error["Key"][len(self.prefix) :])
+        return tuple(left)
+
     def check_access(self) -> None:
         """Before any work: credentials are found, and the bucket answers one listing of the
         prefix. A setting or credential problem is a :class:`ConfigError`, a server that does
@@ -358,10 +388,15 @@ class S3Store:
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
 
     def check_conditional_writes(self) -> None:
-        verify_conditional_writes(
-            self,
-            "upgrade the server or use AWS S3, MinIO ≥ 2024-11 or SeaweedFS ≥ 4.48 (tested)",
-        )
+        self.batched_deletes = True  # so that the check's own batched delete is one
+        try:
+            self.batched_deletes = verify_conditional_writes(
+                self,
+                "upgrade the server or use AWS S3, MinIO ≥ 2024-11 or SeaweedFS ≥ 4.48 (tested)",
+            )
+        except BaseException:
+            self.batched_deletes = False
+            raise
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -379,7 +414,7 @@ class S3Store:
                 body, info = self._open(key, sink, info)
                 if max_bytes is not None and info.size > max_bytes:
                     body.close()
-                    raise ObjectTooBig(self._where(key), info.size, max_bytes)
+                    raise ObjectTooBig(self._where(key), info.size, max_bytes, info)
                 _drain(body, sink, info, max_bytes, self._where(key))
                 return info
             except PreconditionFailed:
@@ -667,6 +702,7 @@ def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
         client = _session().create_client("s3", endpoint_url=endpoint_url, config=config)
     if plain_http:
         client.meta.events.register("before-sign.s3.CompleteMultipartUpload", _add_content_md5)
+        client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
     return client
 
 
