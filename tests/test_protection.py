@@ -145,7 +145,9 @@ def test_following_worker_on_ecs_protects_its_task_while_converting(
     worker = start_ptif(bench, "process", "--follow", "--poll", "0.5", "--workers", "1", "-q",
                         env=env)  # fmt: skip
     try:
-        assert wait_for(lambda: True in agent.enabled(), 120, step=0.1), worker.stderr
+        if not wait_for(lambda: True in agent.enabled(), 120, step=0.1):
+            worker.terminate()
+            raise AssertionError(worker.communicate(timeout=60)[1][-3000:])
         done = wait_for(lambda: bench.images.head("big/scan.tif") is not None, 300, step=0.2)
         assert done
         idle = protection.TICK_SECONDS * (protection.IDLE_TICKS + 3)

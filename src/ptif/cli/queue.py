@@ -139,6 +139,7 @@ def run_process(args: argparse.Namespace) -> int:
     # On ECS, a following worker keeps its task from being scaled in while it holds claims.
     protection = Protection.from_environment(worker.holding) if args.follow else None
     if protection:
+        worker.on_claim = protection.poke
         protection.start()
     try:
         with progress:

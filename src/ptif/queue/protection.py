@@ -7,14 +7,14 @@ agent gives every task an endpoint, ``$ECS_AGENT_URI/task-protection/v1/state``,
 can say it must not be stopped for now; ECS then stops unprotected (idle) tasks first and waits
 for protected ones to clear their flag or let it expire.
 
-A worker protects its task while it holds at least one claim and clears the protection once it
-has held none for :data:`IDLE_TICKS` ticks in a row, so a busy queue, where claims follow each
-other with short gaps, does not flip it on every image. Protection is renewed while the work
-lasts and expires on its own after :data:`PROTECT_MINUTES` if the worker stops renewing it (a
-crashed or frozen process never pins a task). The endpoint needs ``ecs:UpdateTaskProtection``
-on the task's role (the CDK app grants it in its service modes). It is a convenience: when the
-agent refuses or cannot be reached, the worker logs it and carries on, and SIGTERM still
-releases the work in hand.
+A worker protects its task as soon as it takes a claim, keeps the protection while it holds any,
+and clears it once it has held none for :data:`IDLE_TICKS` ticks in a row, so a busy queue,
+where claims follow each other with short gaps, does not flip it on every image. Protection is
+renewed while the work lasts and expires on its own after :data:`PROTECT_MINUTES` if the worker
+stops renewing it (a crashed or frozen process never pins a task). The endpoint needs
+``ecs:UpdateTaskProtection`` on the task's role (the CDK app grants it in its service modes). It
+is a convenience: when the agent refuses or cannot be reached, the worker logs it and carries
+on, and SIGTERM still releases the work in hand.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Protection:
         self.failures = 0
         self.retry_at = float("-inf")
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -91,13 +92,23 @@ class Protection:
     def stop(self) -> None:
         """Stop ticking and clear the protection: the worker is leaving."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(REQUEST_TIMEOUT_S * 2)
         if self.protected:
             self._set(False)
 
+    def poke(self) -> None:
+        """A claim was just taken: look now rather than at the next tick, so that protection
+        starts with the work, even work shorter than a tick."""
+        self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
+        while True:
+            self._wake.wait(TICK_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.tick()
 
     def _set(self, enabled: bool) -> None:

@@ -162,6 +162,8 @@ class Worker:
         self.run_id = os.urandom(4).hex()
         self.on_item = on_item
         self.on_listed = on_listed
+        #: Called as each claim is taken (scale-in protection looks at once).
+        self.on_claim: Callable[[], None] | None = None
         self.profile = settings.conversion_profile()
         self.queue = settings.queue_prefix
         self._slots = threading.Semaphore(settings.workers)
@@ -409,6 +411,8 @@ class Worker:
             recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS)
             return ItemResult(info.key, Outcome.BUSY, marker.key, busy_until=recheck)
         self._keeper.hold(got)
+        if self.on_claim:
+            self.on_claim()
         result = None
         try:
             result = self._claimed(info.key, marker, etag, got)
