@@ -262,6 +262,7 @@ _RECIPE_TYPES: dict[str, tuple[Callable[[str], Any], str]] = {
     "quality": (int, "a whole number"),
     "tile_size": (int, "a whole number"),
     "dpi": (float, "a number"),
+    "min_quality": (float, "a number"),
     "max_width": (int, "a whole number"),
     "max_height": (int, "a whole number"),
 }

@@ -22,6 +22,7 @@ import pyvips
 from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
+from ptif.convert.encoding import Encoding, choose, fixed
 from ptif.convert.formats import Format, sniff
 from ptif.convert.limits import Limits
 from ptif.convert.loaders import Opened, OpenRequest, open_page
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 ALLOWED_LOADERS = (
     "jpegload", "pngload", "tiffload", "gifload", "webpload", "heifload", "pdfload", "jp2kload",
     "pngload_source",  # Ghostscript's rendering of an EPS page, from a file
+    "tiffload_buffer",  # ptif's own sample tiles (ptif.convert.encoding), never a source
 )  # fmt: skip
 _DISK_FULL = re.compile(r"no space left|enospc|disk quota|file too large", re.I)
 _IO_PROBLEM = re.compile(r"permission denied|read-only file system|input/output error", re.I)
@@ -51,8 +53,8 @@ class ConversionResult:
     """What was written: enough for callers to store as metadata and for people to read."""
 
     __slots__ = (
-        "bands", "bigtiff", "bytes", "decoder", "height", "levels", "page", "pages", "path",
-        "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
+        "bands", "bigtiff", "bytes", "decoder", "encoding", "height", "levels", "page", "pages",
+        "path", "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
     )  # fmt: skip
 
     path: Final[Path]
@@ -70,6 +72,8 @@ class ConversionResult:
     pages: Final[int]
     seconds: Final[float]
     warnings: Final[tuple[str, ...]]
+    #: How the tiles were encoded (``jpeg-q89-420``...), chosen against the recipe's floor.
+    encoding: Final[Encoding]
 
     def __init__(
         self,
@@ -89,6 +93,7 @@ class ConversionResult:
         pages: int,
         seconds: float,
         warnings: tuple[str, ...] = (),
+        encoding: Encoding | None = None,
     ) -> None:
         self.path = path
         self.width = width
@@ -105,6 +110,7 @@ class ConversionResult:
         self.pages = pages
         self.seconds = seconds
         self.warnings = warnings
+        self.encoding = encoding or fixed(recipe, bands)
 
     @property
     def recipe_hash(self) -> str:
@@ -120,6 +126,7 @@ class ConversionResult:
             "width": str(self.width),
             "height": str(self.height),
             "ptif-recipe": self.recipe_hash,
+            "ptif-encoding": self.encoding.label,
             "ptif-version": __version__,
         }
 
@@ -135,6 +142,8 @@ class ConversionResult:
             "bigtiff": self.bigtiff,
             "recipe": self.recipe.describe(),
             "recipe_hash": self.recipe_hash,
+            "encoding": self.encoding.label,
+            "sample_ssim": None if self.encoding.ssim is None else round(self.encoding.ssim, 4),
             "source_format": self.source_format,
             "decoder": self.decoder,
             "page": self.page,
@@ -284,9 +293,10 @@ def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
 def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
+    image, encoding = _encoding(job, image, recipe)
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
-    options = tiffsave_options(recipe, bigtiff=bigtiff)
+    options = tiffsave_options(recipe, bigtiff=bigtiff, quality=encoding.quality)
     _write_verified(job, image, options, levels, recipe.tile_size)
     for warning in warnings:
         log.warning("%s: %s", job.src, warning)
@@ -306,7 +316,17 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
         pages=opened.pages,
         seconds=time.perf_counter() - job.started,
         warnings=tuple(warnings),
+        encoding=encoding,
     )
+
+
+def _encoding(job: _Job, image: pyvips.Image, recipe: Recipe) -> tuple[pyvips.Image, Encoding]:
+    """The tiles' encoding (:mod:`ptif.convert.encoding`); its sample is the first pixels
+    decoded, so a broken source fails here as it would while writing."""
+    try:
+        return choose(image, recipe)
+    except pyvips.Error as error:
+        raise _classify_save_error(job, job.dst, error) from error
 
 
 def _write_verified(
