@@ -55,10 +55,7 @@ class Encoding:
         """``jpeg-q89-420``, ``jpeg-q90-rgb``, ``jpeg-q85-grey``, ``deflate``..."""
         if self.compression != "jpeg":
             return self.compression
-        if self.bands < 3:
-            kind = "grey"
-        else:
-            kind = "420" if self.quality < 90 else "rgb"
+        kind = "grey" if self.bands < 3 else "420" if self.quality < 90 else "rgb"
         return f"jpeg-q{self.quality}-{kind}"
 
 
