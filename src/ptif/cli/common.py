@@ -44,7 +44,8 @@ def add_recipe_settings(
     group = parser.add_argument_group(
         "conversion settings",
         "Override the profile's; each also has a variable (PTIF_COMPRESSION, PTIF_QUALITY,\n"
-        "PTIF_TILE_SIZE, PTIF_DPI, PTIF_MAX_WIDTH, PTIF_MAX_HEIGHT) and a key in ptif.toml's\n"
+        "PTIF_TILE_SIZE, PTIF_DPI, PTIF_MIN_QUALITY, PTIF_MAX_WIDTH, PTIF_MAX_HEIGHT) and a key\n"
+        "in ptif.toml's\n"
         "[recipe] table. A flag beats the variable, which beats the file.",
     )
     profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
@@ -72,6 +73,14 @@ def _add_tile_options(group: argparse._ArgumentGroup) -> None:
         help="tile width and height, a multiple of 16",
     )
     group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
+    group.add_argument(
+        "--min-quality",
+        type=float,
+        metavar="SSIM",
+        help="JPEG tiles: the quality floor, an SSIM against the source (default profile: "
+        "0.94); each image gets the fewest bytes that hold it, 4:2:0 below Q90 or RGB at Q90. "
+        "--quality or --compression turn the floor off",
+    )
 
 
 def _add_output_box(group: argparse._ArgumentGroup) -> None:

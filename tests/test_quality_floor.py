@@ -1,0 +1,153 @@
+"""The default profile's quality floor: 4:2:0 JPEG tiles where they hold it, RGB Q90 where fine
+colour detail needs it; explicit settings mean what they say. Outputs are opened and measured."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import pyvips
+import tifffile
+
+from ptif.config import load_settings
+from ptif.convert.encoding import ssim
+from ptif.convert.engine import convert, init_vips
+from ptif.convert.profiles import DEFAULT_MIN_QUALITY, get_profile
+from ptif.errors import ConfigError
+
+PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR = 2, 6
+
+
+def smooth_photo(path: Path) -> None:
+    """Gradients and soft blobs, as a sky, skin or a wall: 4:2:0 is invisible there."""
+    xy = pyvips.Image.xyz(1200, 900).cast("float")
+    base = xy[0] / 1200 * [90, 60, -40] + xy[1] / 900 * [-50, 30, 70] + [120, 110, 100]
+    blobs = pyvips.Image.gaussnoise(1200, 900, sigma=40, seed=3).gaussblur(12)
+    image = (base + blobs).cast("uchar").copy(interpretation="srgb")
+    image.pngsave(str(path))
+
+
+def star_field(path: Path) -> None:
+    """Single-pixel stars of many colours on black: 4:2:0 smears them."""
+    rng = random.Random(5)
+    image = pyvips.Image.black(1200, 900, bands=3)
+    for _ in range(6000):
+        colour = [rng.randrange(40, 256) for _ in range(3)]
+        image = image.draw_rect(colour, rng.randrange(1200), rng.randrange(900), 1, 1)
+    image.cast("uchar").copy(interpretation="srgb").pngsave(str(path))
+
+
+def thin_lines(path: Path) -> None:
+    """A map: one-pixel red and blue lines on paper."""
+    image = pyvips.Image.black(1200, 900, bands=3) + [236, 226, 200]
+    for step in range(0, 1200, 9):
+        image = image.draw_line([200, 20, 20], step, 0, step // 2, 899)
+    for step in range(0, 900, 7):
+        image = image.draw_line([20, 40, 200], 0, step, 1199, (step * 3) % 900)
+    image.cast("uchar").copy(interpretation="srgb").pngsave(str(path))
+
+
+def level0(path: Path) -> tuple[int, pyvips.Image]:
+    with tifffile.TiffFile(path) as tiff:
+        photometric = int(tiff.pages[0].photometric)
+    return photometric, pyvips.Image.new_from_file(str(path), page=0)
+
+
+def measured(src: Path, out: Path) -> float:
+    return ssim(pyvips.Image.new_from_file(str(src)), level0(out)[1])
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    init_vips()
+    folder = tmp_path_factory.mktemp("floor")
+    made = {}
+    for name, make in (("photo", smooth_photo), ("stars", star_field), ("lines", thin_lines)):
+        made[name] = folder / f"{name}.png"
+        make(made[name])
+    return made
+
+
+def test_smooth_photograph_gets_subsampled_tiles(images: dict[str, Path], tmp_path: Path) -> None:
+    result = convert(images["photo"], tmp_path / "photo.tif")
+    photometric, _ = level0(result.path)
+    assert photometric == PHOTOMETRIC_YCBCR
+    assert result.encoding.label.endswith("-420") and result.encoding.quality < 90
+    assert result.metadata()["ptif-encoding"] == result.encoding.label
+    assert result.to_dict()["encoding"] == result.encoding.label
+    assert measured(images["photo"], result.path) >= DEFAULT_MIN_QUALITY
+
+
+@pytest.mark.parametrize("name", ["stars", "lines"])
+def test_fine_colour_detail_gets_rgb_q90(
+    images: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    result = convert(images[name], tmp_path / f"{name}.tif")
+    photometric, _ = level0(result.path)
+    assert photometric == PHOTOMETRIC_RGB
+    assert result.encoding.label == "jpeg-q90-rgb"
+    assert result.metadata()["ptif-encoding"] == "jpeg-q90-rgb"
+    # what the floor avoided: the best 4:2:0 tiles lose it
+    subsampled = convert(images[name], tmp_path / "q89.tif", get_profile("default").with_overrides(
+        quality=89).recipe)  # fmt: skip
+    assert measured(images[name], subsampled.path) < DEFAULT_MIN_QUALITY
+    assert measured(images[name], result.path) > measured(images[name], subsampled.path)
+
+
+def test_explicit_quality_means_what_it_says(images: dict[str, Path], tmp_path: Path) -> None:
+    recipe = get_profile("default").with_overrides(quality=90).recipe
+    assert recipe.min_quality is None
+    result = convert(images["photo"], tmp_path / "q90.tif", recipe)
+    assert level0(result.path)[0] == PHOTOMETRIC_RGB
+    assert result.encoding.label == "jpeg-q90-rgb" and result.encoding.ssim is None
+
+
+def test_marble_keeps_the_original_settings() -> None:
+    marble = get_profile("marble")
+    assert marble.recipe.min_quality is None and marble.recipe.compression == "deflate"
+    assert marble.recipe.hash == "2f7def2b465d"
+
+
+def test_floor_from_flag_environment_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={}).conversion_profile().recipe.min_quality == 0.94
+    (tmp_path / "ptif.toml").write_text("[ptif]\nrecipe = {min_quality = 0.9}\n")
+    assert load_settings(environ={}).conversion_profile().recipe.min_quality == 0.9
+    environ = {"PTIF_MIN_QUALITY": "0.97"}
+    assert load_settings(environ=environ).conversion_profile().recipe.min_quality == 0.97
+    flags = {"recipe": {"min_quality": 0.99}}
+    profile = load_settings(flags, environ=environ).conversion_profile()
+    assert profile.recipe.min_quality == 0.99
+    assert profile.recipe.hash != get_profile("default").recipe.hash
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"min_quality": 1.5}, "min-quality 1.5 is out of range"),
+        ({"min_quality": 0.9, "quality": 80}, "both quality 80 and min-quality 0.9"),
+        ({"min_quality": 0.9, "compression": "deflate"}, "min-quality applies to JPEG"),
+    ],
+)
+def test_bad_floors_are_refused(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        get_profile("default").with_overrides(**settings)
+
+
+def test_bad_floor_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="PTIF_MIN_QUALITY='high'"):
+        load_settings(environ={"PTIF_MIN_QUALITY": "high"})
+
+
+def test_ssim_agrees_with_scikit_image(images: dict[str, Path]) -> None:
+    metrics = pytest.importorskip("skimage.metrics")
+    source = pyvips.Image.new_from_file(str(images["stars"]))
+    decoded = pyvips.Image.tiffload_buffer(source.tiffsave_buffer(compression="jpeg", Q=80))
+    reference = metrics.structural_similarity(
+        source.numpy(), decoded.numpy(), channel_axis=2, data_range=255
+    )
+    assert abs(ssim(source, decoded) - reference) < 0.01
