@@ -112,8 +112,9 @@ def _sample(image: pyvips.Image, tile: int) -> tuple[pyvips.Image, pyvips.Image]
         return whole, whole
     rows = min(image.height, tile * BAND_TILE_ROWS)
     band = image.crop(0, 0, image.width, rows).copy_memory()
-    rest = image.crop(0, rows, image.width, image.height - rows)
-    joined = band.join(rest, "vertical") if rest.height else band
+    joined = band
+    if rows < image.height:
+        joined = band.join(image.crop(0, rows, image.width, image.height - rows), "vertical")
     return joined, _tiles(band, tile)
 
 

@@ -140,6 +140,8 @@ class Recipe:
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with some settings changed, checked like any new recipe."""
+        if "min_quality" not in changes and changes.keys() & {"quality", "compression"}:
+            changes["min_quality"] = None  # a quality or compression given is what is wanted
         return Recipe(**{**self.settings(), **changes})
 
     def __eq__(self, other: object) -> bool:
