@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 BIN    := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: setup system-deps demo test test-fast lint format bench bench-quality clean
+.PHONY: setup system-deps node-deps demo test test-fast lint format bench bench-quality clean
 
 ## setup: create .venv with ptif and its locked dependencies (uv.lock)
 setup: $(VENV)/.ready
@@ -23,13 +23,21 @@ system-deps:
 	  if [ -n "$$CI" ]; then exit 1; fi; \
 	  echo "make: some system packages are missing; the tests that need them will be skipped" >&2; }
 
+## node-deps: iiif-processor (serverless-iiif's image core) for tests/test_iiif_processor.py,
+## at the version package-lock.json pins, into tests/iiif_processor/node_modules (git ignores it)
+NODE_DIR := tests/iiif_processor
+node-deps:
+	@if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund --prefix $(NODE_DIR); \
+	elif [ -n "$$CI" ]; then echo "make: npm is missing (Node.js 20 or later)" >&2; exit 1; \
+	else echo "make: npm is missing; the iiif-processor test will be skipped" >&2; fi
+
 ## demo: convert a handful of awkward sample images into pyramids under ptif-demo/ (its own
 ## folder: ./ptif-data, where a real run on folders keeps its stores, is never touched)
 demo: setup
 	$(BIN)/python examples/demo.py
 
 ## test: lint, type-check and run every test
-test: setup system-deps lint
+test: setup system-deps node-deps lint
 	$(BIN)/pytest -n 2 --dist loadfile
 
 ## test-fast: the edit loop: every test not marked slow, without lint (about two minutes)
@@ -63,4 +71,4 @@ bench-quality: setup
 ## run's stores), and of ptif-demo/ only the files the demo listed as its own
 clean:
 	-$(PYTHON) examples/demo.py --clean
-	rm -rf $(VENV) bench/out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/out .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

@@ -155,7 +155,7 @@ class Wrapped:
 class FlakySource(Wrapped):
     """Every download fails the way a dropped connection does."""
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
         raise StoreError(f"{key}: the download broke off (test)")
 
 

@@ -129,19 +129,19 @@ def test_config_file_by_variable_and_argument(elsewhere: Path) -> None:
     ("environ", "message"),
     [
         ({"PTIF_WORKERS": "0"}, "workers must be at least 1, not 0"),
-        ({"PTIF_WORKERS": "two"}, "workers must be a number, not 'two'"),
-        ({"PTIF_WORKERS": "2.5"}, "workers must be a number"),
-        ({"PTIF_LEASE_SECONDS": "4"}, "lease seconds must be 5 to 86400, not 4"),
+        ({"PTIF_WORKERS": "two"}, "PTIF_WORKERS=two: workers must be a whole number"),
+        ({"PTIF_WORKERS": "2.5"}, "PTIF_WORKERS=2.5: workers must be a whole number"),
+        ({"PTIF_LEASE_SECONDS": "4"}, "=4: lease_seconds must be 5 to 86400 seconds"),
         ({"PTIF_LEASE_SECONDS": "soon"}, "lease_seconds must be a number"),
-        ({"PTIF_MAX_ATTEMPTS": "0"}, "max attempts must be at least 1"),
+        ({"PTIF_MAX_ATTEMPTS": "0"}, "max_attempts must be at least 1"),
         ({"PTIF_MIN_AGE": "old"}, "min_age must be a number"),
-        ({"PTIF_MAX_PIXELS": "lots"}, "max_pixels must be a number"),
+        ({"PTIF_MAX_PIXELS": "lots"}, "max_pixels must be a whole number"),
         ({"PTIF_QUEUE_PREFIX": "rbsc"}, "queue prefix 'rbsc' must end with '/'"),
         ({"PTIF_QUEUE_PREFIX": "/rbsc/"}, "queue prefix '/rbsc/'"),
         ({"PTIF_QUEUE_PREFIX": "failed/"}, "queue prefix 'failed/' overlaps .* failed/ folder"),
         ({"PTIF_QUEUE_PREFIX": "claims/rbsc/"}, "overlaps the process store's claims/ folder"),
         ({"PTIF_QUEUE_PREFIX": ".ptif-q/"}, "starts with '.ptif-'"),
-        ({"PTIF_MAX_MEMORY": "lots"}, "max_memory must be a size like 2G or 512M, not 'lots'"),
+        ({"PTIF_MAX_MEMORY": "lots"}, "PTIF_MAX_MEMORY=lots: max_memory must be a size like 2G"),
         ({"PTIF_MAX_MEMORY": "1M"}, "max memory must be at least 256 MiB, not 1 MiB"),
         ({"PTIF_MAX_SECONDS": "0"}, "max seconds must be 1 to 86400, not 0"),
         ({"PTIF_PROFILE": "fancy"}, "unknown profile 'fancy'"),
@@ -171,11 +171,11 @@ def test_bad_environment_values(environ: dict[str, str], message: str) -> None:
         ("[ptif]\nrecipe = {max_width = 2.5}\n", "max-width must be a whole number, not 2.5"),
         ('[ptif]\nrecipe = "marble"\n', "'recipe' must be a table"),
         # int(true) and int(1.9) are 1: a pixel budget of 1 failed every image for ever.
-        ("[ptif]\nmax_pixels = true\n", "max_pixels must be a number, not True"),
-        ("[ptif]\nmax_pixels = 1.9\n", "max_pixels must be a number, not 1.9"),
-        ("[ptif]\nmax_seconds = true\n", "max_seconds must be a number, not True"),
-        ("[ptif]\nworkers = true\n", "workers must be a number, not True"),
-        ("[ptif]\nmax_memory = true\n", "max_memory must be a size like 2G or 512M, not True"),
+        ("[ptif]\nmax_pixels = true\n", "max_pixels = True: max_pixels must be a whole number"),
+        ("[ptif]\nmax_pixels = 1.9\n", "max_pixels = 1.9: max_pixels must be a whole number"),
+        ("[ptif]\nmax_seconds = true\n", "max_seconds = True: max_seconds must be a number"),
+        ("[ptif]\nworkers = true\n", "workers = True: workers must be a whole number"),
+        ("[ptif]\nmax_memory = true\n", "max_memory = True: max_memory must be a size like 2G"),
     ],
 )
 def test_bad_files(elsewhere: Path, text: str, message: str) -> None:
@@ -233,3 +233,11 @@ def test_every_variable_ptif_reads_is_in_the_one_list() -> None:
     # PATH is not a setting: decoder children get it to find Ghostscript.
     assert found - {"PATH"} <= set(ENVIRONMENT_VARIABLES)
     assert "PTIF_SOURCE" in ENVIRONMENT_VARIABLES and "RBSC_BUCKET" in ENVIRONMENT_VARIABLES
+
+
+def test_switches_of_the_recipe_read_from_the_environment() -> None:
+    environ = {"PTIF_ALL_PAGES": "true", "PTIF_KEEP_METADATA": "off"}
+    recipe = load_settings(environ=environ).conversion_profile().recipe
+    assert (recipe.all_pages, recipe.keep_metadata) == (True, False)
+    with pytest.raises(ConfigError, match="PTIF_KEEP_METADATA='maybe': give true or false"):
+        load_settings(environ={"PTIF_KEEP_METADATA": "maybe"})

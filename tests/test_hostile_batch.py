@@ -70,8 +70,13 @@ HONEST = {
 }
 
 
-def hostile_files(root: Path, corpus: Corpus) -> dict[str, tuple[bytes, str]]:
-    """Source key → (bytes, the failure code it must get)."""
+#: A bomb that grows its memory step by step meets the memory limit first on a quiet machine,
+#: and the time limit first on a loaded one: either budget stops it.
+GROWS = frozenset({TOO_LARGE, TOO_SLOW})
+
+
+def hostile_files(root: Path, corpus: Corpus) -> dict[str, tuple[bytes, str | frozenset[str]]]:
+    """Source key → (bytes, the failure code it must get, or the codes it may get)."""
     made = root / "made"
     made.mkdir()
     progressive = dense_forged_jpeg(made / "progressive.jpg", 20_000, 20_000)
@@ -79,9 +84,9 @@ def hostile_files(root: Path, corpus: Corpus) -> dict[str, tuple[bytes, str]]:
     dense = forged_jpeg(made / "dense.jpg", 20_000, 20_000, progressive=False)
     return {
         "bombs/big-page.pdf": (hostile.big_page_pdf(), TOO_LARGE),
-        "bombs/nested-forms.pdf": (hostile.nested_forms_pdf(9), TOO_LARGE),
+        "bombs/nested-forms.pdf": (hostile.nested_forms_pdf(9), GROWS),
         "bombs/endless.eps": (hostile.ENDLESS_EPS, TOO_SLOW),
-        "bombs/greedy.eps": (hostile.GREEDY_EPS, TOO_LARGE),
+        "bombs/greedy.eps": (hostile.GREEDY_EPS, GROWS),
         "bombs/progressive.jpg": (progressive.read_bytes(), TOO_LARGE),
         "bombs/interlaced.png": (interlaced.read_bytes(), TOO_LARGE),
         "bombs/dense.jpg": (dense.read_bytes(), TOO_LARGE),
@@ -270,7 +275,11 @@ def test_a_hostile_batch_fails_alone_and_touches_nothing(tmp_path: Path, corpus:
     expected = {key: code for key, (_, code) in bombs.items()}
     expected |= dict.fromkeys(swapped, NOT_A_FILE)
     records = {key: (record["code"], record["attempts"]) for key, record in failures(bench).items()}
-    assert records == {key: (code, 1) for key, code in expected.items()}
+    assert sorted(records) == sorted(expected)
+    for key, (code, attempts) in records.items():
+        wanted = expected[key]
+        assert code in wanted if isinstance(wanted, frozenset) else code == wanted, (key, code)
+        assert attempts == 1, (key, attempts)
     for key, sample in samples.items():
         assert_converted(bench, key, sample)
     assert centre(bench, "snoop.eps") == list(hostile.SNOOP_BLIND)

@@ -121,6 +121,12 @@ def existing(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return _synth(EXISTING, tmp_path_factory.mktemp("cdk-existing"))
 
 
+@pytest.fixture(scope="module")
+def elastic(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """Created buckets, VPC and cluster; a service the backlog sizes from 0 to 10 tasks."""
+    return _synth({"maxTasks": "10"}, tmp_path_factory.mktemp("cdk-elastic"))
+
+
 @pytest.fixture(params=["new", "existing"])
 def each(request: pytest.FixtureRequest) -> Synth:
     synth: Synth = request.getfixturevalue(request.param)
@@ -736,6 +742,9 @@ def test_bad_conversion_settings_are_refused_at_synth(key: str, value: str, mess
         ("alwaysOn", "maybe", "alwaysOn"),
         ("subnetIds", "subnet-1", "vpcId"),
         ("logRetentionDays", "100", "logRetentionDays"),
+        ("maxTasks", "0", "maxTasks must be 1 to 100"),
+        ("maxTasks", "101", "maxTasks must be 1 to 100"),
+        ("backlogPerTask", "0", "backlogPerTask"),
     ],
 )
 def test_bad_settings_are_refused_by_name(key: str, value: str, message: str) -> None:
@@ -794,3 +803,248 @@ def test_buckets_apart_by_prefix_are_accepted() -> None:
     }
     settings = load_settings(context.get, {"PTIF_CDK_SOURCE_BUCKET": "ignored"})
     assert settings.source_prefix == "scans/"
+
+
+# elastic mode and the dashboard ------------------------------------------------------------------
+
+
+def one(synth: Synth, kind: str) -> tuple[str, dict[str, Any]]:
+    found = synth.template.find_resources(kind)
+    assert len(found) == 1, sorted(found)
+    logical, resource = next(iter(found.items()))
+    return logical, resource["Properties"]
+
+
+def alarm_named(synth: Synth, logical_prefix: str) -> dict[str, Any]:
+    alarms = synth.template.find_resources("AWS::CloudWatch::Alarm")
+    (props,) = [a["Properties"] for k, a in alarms.items() if k.startswith(logical_prefix)]
+    return props
+
+
+def test_elastic_service_follows_the_queue_from_zero_to_max_tasks(elastic: Synth) -> None:
+    _, service = one(elastic, "AWS::ECS::Service")
+    _, target = one(elastic, "AWS::ApplicationAutoScaling::ScalableTarget")
+    _, task = one(elastic, "AWS::ECS::TaskDefinition")
+
+    assert service["DesiredCount"] == 0
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 10)
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    assert text(target["ResourceId"]).endswith(f"/${{{one(elastic, 'AWS::ECS::Service')[0]}.Name}}")
+    (container,) = task["ContainerDefinitions"]
+    assert container["Command"] == ["process", "--follow"]
+    # ECS's SIGKILL comes after ptif's grace period: the work in hand is finished or released.
+    assert container["StopTimeout"] >= ptif_stop_grace()
+    assert not elastic.template.find_resources(
+        "AWS::Scheduler::Schedule", {"Properties": {"Target": {"EcsParameters": Match.any_value()}}}
+    )
+
+
+def ptif_stop_grace() -> float:
+    from ptif.cli.queue import STOP_GRACE_SECONDS
+    from ptif.config import stop_grace_seconds
+
+    return stop_grace_seconds(STOP_GRACE_SECONDS, {})
+
+
+def steps(synth: Synth, logical_prefix: str) -> list[dict[str, Any]]:
+    policies = synth.template.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy")
+    (policy,) = [p["Properties"] for k, p in policies.items() if k.startswith(logical_prefix)]
+    configuration = policy["StepScalingPolicyConfiguration"]
+    assert configuration["AdjustmentType"] == "ExactCapacity"
+    return configuration["StepAdjustments"]  # type: ignore[no-any-return]
+
+
+def test_backlog_sets_one_task_per_backlog_per_task_markers(elastic: Synth) -> None:
+    busy = alarm_named(elastic, "BacklogAlarm")
+    assert busy["MetricName"] == "PendingMarkers" and busy["Namespace"] == "ptif"
+    assert busy["Dimensions"] == [
+        {"Name": "Queue", "Value": "rbsc/"},
+        {"Name": "Stack", "Value": "ptif"},
+    ]
+    # From 0 tasks: one queued marker starts one (target tracking could not, from 0).
+    assert busy["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert (busy["Threshold"], busy["EvaluationPeriods"], busy["Period"]) == (1, 1, 60)
+    scale_out = steps(elastic, "ScaleOnBacklog")
+    # Bounds are backlog - 1 (the threshold): 1..500 markers → 1 task, 4,501 and more → 10.
+    assert scale_out[0] == {
+        "MetricIntervalLowerBound": 0,
+        "MetricIntervalUpperBound": 500,
+        "ScalingAdjustment": 1,
+    }
+    assert scale_out[-1] == {"MetricIntervalLowerBound": 4500, "ScalingAdjustment": 10}
+    assert [s["ScalingAdjustment"] for s in scale_out] == list(range(1, 11))
+
+    idle = alarm_named(elastic, "QueueEmptyAlarm")
+    assert idle["MetricName"] == "PendingMarkers"
+    assert idle["ComparisonOperator"] == "LessThanOrEqualToThreshold"
+    assert (idle["Threshold"], idle["EvaluationPeriods"]) == (0, 5)
+    assert steps(elastic, "ScaleInWhenIdle") == [
+        {"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}
+    ]
+
+
+def test_many_tasks_take_few_steps_and_always_on_keeps_task_count() -> None:
+    sys.path.insert(0, str(REPO / "infra"))
+    from ptif_infra.elastic import scaling_steps
+
+    settings = load_settings({"maxTasks": "100", "backlogPerTask": "50"}.get, {})
+    counts = [count for _, _, count in scaling_steps(settings)]
+    assert counts == [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]  # AWS takes 20 steps at most
+    assert scaling_steps(settings)[1] == (51, 501, 10)
+    with pytest.raises(SettingsError, match="set alwaysOn"):
+        load_settings({"maxTasks": "10", "taskCount": "3"}.get, {})
+    with pytest.raises(SettingsError, match="more than maxTasks"):
+        load_settings({"maxTasks": "2", "taskCount": "3", "alwaysOn": "true"}.get, {})
+
+
+def test_backlog_is_published_every_minute_by_ptifs_handler(elastic: Synth) -> None:
+    publisher = elastic.stack.backlog
+    assert publisher is not None
+    function = elastic.json["Resources"][elastic.logical_id(publisher.function)]["Properties"]
+    assert function["Handler"] == "ptif.aws.backlog_handler"
+    assert function["Timeout"] < 60  # one count at a time
+    variables = function["Environment"]["Variables"]
+    assert variables["PTIF_METRICS_NAMESPACE"] == "ptif"
+    assert variables["PTIF_METRICS_DIMENSIONS"] == "Stack=ptif,Queue=rbsc/"
+    assert variables["PTIF_QUEUE_PREFIX"] == "rbsc/"
+    schedules = elastic.template.find_resources("AWS::Scheduler::Schedule")
+    (schedule,) = [s["Properties"] for s in schedules.values()]
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    assert text(schedule["Target"]["Arn"]) == f"${{{elastic.logical_id(publisher.function)}.Arn}}"
+    errors = alarm_named(elastic, "BacklogPublisherAlarm")
+    assert errors["MetricName"] == "Errors"
+
+
+def test_backlog_function_may_list_the_queue_and_put_ptif_metrics_only(elastic: Synth) -> None:
+    publisher = elastic.stack.backlog
+    assert publisher is not None
+    statements = [
+        s
+        for s in elastic.statements(publisher.role)
+        if not all(a.startswith("logs:") for a in as_list(s["Action"]))
+    ]
+    by_sid = {s["Sid"]: s for s in statements}
+    assert set(by_sid) == {"ListQueue", "PutBacklogMetrics"}
+    listing = by_sid["ListQueue"]
+    assert listing["Action"] == "s3:ListBucket"
+    assert text(listing["Resource"]).endswith(".Arn}")
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["rbsc/", "rbsc/*"]}}
+    put = by_sid["PutBacklogMetrics"]
+    assert put["Action"] == "cloudwatch:PutMetricData"
+    assert put["Condition"] == {"StringEquals": {"cloudwatch:namespace": "ptif"}}
+
+
+#: What today's daily run deploys, by resource type; the dashboard and its metric filter are new.
+DAILY_TYPES = {
+    "AWS::CloudWatch::Alarm": 4,
+    "AWS::ECS::TaskDefinition": 1,
+    "AWS::Lambda::Function": 2,
+    "AWS::Scheduler::Schedule": 1,
+    "AWS::ECS::Service": 0,
+    "AWS::ApplicationAutoScaling::ScalableTarget": 0,
+    "AWS::ApplicationAutoScaling::ScalingPolicy": 0,
+    "AWS::CloudWatch::Dashboard": 1,
+    "AWS::Logs::MetricFilter": 1,
+}
+
+
+def test_max_tasks_one_keeps_the_daily_run(new: Synth) -> None:
+    resources = new.json["Resources"].values()
+    counts = {kind: sum(r["Type"] == kind for r in resources) for kind in DAILY_TYPES}
+    assert counts == DAILY_TYPES
+    assert new.stack.backlog is None and new.stack.worker.scaling is None
+    _, task = one(new, "AWS::ECS::TaskDefinition")
+    assert task["ContainerDefinitions"][0]["Command"] == ["process"]
+
+
+def dashboard(synth: Synth) -> dict[str, Any]:
+    _, props = one(synth, "AWS::CloudWatch::Dashboard")
+    body: dict[str, Any] = json.loads(text(props["DashboardBody"]))
+    return body
+
+
+def widget(body: dict[str, Any], title: str) -> dict[str, Any]:
+    for candidate in body["widgets"]:
+        properties = candidate["properties"]
+        if properties.get("title") == title or f"### {title}" in properties.get("markdown", ""):
+            return properties  # type: ignore[no-any-return]
+    raise AssertionError(f"no widget {title!r}")
+
+
+def metric_names(properties: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric name, statistic) of each line of a graph widget."""
+    found = []
+    for line in properties.get("metrics", []):
+        names = [part for part in line if isinstance(part, str)]
+        options = next((part for part in line if isinstance(part, dict)), {})
+        found.append((names[1], options.get("stat", "Average")))
+    return found
+
+
+def test_dashboard_shows_every_stage_with_its_alarms(elastic: Synth) -> None:
+    body = dashboard(elastic)
+    assert ("PendingMarkers", "Maximum") in metric_names(widget(body, "Backlog: pending markers"))
+    oldest = widget(body, "Oldest pending marker (seconds)")
+    assert metric_names(oldest) == [("OldestPendingAgeSeconds", "Maximum")]
+    assert oldest["annotations"]["horizontal"][0]["value"] == 26 * 3600
+    images = widget(body, "Images per hour")
+    assert metric_names(images) == [("Processed", "Sum"), ("Failed", "Sum")]
+    assert all(line[-1]["period"] == 3600 for line in images["metrics"])
+    assert metric_names(widget(body, "Bytes per hour")) == [("BytesIn", "Sum"), ("BytesOut", "Sum")]
+    seconds = widget(body, "Conversion seconds per image")
+    assert metric_names(seconds) == [("ConversionSeconds", "p50"), ("ConversionSeconds", "p95")]
+    tasks = widget(body, "Worker tasks")
+    assert [n for n, _ in metric_names(tasks)] == ["RunningTaskCount", "DesiredTaskCount"]
+    lambdas = [n for n, _ in metric_names(widget(body, "Lambda errors and throttles"))]
+    assert lambdas == ["Errors", "Throttles", "Errors", "Throttles"]  # intake, backlog
+    dlq = widget(body, "Intake failure queue (DLQ)")
+    assert metric_names(dlq) == [("ApproximateNumberOfMessagesVisible", "Maximum")]
+    assert dlq["annotations"]["horizontal"][0]["value"] == 0
+    status = widget(body, "Alarms")
+    assert len(status["alarms"]) == len(elastic.template.find_resources("AWS::CloudWatch::Alarm"))
+
+
+def test_daily_dashboard_reads_the_runs_figures(new: Synth) -> None:
+    body = dashboard(new)
+    assert "elastic mode" in widget(body, "Backlog: pending markers")["markdown"]
+    oldest = widget(body, "Oldest pending marker (seconds)")
+    assert metric_names(oldest) == [("OldestPendingAgeSeconds", "Maximum")]
+    assert oldest["metrics"][0][2:4] == ["Stage", "process"]
+    assert [n for n, _ in metric_names(widget(body, "Worker tasks"))] == ["TaskCount"]
+
+
+def test_conversion_seconds_come_from_the_workers_item_lines(new: Synth) -> None:
+    """The metric filter's pattern, checked against a line ptif's JSON log really writes."""
+    import logging
+
+    from ptif.console import ItemProgress, JsonFormatter
+    from ptif.queue.reports import ItemResult, Outcome
+
+    _, metric_filter = one(new, "AWS::Logs::MetricFilter")
+    (transformation,) = metric_filter["MetricTransformations"]
+    assert transformation["MetricName"] == "ConversionSeconds"
+    assert (transformation["MetricNamespace"], transformation["Unit"]) == ("ptif", "Seconds")
+    assert transformation["MetricValue"] == "$.seconds"
+    conditions = re.findall(r'\$\.(\w+) = "([^"]*)"', metric_filter["FilterPattern"])
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(JsonFormatter().format(record))
+
+    logger = logging.getLogger("ptif.items")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        ItemProgress(bar=False, run_id="r")(
+            ItemResult("rbsc/a.jpg.json", Outcome.CONVERTED, "a.jpg", seconds=1.25)
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    line = json.loads(lines[-1])
+    assert conditions == [("logger", "ptif.items"), ("outcome", "converted")]
+    assert all(line[field] == value for field, value in conditions)
+    assert line["seconds"] == 1.25

@@ -114,16 +114,22 @@ def test_bad_memory_setting_is_one_line_exit_2(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "ptif: max_memory must be a size like 2G or 512M, not 'lots'"
+        "ptif: PTIF_MAX_MEMORY=lots: max_memory must be a size like 2G"
     ]
 
 
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--max-seconds", "0"], "ptif: max seconds must be 1 to 86400, not 0"),
-        (["--max-memory", "100M"], "ptif: max memory must be at least 256 MiB, not 100 MiB"),
-        (["--max-memory", "9999999T"], "ptif: max memory must be at most 512 TiB, not 1e+07 TiB"),
+        (["--max-seconds", "0"], "ptif: --max-seconds: max seconds must be 1 to 86400, not 0"),
+        (
+            ["--max-memory", "100M"],
+            "ptif: --max-memory: max memory must be at least 256 MiB, not 100 MiB",
+        ),
+        (
+            ["--max-memory", "9999999T"],
+            "ptif: --max-memory: max memory must be at most 512 TiB, not 1e+07 TiB",
+        ),
     ],
 )
 def test_bad_limit_flags_are_one_line_exit_2(

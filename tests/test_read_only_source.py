@@ -125,7 +125,7 @@ def test_a_missing_source_folder_is_refused_not_made(tmp_path: Path) -> None:
     bench = folder_bench(tmp_path)
     done = run_ptif(bench, "mark", "--source", str(missing))
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(f"ptif: {missing}: no such folder"), done.stderr
+    assert done.stderr.startswith(f"ptif: the source store (--source {missing}): no such folder")
     assert not missing.exists()
 
 

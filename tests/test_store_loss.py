@@ -221,10 +221,11 @@ def can_mount_tmpfs(where: Path) -> bool:
 
 
 #: What is full, the source that does not fit, and the tmpfs's size: a download that does not
-#: fit the work folder, a pyramid that does not (after its download did), and a pyramid that
-#: does not fit a folder images store.
+#: fit the work folder with room for its pyramid (2.6 MB, twice that is more than 4 MiB), a
+#: pyramid that does not (after its download did), and a pyramid that does not fit a folder
+#: images store.
 FULL = {
-    "download": ("work", (3000, 2000), "1m"),
+    "download": ("work", (3000, 2000), "4m"),
     "pyramid": ("work", (1500, 1000), "2m"),
     "images-store": ("images", (1500, 1000), "1m"),
 }

@@ -92,8 +92,8 @@ class ReplacingSource(Wrapped):
         self.key = key
         self.newer: Marker | None = None
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
-        info = self.inner.get_file(key, path)
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
+        info = self.inner.get_file(key, path, max_bytes)
         if key == self.key and self.newer is None:
             later = datetime.now(UTC) + timedelta(hours=1)
             self.newer = new_marker(key, origin="s3-event", etag="another", event_time=later)
@@ -111,8 +111,8 @@ class AliasSource(Wrapped):
     def head(self, key: str) -> ObjectInfo | None:
         return self.inner.head(self.aliases.get(key, key))
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
-        return self.inner.get_file(self.aliases.get(key, key), path)
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
+        return self.inner.get_file(self.aliases.get(key, key), path, max_bytes)
 
 
 def batch(count: int, folder: str = "b") -> dict[str, Size]:
@@ -356,7 +356,7 @@ def test_a_store_error_after_the_claim_is_a_transient_failure(bench: Bench) -> N
 class BuggySource(Wrapped):
     """Every download fails the way a library bug does: an exception nobody foresaw."""
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
         raise RuntimeError(f"{key}: a bug (test)")
 
 

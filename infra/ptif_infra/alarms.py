@@ -1,5 +1,8 @@
 """Alarms on what `ptif process` reports (its CloudWatch embedded-metric line: namespace
-``ptif``, dimension ``Stage=process``) and on the intake's failure queue."""
+``ptif``, dimension ``Stage=process``) and on the intake's failure queue. In elastic mode the
+queue's age comes from the backlog publisher, which reports every minute whether or not a task
+runs, and the publisher's own errors raise an alarm: without its figures the service stays as
+it is."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from ptif.queue.layout import FAILED_PREFIX
+from ptif_infra.elastic import BacklogPublisher, oldest_pending_metric
 from ptif_infra.settings import InfraSettings
 
 NAMESPACE = "ptif"
@@ -21,14 +25,19 @@ OLDEST_PENDING_LIMIT = Duration.hours(26)
 
 
 def make_alarms(
-    scope: Construct, settings: InfraSettings, intake_failures: sqs.IQueue
+    scope: Construct,
+    settings: InfraSettings,
+    intake_failures: sqs.IQueue,
+    backlog: BacklogPublisher | None = None,
 ) -> list[cloudwatch.Alarm]:
     alarms = [
         _failed_images(scope),
-        _oldest_pending(scope),
+        _oldest_pending(scope, settings),
         _intake_failures(scope, intake_failures),
     ]
-    if not settings.always_on:
+    if backlog is not None:
+        alarms.append(_publisher_errors(scope, backlog))
+    elif not settings.always_on:
         alarms.append(_run_missing(scope))
     topic = _topic(scope, settings)
     if topic is not None:
@@ -61,13 +70,18 @@ def _failed_images(scope: Construct) -> cloudwatch.Alarm:
     )
 
 
-def _oldest_pending(scope: Construct) -> cloudwatch.Alarm:
+def _oldest_pending(scope: Construct, settings: InfraSettings) -> cloudwatch.Alarm:
+    if settings.elastic:
+        metric = oldest_pending_metric(settings).with_(period=Duration.hours(1))
+        advice = "the tasks are not keeping up (raise maxTasks, taskCpu or workers)"
+    else:
+        metric = run_metric("OldestPendingAgeSeconds", "Maximum", Duration.days(1))
+        advice = "the daily run is not keeping up (raise taskCount, taskCpu or workers)"
     return cloudwatch.Alarm(
         scope,
         "OldestPendingAlarm",
-        alarm_description="ptif: a queued image has waited over 26 hours; the daily run is "
-        "not keeping up (raise taskCount, taskCpu or workers)",
-        metric=run_metric("OldestPendingAgeSeconds", "Maximum", Duration.days(1)),
+        alarm_description=f"ptif: a queued image has waited over 26 hours; {advice}",
+        metric=metric,
         threshold=OLDEST_PENDING_LIMIT.to_seconds(),
         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         evaluation_periods=1,
@@ -87,6 +101,21 @@ def _run_missing(scope: Construct) -> cloudwatch.Alarm:
         comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
         evaluation_periods=1,
         treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+    )
+
+
+def _publisher_errors(scope: Construct, backlog: BacklogPublisher) -> cloudwatch.Alarm:
+    """Without the backlog figures the service neither starts nor stops tasks."""
+    return cloudwatch.Alarm(
+        scope,
+        "BacklogPublisherAlarm",
+        alarm_description="ptif: the backlog function failed for 10 minutes; the worker "
+        "service is not being sized (see the function's log)",
+        metric=backlog.function.metric_errors(statistic="Sum", period=Duration.minutes(1)),
+        threshold=0,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluation_periods=10,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
     )
 
 

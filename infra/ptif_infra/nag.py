@@ -34,6 +34,7 @@ def acknowledge_findings(stack: PtifStack) -> None:
     _acknowledge_buckets(stack)
     _acknowledge_function(stack)
     _acknowledge_worker(stack)
+    _acknowledge_backlog(stack)
 
 
 def _acknowledge_prefixes(role: iam.Role) -> None:
@@ -103,6 +104,34 @@ def _acknowledge_worker(stack: PtifStack) -> None:
             "The VPC holds only the worker's outbound calls to S3, ECR and CloudWatch and "
             "accepts no inbound traffic; flow logs would cost more than they tell here",
         )
+
+
+def _acknowledge_backlog(stack: PtifStack) -> None:
+    """The elastic mode's backlog function and the schedule that invokes it."""
+    if stack.backlog is None:
+        return
+    function = stack.backlog.function
+    _acknowledge(
+        function,
+        "L1",
+        "The runtime is a setting (lambdaRuntime), shared with the intake function and moved "
+        "with it, after ptif's handlers are tested on the new one",
+    )
+    _acknowledge(
+        stack.backlog.role,
+        "IAM5[Resource::*]",
+        "cloudwatch:PutMetricData has no resource-level permissions; the statement is bound "
+        "to ptif's namespace by the cloudwatch:namespace condition",
+    )
+    versions = nag_name(stack.resolve(function.function_arn)) + ":*"
+    for child in stack.node.children:
+        if isinstance(child, iam.Role) and versions in set(wildcard_resources(child)):
+            _acknowledge(
+                child,
+                f"IAM5[Resource::{versions}]",
+                "EventBridge Scheduler's role may invoke the backlog function and its "
+                "versions, and nothing else",
+            )
 
 
 def wildcard_resources(role: iam.Role) -> Iterator[str]:

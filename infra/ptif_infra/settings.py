@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     "taskMemoryMiB": 8192,
     "ephemeralStorageGiB": 50,
     "taskCount": 1,
+    # Elastic mode: above 1, a service sized from 0 to maxTasks on the backlog, backlogPerTask
+    # pending markers per task (docs/operations.md, "Elastic scale-out").
+    "maxTasks": 1,
+    "backlogPerTask": 500,
     "cpuArchitecture": "x86_64",
     "imageUri": None,
     "alwaysOn": False,
@@ -72,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: What CloudWatch Logs accepts as a retention, in days.
+#: The most tasks an elastic deployment may run.
+MAX_TASKS = 100
 RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -111,6 +117,8 @@ class InfraSettings:
     task_memory_mib: int
     ephemeral_storage_gib: int
     task_count: int
+    max_tasks: int
+    backlog_per_task: int
     cpu_architecture: str
     image_uri: str | None
     always_on: bool
@@ -139,6 +147,7 @@ class InfraSettings:
             raise SettingsError(
                 f"taskCount must be 1 to 10 (one RunTask call), not {self.task_count}"
             )
+        self._check_elastic()
         if not 21 <= self.ephemeral_storage_gib <= 200:
             raise SettingsError(
                 f"ephemeralStorageGiB must be 21 to 200 (Fargate), not {self.ephemeral_storage_gib}"
@@ -158,6 +167,29 @@ class InfraSettings:
         except ConfigError as error:
             raise SettingsError(f"conversion settings: {error}") from None
 
+    @property
+    def elastic(self) -> bool:
+        """A service that the backlog sizes, instead of the daily run."""
+        return self.max_tasks > 1
+
+    def _check_elastic(self) -> None:
+        if not 1 <= self.max_tasks <= MAX_TASKS:
+            raise SettingsError(f"maxTasks must be 1 to {MAX_TASKS}, not {self.max_tasks}")
+        if self.backlog_per_task < 1:
+            raise SettingsError(f"backlogPerTask must be 1 or more, not {self.backlog_per_task}")
+        if not self.elastic:
+            return
+        if self.task_count > self.max_tasks:
+            raise SettingsError(
+                f"taskCount ({self.task_count}) is more than maxTasks ({self.max_tasks}): with "
+                "alwaysOn, taskCount tasks run even when the queue is empty"
+            )
+        if self.task_count > 1 and not self.always_on:
+            raise SettingsError(
+                f"taskCount {self.task_count} has no effect with maxTasks above 1: the backlog "
+                "sizes the service from 0; set alwaysOn to keep taskCount tasks running"
+            )
+
     def recipe_environment(self) -> dict[str, str]:
         """The profile and conversion settings as ptif reads them, for every part that
         converts or judges whether an output is current."""
@@ -169,7 +201,8 @@ class InfraSettings:
 
     def recipe_settings(self) -> dict[str, Any]:
         """The conversion settings given, by ptif's name for each."""
-        given = {name: getattr(self, name) for name in RECIPE_ENVIRONMENT}
+        # A recipe setting the stack does not offer (all_pages) keeps ptif's default.
+        given = {name: getattr(self, name, None) for name in RECIPE_ENVIRONMENT}
         return {name: value for name, value in given.items() if value is not None}
 
 

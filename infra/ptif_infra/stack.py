@@ -8,6 +8,8 @@ from aws_cdk import CfnOutput, Fn, Stack
 from constructs import Construct
 
 from ptif_infra.alarms import make_alarms
+from ptif_infra.dashboard import make_dashboard
+from ptif_infra.elastic import make_backlog_publisher
 from ptif_infra.intake import make_intake
 from ptif_infra.settings import InfraSettings
 from ptif_infra.storage import make_buckets
@@ -23,7 +25,11 @@ class PtifStack(Stack):
         self.buckets = make_buckets(self, settings)
         self.intake = make_intake(self, settings, self.buckets)
         self.worker = make_worker(self, settings, self.buckets)
-        self.alarms = make_alarms(self, settings, self.intake.failures)
+        self.backlog = (
+            make_backlog_publisher(self, settings, self.buckets) if settings.elastic else None
+        )
+        self.alarms = make_alarms(self, settings, self.intake.failures, self.backlog)
+        self.dashboard = make_dashboard(self, self)
         self._outputs()
 
     def _outputs(self) -> None:

@@ -2,7 +2,8 @@
 (or, with ``alwaysOn``, kept running as an ECS service with ``--follow``).
 
 More tasks on the same queue is how ptif scales out: ``taskCount`` tasks start together and
-share the markers through their leases.
+share the markers through their leases. With ``maxTasks`` above 1 the worker is a ``--follow``
+service whose task count the backlog sets, from 0 to ``maxTasks`` (:mod:`ptif_infra.elastic`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Duration, IgnoreMode, TimeZone
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from constructs import Construct
 
+from ptif.console import ITEM_LOGGER
+from ptif.queue.reports import Outcome
+from ptif_infra.alarms import NAMESPACE
+from ptif_infra.elastic import Scaling, scale_on_backlog
 from ptif_infra.logs import log_group
 from ptif_infra.policies import task_statements
 from ptif_infra.settings import InfraSettings, store_url
@@ -28,6 +35,9 @@ from ptif_infra.storage import Buckets
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINER = "ptif"
+#: Seconds each converted image took, from the worker's JSON log line for it (a metric filter:
+#: no API call from the task, percentiles in CloudWatch).
+CONVERSION_SECONDS = "ConversionSeconds"
 #: ECS sends SIGTERM, then SIGKILL after this: ptif finishes or releases the work in hand.
 STOP_TIMEOUT = Duration.seconds(120)
 _ECR_URI = re.compile(
@@ -58,6 +68,7 @@ class Worker:
     network: Network
     schedule: scheduler.Schedule | None
     service: ecs.FargateService | None
+    scaling: Scaling | None = None
 
 
 def make_worker(scope: Construct, settings: InfraSettings, buckets: Buckets) -> Worker:
@@ -65,6 +76,10 @@ def make_worker(scope: Construct, settings: InfraSettings, buckets: Buckets) -> 
     cluster = _cluster(scope, settings, network.vpc)
     role = _task_role(scope, settings, buckets)
     task = _task_definition(scope, settings, buckets, role)
+    if settings.elastic:
+        service = _service(scope, settings, cluster, task, network)
+        scaling = scale_on_backlog(scope, settings, cluster, service)
+        return Worker(cluster, task, role, network, None, service, scaling)
     if settings.always_on:
         service = _service(scope, settings, cluster, task, network)
         return Worker(cluster, task, role, network, None, service)
@@ -167,19 +182,41 @@ def _task_definition(
         ),
         task_role=role,
     )
+    group = log_group(scope, "WorkerLogs", settings.log_retention_days)
+    _conversion_seconds(group)
     task.add_container(
         CONTAINER,
         image=_image(scope, settings),
-        command=["process", "--follow"] if settings.always_on else ["process"],
+        command=["process", "--follow"] if follows(settings) else ["process"],
         environment=task_environment(settings, buckets),
         logging=ecs.LogDrivers.aws_logs(
             stream_prefix="ptif",
-            log_group=log_group(scope, "WorkerLogs", settings.log_retention_days),
+            log_group=group,
         ),
         stop_timeout=STOP_TIMEOUT,
         essential=True,
     )
     return task
+
+
+def _conversion_seconds(group: logs.LogGroup) -> logs.MetricFilter:
+    """``ConversionSeconds`` from each ``converted`` item line that ``ptif process`` logs."""
+    return group.add_metric_filter(
+        "ConversionSecondsFilter",
+        filter_pattern=logs.FilterPattern.all(
+            logs.FilterPattern.string_value("$.logger", "=", ITEM_LOGGER),
+            logs.FilterPattern.string_value("$.outcome", "=", Outcome.CONVERTED.value),
+        ),
+        metric_namespace=NAMESPACE,
+        metric_name=CONVERSION_SECONDS,
+        metric_value="$.seconds",
+        unit=cloudwatch.Unit.SECONDS,
+    )
+
+
+def follows(settings: InfraSettings) -> bool:
+    """A service's task keeps polling the queue; the daily run's ends when it is done."""
+    return settings.always_on or settings.elastic
 
 
 def task_environment(settings: InfraSettings, buckets: Buckets) -> dict[str, str]:
@@ -269,7 +306,8 @@ def _service(
         "Service",
         cluster=cluster,
         task_definition=task,
-        desired_count=settings.task_count,
+        # Elastic: Application Auto Scaling sets the count; it starts at the minimum.
+        desired_count=settings.task_count if settings.always_on else 0,
         vpc_subnets=network.subnets,
         security_groups=[network.security_group],
         assign_public_ip=network.public_ip,

@@ -29,32 +29,49 @@ turns the results into Lambda's answer:
 - The process store is opened once per container and reused while the settings are the same.
 
 It never imports pyvips: the function stays small and starts fast.
+
+:func:`backlog_handler` is the second entry point, for a scheduled function of an elastic
+deployment: it counts the queue (:mod:`ptif.queue.backlog`) and puts the figures in CloudWatch,
+where ECS's scaling and the dashboard read them.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ptif.config import Settings, load_settings
-from ptif.errors import PtifError
+from ptif.config import (
+    METRICS_DIMENSIONS_VARIABLE,
+    METRICS_NAMESPACE_VARIABLE,
+    Settings,
+    load_settings,
+)
+from ptif.errors import ConfigError, PtifError
 from ptif.intake.enqueue import Intake, Outcome, RecordResult
 from ptif.intake.events import BadRecord, is_sqs, read_records, sqs_messages
 from ptif.intake.scope import SourceScope
+from ptif.queue.backlog import NAMESPACE, Backlog, measure_backlog, parse_dimensions, publish
 from ptif.stores import open_store
+from ptif.stores.base import Store
 
 log = logging.getLogger("ptif.aws")
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 _intakes: dict[tuple[Any, ...], Intake] = {}
+_process_stores: dict[tuple[Any, ...], Store] = {}
+_cloudwatch: list[Any] = []
 _lock = threading.Lock()
 _logging_ready = False
 #: How many failed records the error of a direct invocation names (the log has them all).
 NAMED_FAILURES = 10
+#: Seconds of the backlog function's time kept for publishing after its listing stops.
+PUBLISH_MARGIN_S = 10.0
 
 
 class IntakeFailed(PtifError):
@@ -86,6 +103,80 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         cause = next((f.error for f in failures if f.error is not None), None)
         raise IntakeFailed(failures, len(results)) from cause
     return dict(Counter(str(result.outcome) for result in results))
+
+
+def backlog_handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    """Count the queue and put the backlog's figures in CloudWatch (a scheduled event: its
+    content is not read). The listing stops :data:`PUBLISH_MARGIN_S` before the function's
+    time is up; the figures are then lower bounds, published with ``BacklogListingComplete`` 0."""
+    _configure_logging()
+    _request_id.set(str(getattr(context, "aws_request_id", "") or ""))
+    settings = load_settings()
+    namespace, dimensions = metrics_target()
+    backlog = measure_backlog(
+        process_store(settings), settings.queue_prefix, deadline=_deadline(context)
+    )
+    publish(_cloudwatch_client(), backlog, namespace, dimensions)
+    _log_backlog(backlog)
+    return {
+        "pending": backlog.pending,
+        "oldest_pending_age_s": backlog.oldest_pending_age_s,
+        "complete": backlog.complete,
+    }
+
+
+def metrics_target(environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """The namespace and dimensions the backlog goes to, from the environment."""
+    environ = os.environ if environ is None else environ
+    namespace = environ.get(METRICS_NAMESPACE_VARIABLE, "").strip() or NAMESPACE
+    text = environ.get(METRICS_DIMENSIONS_VARIABLE, "")
+    try:
+        return namespace, parse_dimensions(text)
+    except ValueError as error:
+        raise ConfigError(
+            f"{METRICS_DIMENSIONS_VARIABLE}={text!r}: {error}; give Name=value pairs separated "
+            "by commas, such as Stack=ptif,Queue=rbsc/"
+        ) from None
+
+
+def process_store(settings: Settings) -> Store:
+    """The process store of these settings, opened once per container."""
+    cache_key = (settings.process, settings.endpoint_url)
+    with _lock:
+        store = _process_stores.get(cache_key)
+        if store is None:
+            store = open_store(settings.process, endpoint_url=settings.endpoint_url)
+            _process_stores[cache_key] = store
+        return store
+
+
+def _deadline(context: Any) -> float | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return time.monotonic() + float(remaining()) / 1000 - PUBLISH_MARGIN_S
+
+
+def _cloudwatch_client() -> Any:
+    with _lock:
+        if not _cloudwatch:
+            import boto3
+
+            _cloudwatch.append(boto3.client("cloudwatch"))
+        return _cloudwatch[0]
+
+
+def _log_backlog(backlog: Backlog) -> None:
+    bound = "" if backlog.complete else "at least "
+    log.log(
+        logging.INFO if backlog.complete else logging.WARNING,
+        "backlog: %s%d marker(s), the oldest %.0f s old%s",
+        bound,
+        backlog.pending,
+        backlog.oldest_pending_age_s,
+        "" if backlog.complete else " (the listing stopped at its deadline)",
+        extra={"outcome": "backlog", "counts": {"pending": backlog.pending}},
+    )
 
 
 def current_intake(settings: Settings | None = None) -> Intake:

@@ -4,16 +4,19 @@ then the default. Every environment variable ptif reads is named in this module.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ptif.convert.formats import READ_EXTENSIONS
 from ptif.convert.limits import (
     DEFAULT_MAX_SECONDS,
+    DEFAULT_MAX_SOURCE,
     Limits,
     check_limits,
     default_max_memory,
@@ -47,6 +50,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "max_pixels": ("PTIF_MAX_PIXELS",),
     "max_memory": ("PTIF_MAX_MEMORY",),
     "max_seconds": ("PTIF_MAX_SECONDS",),
+    "max_source_size": ("PTIF_MAX_SOURCE_SIZE",),
     "extensions": ("PTIF_EXTENSIONS",),
     "watch_settle": ("PTIF_WATCH_SETTLE",),
     "watch_interval": ("PTIF_WATCH_INTERVAL",),
@@ -59,6 +63,9 @@ BARE_BUCKET_VARIABLES = {"RBSC_BUCKET", "PROCESS_BUCKET", "IMAGE_BUCKET"}
 CONFIG_FILE_VARIABLE = "PTIF_CONFIG"
 #: Seconds ``ptif process`` keeps converting after SIGTERM before it releases what is left.
 STOP_GRACE_VARIABLE = "PTIF_STOP_GRACE_SECONDS"
+#: The backlog publisher's CloudWatch namespace and dimensions (``Stack=ptif,Queue=rbsc/``).
+METRICS_NAMESPACE_VARIABLE = "PTIF_METRICS_NAMESPACE"
+METRICS_DIMENSIONS_VARIABLE = "PTIF_METRICS_DIMENSIONS"
 #: Set in AWS Lambda and ECS; ptif then logs JSON and emits CloudWatch embedded metrics.
 AWS_MARKERS = ("AWS_LAMBDA_FUNCTION_NAME", "ECS_CONTAINER_METADATA_URI_V4", "AWS_EXECUTION_ENV")
 #: Every variable ptif reads: the settings', the configuration file's and the AWS markers.
@@ -66,6 +73,8 @@ ENVIRONMENT_VARIABLES = (
     *(name for names in ENVIRONMENT.values() for name in names),
     *RECIPE_ENVIRONMENT.values(),
     CONFIG_FILE_VARIABLE,
+    METRICS_NAMESPACE_VARIABLE,
+    METRICS_DIMENSIONS_VARIABLE,
     *AWS_MARKERS,
 )
 
@@ -89,6 +98,8 @@ class Settings:
     #: Bytes one conversion may hold; None: a share of the memory, divided among the workers.
     max_memory: int | None = None
     max_seconds: float = DEFAULT_MAX_SECONDS
+    #: Bytes a source may have; a bigger one is ``too-large`` before it is downloaded.
+    max_source_size: int = DEFAULT_MAX_SOURCE
     #: Which keys are images to queue: every format ptif reads, unless set.
     extensions: str = ",".join(READ_EXTENSIONS)
     #: ``ptif watch``: seconds a file must stay unchanged before it is queued.
@@ -98,27 +109,29 @@ class Settings:
     #: A folder images store: the exact mode of the pyramids it publishes (``0o644``), whatever
     #: the umask; None: 0666 less the umask, as any program's files.
     images_mode: int | None = None
+    #: Where each setting that was given came from, as an error message names it:
+    #: ``--min-age -5``, ``PTIF_MIN_AGE=-5``, ``ptif.toml: min_age = -5``.
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        problem = queue_prefix_problem(self.queue_prefix)
-        if problem:
-            raise ConfigError(problem)
-        if self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, not {self.workers}")
-        if not 5 <= self.lease_seconds <= 86_400:  # also refuses NaN
-            raise ConfigError(f"lease seconds must be 5 to 86400, not {self.lease_seconds}")
-        check_limits(self.max_pixels, self.max_memory, self.max_seconds)
-        if self.max_attempts < 1:
-            raise ConfigError(f"max attempts must be at least 1, not {self.max_attempts}")
-        if self.watch_settle < 0:
-            raise ConfigError(f"the settle time cannot be negative ({self.watch_settle})")
-        if self.watch_interval <= 0:
-            raise ConfigError(f"the poll interval must be positive, not {self.watch_interval}")
+        for name in (*_URL_SETTINGS, "endpoint_url", "queue_prefix", *_RANGES):
+            problem = _problem(name, getattr(self, name))
+            if problem:
+                raise ConfigError(f"{self.origin(name)}: {problem}")
+        try:
+            check_limits(self.max_pixels, self.max_memory, self.max_seconds, self.max_source_size)
+        except ConfigError as error:
+            given = [self.origins[n] for n in _LIMITS if n in self.origins]
+            raise ConfigError(f"{'; '.join(given) or 'the limits'}: {error}") from error
+
+    def origin(self, name: str) -> str:
+        """Where setting ``name`` came from, for a message: its flag, variable or file."""
+        return self.origins.get(name) or f"{name} = {getattr(self, name)!r}"
 
     def limits(self) -> Limits:
         """The budgets of each of the worker's conversions."""
         memory = self.max_memory or default_max_memory(self.workers)
-        return Limits(self.max_pixels, memory, self.max_seconds)
+        return Limits(self.max_pixels, memory, self.max_seconds, self.max_source_size)
 
     def conversion_profile(self) -> Profile:
         return get_profile(self.profile).with_overrides(**self.recipe)
@@ -144,6 +157,57 @@ def parse_mode(value: object) -> int:
     return mode
 
 
+_URL_SETTINGS = ("source", "process", "images")
+_LIMITS = ("max_pixels", "max_memory", "max_seconds", "max_source_size")
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+#: Range checks of the numbers, by setting: the test, and what a message says it must be.
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "workers": (lambda v: v >= 1, "at least 1"),
+    "lease_seconds": (lambda v: 5 <= v <= 86_400, "5 to 86400 seconds"),
+    "max_attempts": (lambda v: v >= 1, "at least 1"),
+    "min_age": (lambda v: _finite(v) and v >= 0, "0 seconds or more"),
+    "watch_settle": (lambda v: _finite(v) and v >= 0, "0 seconds or more"),
+    "watch_interval": (lambda v: _finite(v) and v > 0, "more than 0 seconds"),
+}
+
+
+def _problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for setting ``name``, or ``None``."""
+    if name in _URL_SETTINGS:
+        from ptif.stores import check_store_url
+
+        try:
+            check_store_url(value)
+        except ConfigError as error:
+            return str(error).removeprefix(f"{value.strip()}: ")
+        return None
+    if name == "endpoint_url":
+        return endpoint_problem(value) if value is not None else None
+    if name == "queue_prefix":
+        return queue_prefix_problem(value)
+    valid, wanted = _RANGES[name]
+    return None if valid(value) else f"{name} must be {wanted}, not {value!r}"
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why ``url`` is not an S3 endpoint (``http(s)://host[:port][/path]``), or ``None``."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok:
+        return f"{url!r} is not an endpoint URL; give http(s)://host[:port], as http://minio:9000"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return f"{url!r}: an endpoint URL takes no query, fragment or credentials"
+    return None
+
+
 def parse_extensions(text: str) -> tuple[str, ...]:
     """``"jpg, .TIF"`` → ``(".jpg", ".tif")``."""
     parts = (p.strip().lower() for p in text.replace(" ", ",").split(","))
@@ -164,15 +228,44 @@ def load_settings(
     """Flags beat the environment, which beats the file, which beats the defaults."""
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
-    recipe: dict[str, Any] = {}  # merged setting by setting: a flag beats only its own variable
-    for layer in (
-        _from_file(_config_path(config_file, environ)),
-        _from_environment(environ),
-        {k: v for k, v in (flags or {}).items() if v is not None},
-    ):
-        recipe.update(layer.pop("recipe", None) or {})
-        merged.update(layer)
-    return _build({**merged, "recipe": recipe})
+    origins: dict[str, str] = {}
+    # The recipe is merged setting by setting: a flag beats only its own variable or file key.
+    recipe: dict[str, Any] = {}
+    path = _config_path(config_file, environ)
+    from_file = _from_file(path)
+    for name, value in from_file.items():
+        origins[name] = f"{path}: {name} = {value!r}"
+    recipe.update(from_file.pop("recipe", None) or {})
+    merged.update(from_file)
+    from_environment = _recipe_from_environment(environ)
+    if from_environment:
+        recipe.update(from_environment)
+        origins["recipe"] = " ".join(
+            f"{RECIPE_ENVIRONMENT[name]}={value}" for name, value in from_environment.items()
+        )
+    for name, (variable, value) in _from_environment(environ).items():
+        merged[name] = f"s3://{value}" if variable in BARE_BUCKET_VARIABLES else value
+        origins[name] = f"{variable}={value}"
+    for name, value in (flags or {}).items():
+        if name == "recipe":
+            recipe.update(value or {})
+            if value:
+                origins[name] = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in value.items())
+        elif value is not None:
+            merged[name] = value
+            flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+            # argparse has parsed it (2G is 2147483648 by now): the message gives the value
+            origins[name] = f"{flag} {value}" if isinstance(value, str) else flag
+    return _build({**merged, "recipe": recipe}, origins)
+
+
+#: The command-line flag of each setting whose flag is not its name with dashes.
+FLAGS = {
+    "extensions": "--only-ext",
+    "watch_settle": "--settle",
+    "watch_interval": "--interval",
+    "max_source_size": "--max-source-size",
+}
 
 
 def setting_origin(
@@ -191,13 +284,15 @@ def setting_origin(
 
 
 def _config_path(given: Path | None, environ: Mapping[str, str]) -> Path | None:
+    named = environ.get(CONFIG_FILE_VARIABLE)
+    if given is None and named:
+        given, flag = Path(named), f"{CONFIG_FILE_VARIABLE}="
+    else:
+        flag = "--config "
     if given is not None:
         if not given.is_file():
-            raise ConfigError(f"{given}: no such configuration file")
+            raise ConfigError(f"{flag}{given}: no such configuration file")
         return given
-    named = environ.get(CONFIG_FILE_VARIABLE)
-    if named:
-        return _config_path(Path(named), {})
     default = Path(CONFIG_FILE)
     return default if default.is_file() else None
 
@@ -210,7 +305,7 @@ def _from_file(path: Path | None) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the configuration ({error})") from error
     table = data.get("ptif", data)
-    known = {f.name for f in fields(Settings)}
+    known = {f.name for f in fields(Settings)} - {"origins"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
@@ -244,20 +339,20 @@ def stop_grace_seconds(default: float, environ: Mapping[str, str] | None = None)
     return seconds
 
 
-def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+def _from_environment(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Each setting given in the environment: the variable that gave it, and its value."""
+    found: dict[str, tuple[str, str]] = {}
     for setting, names in ENVIRONMENT.items():
         for name in names:
             value = environ.get(name)
             if value:
-                found[setting] = f"s3://{value}" if name in BARE_BUCKET_VARIABLES else value
+                found[setting] = (name, value)
                 break
-    recipe = _recipe_from_environment(environ)
-    if recipe:
-        found["recipe"] = recipe
     return found
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}  # fmt: skip
 _RECIPE_TYPES: dict[str, tuple[Callable[[str], Any], str]] = {
     "quality": (int, "a whole number"),
     "tile_size": (int, "a whole number"),
@@ -265,6 +360,8 @@ _RECIPE_TYPES: dict[str, tuple[Callable[[str], Any], str]] = {
     "min_quality": (float, "a number"),
     "max_width": (int, "a whole number"),
     "max_height": (int, "a whole number"),
+    "all_pages": (lambda text: _BOOLEANS[text.lower()], "true or false"),
+    "keep_metadata": (lambda text: _BOOLEANS[text.lower()], "true or false"),
 }
 
 
@@ -279,7 +376,7 @@ def _recipe_from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         try:
             value: Any = kind(text.replace("_", "")) if kind is not str else text.lower()
             Recipe().replace(**{setting: value})
-        except ValueError:
+        except (ValueError, KeyError):
             raise ConfigError(f"{name}={text!r}: give {wanted}") from None
         except ConfigError as error:
             raise ConfigError(f"{name}={text!r}: {error}") from None
@@ -295,34 +392,52 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_pixels": int,
     "max_memory": parse_size,
     "max_seconds": float,
+    "max_source_size": parse_size,
     "watch_settle": float,
     "watch_interval": float,
 }
 
 
-def _build(values: dict[str, Any]) -> Settings:
+def _build(values: dict[str, Any], origins: dict[str, str]) -> Settings:
     typed = dict(values)
     for name, kind in _CONVERTERS.items():
         if name in typed:
-            value = typed[name]
             try:
-                # TOML gives true and 1.9 as they are: int() would make them 1 (every image
-                # over a pixel budget of 1), so a setting is a number, and a whole one for int.
-                if isinstance(value, bool) or (
-                    kind is int and isinstance(value, float) and not value.is_integer()
-                ):
-                    raise TypeError(name)
-                typed[name] = kind(value)
-            except (TypeError, ValueError):
-                kind_of = "a size like 2G or 512M" if kind is parse_size else "a number"
-                raise ConfigError(f"{name} must be {kind_of}, not {typed[name]!r}") from None
+                typed[name] = _convert(kind, typed[name])
+            except (TypeError, ValueError, OverflowError):
+                kinds: dict[object, str] = {int: "a whole number", float: "a number"}
+                kind_of = kinds.get(kind, "a size like 2G")
+                where = origins.get(name, name)
+                raise ConfigError(f"{where}: {name} must be {kind_of}") from None
     if typed.get("images_mode") is not None:
         try:
             typed["images_mode"] = parse_mode(typed["images_mode"])
         except ValueError as error:
-            raise ConfigError(str(error)) from None
+            where = origins.get("images_mode", "images_mode")
+            raise ConfigError(f"{where}: {error}") from None
     if isinstance(typed.get("extensions"), list | tuple):
         typed["extensions"] = ",".join(typed["extensions"])
-    settings = Settings(**typed)
-    settings.conversion_profile()
+    settings = Settings(**typed, origins=origins)
+    try:
+        settings.conversion_profile()
+    except ConfigError as error:
+        where = origins.get("profile") or origins.get("recipe") or "the conversion settings"
+        raise ConfigError(f"{where}: {error}") from error
     return settings
+
+
+def _convert(kind: Callable[[Any], Any], value: Any) -> Any:
+    """``value`` as the setting's type. TOML gives true and 1.9 as they are: int() would make
+    them 1 (every image over a pixel budget of 1), so a setting is a number, a whole one for
+    int (``"4.5"`` and ``4.5`` alike), and a finite one."""
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if kind is int:
+        number = float(value) if isinstance(value, str) else value
+        if not isinstance(number, int | float) or not float(number).is_integer():
+            raise ValueError(value)
+        return int(number)
+    converted = kind(value)
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ValueError(value)
+    return converted

@@ -101,8 +101,9 @@ PIXEL_BUDGET = _declare(
 TOO_LARGE = _declare(
     "too-large",
     _PERMANENT,
-    "decoding it would take more memory than one conversion may use; raise `PTIF_MAX_MEMORY` "
-    "(`--max-memory`) if it is genuine",
+    "decoding it would take more memory than one conversion may use, or the source has more "
+    "bytes than `PTIF_MAX_SOURCE_SIZE` or the work folder's whole disk; raise `PTIF_MAX_MEMORY` "
+    "(`--max-memory`) or `PTIF_MAX_SOURCE_SIZE` (`--max-source-size`) if it is genuine",
 )
 TOO_SLOW = _declare(
     "too-slow",

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ptif.convert.limits import DEFAULT_MAX_SECONDS, parse_size
+from ptif.convert.limits import DEFAULT_MAX_SECONDS, DEFAULT_MAX_SOURCE, format_size, parse_size
 from ptif.convert.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, RECIPE_SETTINGS
 from ptif.errors import ConfigError
 
@@ -72,10 +72,14 @@ def _add_tile_options(group: argparse._ArgumentGroup) -> None:
         metavar="PX",
         help="tile width and height, a multiple of 16",
     )
-    group.add_argument("--dpi", type=float, help="resolution to record (default: the source's)")
+    group.add_argument(
+        "--dpi",
+        type=number_range(0, above=True),
+        help="resolution to record (default: the source's)",
+    )
     group.add_argument(
         "--min-quality",
-        type=float,
+        type=number_range(0, above=True),
         metavar="SSIM",
         help="JPEG tiles: the quality floor, an SSIM against the source (default profile: "
         "0.94); each image gets the fewest bytes that hold it, 4:2:0 below Q90 or RGB at Q90. "
@@ -120,6 +124,13 @@ def _add_source_limits(group: argparse._ArgumentGroup) -> None:
         metavar="S",
         help=f"stop a conversion that takes longer (default {DEFAULT_MAX_SECONDS:g})",
     )
+    group.add_argument(
+        "--max-source-size",
+        type=_size,
+        metavar="SIZE",
+        help="refuse a source bigger than this before reading or downloading it, e.g. 50G "
+        f"(default {format_size(DEFAULT_MAX_SOURCE)}: 3 gigapixels of uncompressed 16-bit RGB)",
+    )
 
 
 def _size(text: str) -> int:
@@ -138,6 +149,23 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
         if value < low or (high is not None and value > high):
             bounds = f"{low} to {high}" if high is not None else f"at least {low}"
             raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
+        return value
+
+    return parse
+
+
+def number_range(low: float, *, above: bool = False) -> Callable[[str], float]:
+    """A finite number of at least ``low`` (more than ``low`` if ``above``): NaN or a negative
+    age would silently turn a check off."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value > low if above else value >= low) or value == float("inf"):
+            bound = f"more than {low:g}" if above else f"{low:g} or more"
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({bound})")
         return value
 
     return parse
@@ -189,6 +217,7 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Settings:
         flags["max_pixels"] = args.max_pixels
         flags["max_memory"] = args.max_memory
         flags["max_seconds"] = args.max_seconds
+        flags["max_source_size"] = args.max_source_size
     if getattr(args, "only_ext", None):
         flags["extensions"] = ",".join(parse_extensions(",".join(args.only_ext)))
     settings = load_settings(flags, config_file=args.config)
@@ -221,29 +250,28 @@ def add_extension_options(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def open_stores(settings: Settings, args: argparse.Namespace | None = None) -> Stores:
-    """The three stores, the source read-only. Refused (exit 2) before any is opened when two
-    of them overlap; ``args`` tells where each setting came from, for the message."""
+    """The three stores, the source read-only, each checked before any work
+    (:mod:`ptif.cli.preflight`). Refused (exit 2) before any is opened when two of them
+    overlap; ``args`` tells where each setting came from, for the message."""
+    from ptif.cli.preflight import open_checked
     from ptif.queue.worker import Stores
-    from ptif.stores import FolderStore, open_store
+    from ptif.stores import FolderStore
     from ptif.stores.overlap import overlap
 
     urls = {"source": settings.source, "process": settings.process, "images": settings.images}
     problem = overlap(urls, store_origins(args) if args is not None else None)
     if problem:
         raise ConfigError(problem)
-    images = open_store(settings.images, endpoint_url=settings.endpoint_url)
-    if settings.images_mode is not None:
-        if not isinstance(images, FolderStore):
-            raise ConfigError(
-                f"images_mode (PTIF_IMAGES_MODE, --images-mode) is for a folder images store; "
-                f"{settings.images} keeps no file modes: unset it"
-            )
+    if settings.images_mode is not None and settings.images.strip().lower().startswith("s3:"):
+        raise ConfigError(
+            f"images_mode (PTIF_IMAGES_MODE, --images-mode) is for a folder images store; "
+            f"{settings.images} keeps no file modes: unset it"
+        )
+    stores = open_checked(settings)
+    images = stores["images"]
+    if settings.images_mode is not None and isinstance(images, FolderStore):
         images.use_file_mode(settings.images_mode)
-    return Stores(
-        source=open_store(settings.source, endpoint_url=settings.endpoint_url, read_only=True),
-        process=open_store(settings.process, endpoint_url=settings.endpoint_url),
-        images=images,
-    )
+    return Stores(**stores)
 
 
 def store_origins(args: argparse.Namespace) -> dict[str, str]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ptif.cli.common import add_recipe_options, int_range, recipe_settings
@@ -97,6 +98,21 @@ def _destination(src: Path, dst: str) -> Path:
     return Path(dst)
 
 
+def _check_destination(target: Path) -> None:
+    """Refuse, before decoding anything, a destination whose folder cannot be written (a
+    read-only mount, no permission): libvips would only report it as a baffling save error."""
+    folder = target.absolute().parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent  # the folders still to be made go in the nearest existing one
+    if not folder.is_dir():
+        raise ConfigError(f"{target}: {folder} is not a folder; choose another destination")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{target}: cannot write in {folder} (read-only, or no permission); "
+            "choose another destination"
+        )
+
+
 def _convert(args: argparse.Namespace) -> int:
     if len(args.src) > 1 or args.src[0].is_dir():
         from ptif.cli.convert_many import convert_many  # several: a parallel run
@@ -112,10 +128,18 @@ def _convert_one(args: argparse.Namespace, src: Path) -> int:
     if not src.is_file():
         raise ConfigError(f"{src}: no such file")
     recipe = _recipe(args)
-    check_limits(args.max_pixels, args.max_memory, args.max_seconds)
-    limits = Limits(args.max_pixels, args.max_memory, args.max_seconds)
+    try:
+        check_limits(args.max_pixels, args.max_memory, args.max_seconds, args.max_source_size)
+    except ConfigError as error:
+        flags = {"--max-pixels": args.max_pixels, "--max-memory": args.max_memory,
+                 "--max-seconds": args.max_seconds,
+                 "--max-source-size": args.max_source_size}  # fmt: skip
+        given = ", ".join(flag for flag, value in flags.items() if value is not None)
+        raise ConfigError(f"{given}: {error}") from error
+    limits = Limits(args.max_pixels, args.max_memory, args.max_seconds, args.max_source_size)
     target = _destination(src, args.dst)
     check_target(src, target, force=args.force, all_pages=args.all_pages)
+    _check_destination(target)
     if args.all_pages:
         results = convert_pages(src, target, recipe, limits=limits)
     else:

@@ -1,9 +1,10 @@
 """``ptif info``: what a pyramid holds, and whether it passes the worker's check.
 
 Reads a local file, or with ``--images`` an object of the images store (fetched into a private
-temporary folder). Provenance (source key, eTag, recipe) comes from the store's metadata; for a
-local file, from the metadata a folder store keeps with it (an extended attribute), when the file
-is one.
+temporary folder). Provenance (source key, eTag, recipe, encoding) comes from the file itself when
+ptif embedded it (its ImageDescription), which survives a copy; what the file lacks comes from the
+store's metadata, or for a local file from the metadata a folder store keeps with it (an extended
+attribute), when the file is one.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _local_metadata(path: Path) -> dict[str, str]:
 
 
 def _show(path: Path, metadata: dict[str, str], args: argparse.Namespace, label: str) -> int:
-    from ptif.convert.describe import check, describe
+    from ptif.convert.describe import check, describe, embedded_provenance
     from ptif.errors import VerificationError
 
     try:
@@ -105,7 +106,9 @@ def _show(path: Path, metadata: dict[str, str], args: argparse.Namespace, label:
     except VerificationError as error:
         raise VerificationError(str(error).replace(str(path), label)) from error
     info["path"] = label
-    info["provenance"] = _provenance(metadata)
+    embedded = embedded_provenance(path)
+    info["provenance"] = {**(_provenance(metadata) or {}), **(embedded or {})} or None
+    info["provenance_in"] = "file" if embedded else "metadata" if info["provenance"] else None
     if args.verify:
         info["verified"] = True
     print(json.dumps(info, ensure_ascii=False) if args.json else _text(info))
@@ -132,7 +135,8 @@ def _text(info: dict[str, Any]) -> str:
     ]
     provenance = info["provenance"] or {}
     for name, value in provenance.items():
-        lines.append(f"  {name:<9} {value}")
+        shown = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        lines.append(f"  {name:<9} {shown}")
     if not provenance:
         lines.append("  provenance  none recorded (not from a ptif store)")
     if info.get("verified"):

@@ -18,6 +18,7 @@ from ptif.cli.common import (
     add_extension_options,
     add_recipe_settings,
     add_store_options,
+    number_range,
     open_stores,
     settings_from,
     stop_on_signals,
@@ -72,19 +73,19 @@ def _add_watch_timing(parser: argparse.ArgumentParser) -> None:
     """When a file counts as uploaded, how often a bucket is listed and how far back it looks."""
     parser.add_argument(
         "--settle",
-        type=float,
+        type=number_range(0),
         metavar="SECONDS",
         help="a folder's file is queued once unchanged this long (default 5; PTIF_WATCH_SETTLE)",
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=number_range(0, above=True),
         metavar="SECONDS",
         help="pause between listings when polling (default 30; PTIF_WATCH_INTERVAL)",
     )
     # The poller once looked only at objects newer than the newest seen less --overlap; it now
     # compares every object with its snapshot, so the flag is accepted and has no effect.
-    parser.add_argument("--overlap", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--overlap", type=number_range(0), help=argparse.SUPPRESS)
 
 
 def _add_watch_modes(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from ptif.errors import STORE_UNREACHABLE, ConfigError, PtifError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -46,6 +46,13 @@ Run 'ptif COMMAND --help' for a command's options."""
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=100)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other error: the usage is one --help away."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
 # entry point -----------------------------------------------------------------------------------
@@ -70,7 +77,7 @@ _OUTPUT_FLAGS = re.compile(r"-[vq]+|--verbose|--quiet")
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``ptif``, with every command, or with ``command`` alone."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ptif", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
     )
     parser.add_argument("--version", action="version", version=f"ptif {__version__}")

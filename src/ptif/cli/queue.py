@@ -18,10 +18,13 @@ from ptif.cli.common import (
     add_recipe_options,
     add_recipe_settings,
     add_store_options,
+    int_range,
+    number_range,
     open_stores,
     settings_from,
     stop_on_signals,
 )
+from ptif.errors import CODES
 
 # Only the parsers are built at import; everything else loads inside the command that needs it,
 # so that `ptif convert` does not pay for the queue's modules.
@@ -46,7 +49,7 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     add_store_options(parser)
     parser.add_argument(
         "--workers",
-        type=int,
+        type=int_range(1),
         metavar="N",
         help=f"parallel conversions (default: CPU count, {os.cpu_count()})",
     )
@@ -78,10 +81,10 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 def _add_run_scope(parser: argparse.ArgumentParser) -> None:
     """Which markers a run takes: by source prefix, how many, how old."""
     parser.add_argument("--prefix", default="", help="only sources whose key starts with this")
-    parser.add_argument("--limit", type=int, metavar="N", help="take at most N markers")
+    parser.add_argument("--limit", type=int_range(0), metavar="N", help="take at most N markers")
     parser.add_argument(
         "--min-age",
-        type=float,
+        type=number_range(0),
         metavar="SECONDS",
         help="skip markers younger than this (files still being written)",
     )
@@ -96,7 +99,7 @@ def _add_follow_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--poll",
-        type=float,
+        type=number_range(0, above=True),
         default=30.0,
         metavar="SECONDS",
         help="pause between polls with --follow (default 30)",
@@ -104,6 +107,7 @@ def _add_follow_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_process(args: argparse.Namespace) -> int:
+    from ptif.cli.preflight import check_conversion
     from ptif.config import stop_grace_seconds
     from ptif.console import ItemProgress, configure_logging, wants_json
     from ptif.queue.health import StoreLost
@@ -115,6 +119,7 @@ def run_process(args: argparse.Namespace) -> int:
         args, workers=args.workers, min_age=args.min_age, images_mode=args.images_mode
     )
     grace = stop_grace_seconds(STOP_GRACE_SECONDS)
+    check_conversion(settings)
     stores = open_stores(settings, args)
     options = RunOptions(
         prefix=args.prefix,
@@ -210,7 +215,9 @@ def add_mark(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "eTag or with other settings",
     )
     add_recipe_settings(parser)  # what --stale compares against: what `ptif process` makes
-    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the counts and the keys marked as JSON"
+    )
     parser.set_defaults(handler=run_mark)
 
 
@@ -227,7 +234,7 @@ def run_mark(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         stale=args.stale,
     )
-    show = _line_printer() if args.dry_run else None
+    show = _line_printer() if args.dry_run and not args.json else None
     report = mark(
         stores.source,
         stores.process,
@@ -296,11 +303,11 @@ def add_status(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from ptif.cli.preflight import open_checked
     from ptif.queue.status import status
-    from ptif.stores import open_store
 
     settings = settings_from(args)
-    process = open_store(settings.process, endpoint_url=settings.endpoint_url)
+    process = open_checked(settings, ("process",), existing=("process",))["process"]
     if args.failed:
         return _list_failures(process, args)
     result = status(process, settings.queue_prefix).to_dict()
@@ -385,20 +392,34 @@ def add_retry(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     add_store_options(parser)
     parser.add_argument(
-        "--code", action="append", default=[], help="only failures with this code (repeatable)"
+        "--code",
+        action="append",
+        default=[],
+        type=_failure_code,
+        help="only failures with this code (repeatable); 'ptif status' shows them",
     )
     parser.add_argument("--prefix", default="", help="only sources whose key starts with this")
     parser.add_argument("--dry-run", action="store_true", help="print what would be re-queued")
-    parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the counts and the keys re-queued as JSON"
+    )
     parser.set_defaults(handler=run_retry)
 
 
+def _failure_code(text: str) -> str:
+    if text not in CODES:
+        raise argparse.ArgumentTypeError(
+            f"unknown failure code {text!r}; the codes are {', '.join(CODES)}"
+        )
+    return text
+
+
 def run_retry(args: argparse.Namespace) -> int:
+    from ptif.cli.preflight import open_checked
     from ptif.queue.status import retry
-    from ptif.stores import open_store
 
     settings = settings_from(args)
-    process = open_store(settings.process, endpoint_url=settings.endpoint_url)
+    process = open_checked(settings, ("process",), existing=("process",))["process"]
     report = retry(
         process,
         settings.queue_prefix,
@@ -406,7 +427,7 @@ def run_retry(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         dry_run=args.dry_run,
     )
-    if args.dry_run:
+    if args.dry_run and not args.json:  # with --json, the keys are in the JSON
         for key in report.keys:
             print(key)
     if args.json:

@@ -26,6 +26,9 @@ COMPRESSION_NAMES = {
     1: "none", 5: "lzw", 7: "jpeg", 8: "deflate", 32946: "deflate", 50000: "zstd", 50001: "webp",
 }  # fmt: skip
 _JPEG_TABLES = 347
+_IMAGE_DESCRIPTION = 270
+#: Names ``ptif info`` shows the embedded provenance under (:mod:`ptif.convert.embedded`).
+_EMBEDDED_NAMES = {"ptif": "ptif_version"}
 #: libjpeg's luminance quantisation table at quality 50, in zig-zag order as a DQT stores it.
 _LUMINANCE = (
     16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40, 26, 24, 22, 22, 24, 49, 35,
@@ -55,6 +58,20 @@ def describe(path: Path) -> dict[str, Any]:
         "quality": jpeg_quality(path) if compression == "jpeg" else None,
         "levels": [[d.width, d.height] for d in layout.directories],
     }
+
+
+def embedded_provenance(path: Path) -> dict[str, Any] | None:
+    """The provenance ptif wrote into the file's first ImageDescription, or None."""
+    from ptif.convert.embedded import read_description
+
+    try:
+        text = _first_ifd_bytes(path, _IMAGE_DESCRIPTION)
+    except (OSError, struct.error):
+        return None
+    body = read_description(text.rstrip(b"\0").decode("utf-8", "replace")) if text else None
+    if body is None:
+        return None
+    return {_EMBEDDED_NAMES.get(key, key): value for key, value in body.items()}
 
 
 def check(path: Path) -> TiffLayout:

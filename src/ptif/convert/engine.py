@@ -22,17 +22,20 @@ import pyvips
 from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
+from ptif.convert.embedded import embed
 from ptif.convert.encoding import Encoding, choose, fixed
 from ptif.convert.formats import Format, sniff
-from ptif.convert.limits import Limits
+from ptif.convert.iiif import iiif_metadata
+from ptif.convert.limits import Limits, check_source_size
 from ptif.convert.loaders import Opened, OpenRequest, open_page
 from ptif.convert.profiles import DEFAULT_RECIPE, Recipe
 from ptif.convert.pyramid import check_writable, expected_levels, needs_bigtiff, tiffsave_options
-from ptif.convert.verify import verify_pyramid
+from ptif.convert.verify import TiffLayout, verify_pyramid
 from ptif.errors import DISK_FULL, OutputWriteError, PtifError, UndecodableError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any, Final
 
 log = logging.getLogger(__name__)
@@ -53,8 +56,8 @@ class ConversionResult:
     """What was written: enough for callers to store as metadata and for people to read."""
 
     __slots__ = (
-        "bands", "bigtiff", "bytes", "decoder", "encoding", "height", "levels", "page", "pages",
-        "path", "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
+        "bands", "bigtiff", "bytes", "decoder", "encoding", "height", "iiif", "levels", "page",
+        "pages", "path", "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
     )  # fmt: skip
 
     path: Final[Path]
@@ -72,6 +75,8 @@ class ConversionResult:
     pages: Final[int]
     seconds: Final[float]
     warnings: Final[tuple[str, ...]]
+    #: The IIIF metadata of the written file (:func:`~ptif.convert.iiif.iiif_metadata`).
+    iiif: Final[dict[str, str]]
     #: How the tiles were encoded (``jpeg-q89-420``...), chosen against the recipe's floor.
     encoding: Final[Encoding]
 
@@ -93,6 +98,7 @@ class ConversionResult:
         pages: int,
         seconds: float,
         warnings: tuple[str, ...] = (),
+        iiif: dict[str, str] | None = None,
         encoding: Encoding | None = None,
     ) -> None:
         self.path = path
@@ -110,6 +116,7 @@ class ConversionResult:
         self.pages = pages
         self.seconds = seconds
         self.warnings = warnings
+        self.iiif = iiif or {}
         self.encoding = encoding or fixed(recipe, bands)
 
     @property
@@ -121,10 +128,12 @@ class ConversionResult:
         return libvips_version()
 
     def metadata(self) -> dict[str, str]:
-        """User metadata for the output (serverless-iiif reads ``width`` and ``height``)."""
+        """User metadata for the output: what IIIF servers read instead of opening the file
+        (:mod:`ptif.convert.iiif`), the recipe hash and the version."""
         return {
             "width": str(self.width),
             "height": str(self.height),
+            **self.iiif,
             "ptif-recipe": self.recipe_hash,
             "ptif-encoding": self.encoding.label,
             "ptif-version": __version__,
@@ -193,13 +202,15 @@ def convert(
     max_pixels: int | None = None,
     limits: Limits | None = None,
     durable: bool = False,
+    provenance: Mapping[str, str] | None = None,
 ) -> ConversionResult:
     """Convert page ``page`` (1-based) of ``src`` into a verified pyramid TIFF at ``dst``.
 
     ``limits`` are the conversion's budgets (:mod:`ptif.convert.limits`); ``max_pixels``, if
     given, replaces their pixel budget. With ``durable``, the file is flushed to disk before it
     is renamed into place, so a power cut cannot leave an empty file under the final name
-    (stores that keep it do this).
+    (stores that keep it do this). ``provenance`` (``source_key``, ``source_etag``) is written
+    into the file with the recipe (:mod:`ptif.convert.embedded`).
     """
     src, dst = Path(src), Path(dst)
     init_vips()
@@ -207,9 +218,10 @@ def convert(
     started = time.perf_counter()
     limits = _limits(limits, max_pixels)
     try:
-        fmt = sniff(src)
+        fmt = sniff(src)  # no such file, a folder: said here
+        check_source_size(str(src), src.stat().st_size, limits.max_source)
         opened = open_page(OpenRequest(src, fmt, page, limits))
-        job = _Job(src, dst, limits, started, durable)
+        job = _Job(src, dst, limits, started, durable, provenance)
         return _write(job, fmt, opened, recipe, page)
     except MemoryError as error:
         raise out_of_memory(src, str(error), limits.max_memory) from error
@@ -218,9 +230,18 @@ def convert(
 class _Job:
     """Where one conversion reads and writes, within what limits, since when."""
 
-    __slots__ = ("dst", "durable", "limits", "src", "started")
+    __slots__ = ("dst", "durable", "limits", "provenance", "src", "started")
 
-    def __init__(self, src: Path, dst: Path, limits: Limits, started: float, durable: bool):
+    def __init__(
+        self,
+        src: Path,
+        dst: Path,
+        limits: Limits,
+        started: float,
+        durable: bool,
+        provenance: Mapping[str, str] | None = None,
+    ):
+        self.provenance = provenance
         self.src = src
         self.dst = dst
         self.limits = limits
@@ -238,7 +259,7 @@ def _limits(limits: Limits | None, max_pixels: int | None) -> Limits:
         return Limits(max_pixels)
     if max_pixels is None:
         return limits
-    return Limits(max_pixels, limits.max_memory, limits.max_seconds)
+    return Limits(max_pixels, limits.max_memory, limits.max_seconds, limits.max_source)
 
 
 def page_count(
@@ -297,7 +318,9 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff, quality=encoding.quality)
-    _write_verified(job, image, options, levels, recipe.tile_size)
+    tiles = None if recipe.min_quality is None else encoding.label
+    image = embed(image, recipe, options, job.provenance, warnings, tiles)
+    layout = _write_verified(job, image, options, levels, recipe.tile_size)
     for warning in warnings:
         log.warning("%s: %s", job.src, warning)
     return ConversionResult(
@@ -316,6 +339,7 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
         pages=opened.pages,
         seconds=time.perf_counter() - job.started,
         warnings=tuple(warnings),
+        iiif=iiif_metadata(layout),
         encoding=encoding,
     )
 
@@ -335,17 +359,28 @@ def _write_verified(
     options: dict[str, Any],
     levels: tuple[tuple[int, int], ...],
     tile_size: int,
-) -> None:
+) -> TiffLayout:
     """Save to a hidden temporary file beside the destination, verify it, then rename it into
-    place: the destination holds a complete, verified pyramid or nothing new."""
+    place: the destination holds a complete, verified pyramid or nothing new. Returns the
+    file's directories as the verifier read them."""
     _make_parent(job.dst)
     temp = job.dst.with_name(f".{job.dst.name}.{os.urandom(6).hex()}.ptif-partial")
     try:
         _save(job, image, temp, options)
-        verify_pyramid(temp, levels, tile_size, image.bands)
+        layout = verify_pyramid(temp, levels, tile_size, image.bands)
         _publish(temp, job.dst, job.durable)
     finally:
+        _remove(temp)
+    return layout
+
+
+def _remove(temp: Path) -> None:
+    """Remove what is left of the temporary file: on a read-only filesystem even a missing
+    file's unlink fails (EROFS), which must not hide the error that stopped the save."""
+    try:
         temp.unlink(missing_ok=True)
+    except OSError as error:
+        log.debug("%s: not removed (%s)", temp, error)
 
 
 def _make_parent(dst: Path) -> None:

@@ -1,4 +1,5 @@
-"""What one conversion may cost: pixels, memory and time, and how the defaults are found.
+"""What one conversion may cost: source bytes, pixels, memory and time, and how the defaults are
+found.
 
 Anyone who can upload can make ptif decode bytes of their choosing, so every conversion runs
 within three budgets. The pixel budget is checked from the header before anything is decoded
@@ -8,6 +9,10 @@ libvips must hold whole (interlaced PNG, progressive JPEG, rotations) are refuse
 when their estimate passes it. The time budget stops a conversion that runs too long, in a child
 or in libvips alike. Each broken budget is a permanent failure with its own code
 (``pixel-budget``, ``too-large``, ``too-slow``) and a message that says how to raise the limit.
+
+The source size is checked before anything is read or downloaded: a file bigger than
+:data:`DEFAULT_MAX_SOURCE` (or ``--max-source-size``) is ``too-large``, whatever it holds (a
+sparse file of 50 GB costs its reader 50 GB of disk).
 
 The default memory budget is the memory this process may use (its cgroup's limit in a
 container, else the machine's RAM) times :data:`MEMORY_SHARE`, divided among the parallel
@@ -37,6 +42,9 @@ MIN_MEMORY = 256 * 2**20
 #: The largest memory budget a setting may give: decoder children get it as a resource limit,
 #: which the kernel takes as a 64-bit number; past that, every sandboxed decode would fail.
 MAX_MEMORY = 512 * 2**40
+#: Bytes a source may have. The largest image the default pixel budget admits, 3 gigapixels of
+#: 16-bit RGB stored uncompressed, is 18 GB (16.8 GiB); real gigapixel scans are several GB.
+DEFAULT_MAX_SOURCE = 20 * 2**30
 #: The longest time limit a setting may give (a day).
 MAX_SECONDS = 86_400.0
 
@@ -48,24 +56,38 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 class Limits:
-    """The three budgets of one conversion."""
+    """The budgets of one conversion: pixels, memory, time, and the source's bytes."""
 
-    __slots__ = ("max_memory", "max_pixels", "max_seconds")
+    __slots__ = ("max_memory", "max_pixels", "max_seconds", "max_source")
 
     def __init__(
         self,
         max_pixels: int | None = None,
         max_memory: int | None = None,
         max_seconds: float | None = None,
+        max_source: int | None = None,
     ) -> None:
         self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         self.max_memory = max_memory or default_max_memory(1)
         self.max_seconds = max_seconds or DEFAULT_MAX_SECONDS
+        self.max_source = max_source or DEFAULT_MAX_SOURCE
 
     def __repr__(self) -> str:
         return (
             f"Limits(max_pixels={self.max_pixels}, max_memory={self.max_memory}, "
-            f"max_seconds={self.max_seconds})"
+            f"max_seconds={self.max_seconds}, max_source={self.max_source})"
+        )
+
+
+def check_source_size(label: str, size: int, limit: int) -> None:
+    """Refuse a source of ``size`` bytes over ``limit`` (``too-large``), before it is read."""
+    if size > limit:
+        from ptif.errors import TooLargeError
+
+        raise TooLargeError(
+            f"{label}: {format_size(size)} ({size:,} bytes), more than the largest source "
+            f"accepted, {format_size(limit)}; if the image is genuine, raise the limit with "
+            "--max-source-size or PTIF_MAX_SOURCE_SIZE (and give the work folder room for it)"
         )
 
 
@@ -84,8 +106,15 @@ def format_size(size: float) -> str:
     return f"{size:.0f} B"
 
 
-def check_limits(max_pixels: int | None, max_memory: int | None, max_seconds: float | None) -> None:
+def check_limits(
+    max_pixels: int | None,
+    max_memory: int | None,
+    max_seconds: float | None,
+    max_source: int | None = None,
+) -> None:
     """Refuse limits a person set out of range (``None``: not set, the default applies)."""
+    if max_source is not None and max_source < 1:
+        raise ConfigError(f"max source size must be at least 1 byte, not {max_source}")
     if max_pixels is not None and max_pixels < 1:
         raise ConfigError(f"max pixels must be at least 1, not {max_pixels}")
     if max_memory is not None and not max_memory >= MIN_MEMORY:

@@ -93,10 +93,17 @@ def check_budget(path: Path, width: int, height: int, max_pixels: int) -> None:
         raise UndecodableError(f"{path}: the header declares an empty image ({width}x{height})")
     if width * height > max_pixels:
         raise PixelBudgetError(
-            f"{path}: declares {width}x{height} = {width * height / 1e6:,.0f} megapixels, over "
-            f"the budget of {max_pixels / 1e6:,.0f}; if the image is genuine, raise the budget "
-            "with --max-pixels or PTIF_MAX_PIXELS"
+            f"{path}: declares {width}x{height} = {_pixels(width * height)}, over the budget "
+            f"of {_pixels(max_pixels)}; if the image is genuine, raise the budget with "
+            "--max-pixels or PTIF_MAX_PIXELS"
         )
+
+
+def _pixels(count: int) -> str:
+    """``4,096 pixels``, ``3.1 megapixels`` or ``1,000 megapixels``: never a budget of 0."""
+    if count < 1_000_000:
+        return f"{count:,} pixels"
+    return f"{count / 1e6:,.{0 if count >= 100_000_000 else 1}f} megapixels"
 
 
 def _check_page(request: OpenRequest, pages: int) -> None:

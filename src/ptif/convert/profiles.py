@@ -29,7 +29,7 @@ DEFAULT_MAX_PIXELS = 3_000_000_000
 #: A recipe's settings, in the order they are shown.
 RECIPE_SETTINGS = (
     "compression", "quality", "tile_size", "dpi", "max_width", "max_height", "all_pages",
-    "min_quality",
+    "keep_metadata", "min_quality",
 )  # fmt: skip
 #: The default profile's quality floor: SSIM against the decoded source (ptif.convert.encoding).
 DEFAULT_MIN_QUALITY = 0.94
@@ -48,6 +48,8 @@ class Recipe:
     max_height: Final[int | None]
     #: One pyramid per page of a multi-page source (PDF, TIFF...), not page 1 alone.
     all_pages: Final[bool]
+    #: Carry the source's XMP and IPTC (rights, captions) into the pyramid (capped in size).
+    keep_metadata: Final[bool]
     #: A perceptual-quality floor (SSIM, 0 to 1) for JPEG tiles: each image gets the fewest
     #: bytes that hold it (ptif.convert.encoding); ``quality`` is then the fallback.
     min_quality: Final[float | None]
@@ -62,6 +64,7 @@ class Recipe:
         max_width: int | None = None,
         max_height: int | None = None,
         all_pages: bool = False,
+        keep_metadata: bool = True,
         min_quality: float | None = None,
     ) -> None:
         self.compression = compression
@@ -72,6 +75,7 @@ class Recipe:
         self.max_width = max_width
         self.max_height = max_height
         self.all_pages = all_pages
+        self.keep_metadata = keep_metadata
         # ptif.toml's 1 and --min-quality 1.0 are one recipe, with one hash.
         self.min_quality = (
             float(min_quality)
@@ -119,7 +123,7 @@ class Recipe:
             value = getattr(self, name)
             if name == "compression":
                 wanted, ok = "a name", isinstance(value, str)
-            elif name == "all_pages":
+            elif name in ("all_pages", "keep_metadata"):
                 wanted, ok = "true or false", isinstance(value, bool)
             elif name in ("dpi", "min_quality"):
                 wanted = "a number"
@@ -160,16 +164,16 @@ class Recipe:
     def hash(self) -> str:
         """A short, stable digest of the settings and the pipeline version."""
         import hashlib  # imported here: a one-shot convert starts faster without it
-        import json
+
+        from ptif.convert.jsontext import dumps
 
         settings = self.settings()
-        if not self.all_pages:  # the hashes outputs recorded before the setting existed
-            del settings["all_pages"]
+        for name in ("all_pages", "keep_metadata"):  # off: the hashes recorded before they existed
+            if not settings[name]:
+                del settings[name]
         if self.min_quality is None:  # likewise
             del settings["min_quality"]
-        body = json.dumps(
-            {"pipeline": PIPELINE_VERSION, **settings}, sort_keys=True, separators=(",", ":")
-        )
+        body = dumps(dict(sorted({"pipeline": PIPELINE_VERSION, **settings}.items())))
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def describe(self) -> dict[str, Any]:
@@ -243,7 +247,14 @@ PROFILES: dict[str, Profile] = {
     ),
     "marble": Profile(
         "marble",
-        Recipe(compression="deflate", tile_size=512, dpi=300.0, max_width=4000, max_height=4000),
+        Recipe(
+            compression="deflate",
+            tile_size=512,
+            dpi=300.0,
+            max_width=4000,
+            max_height=4000,
+            keep_metadata=False,
+        ),
         copyright_box=(843, 560),
         description=(
             "deflate, 512x512 tiles, 300 dpi, longest side at most 4000 px; "

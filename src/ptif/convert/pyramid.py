@@ -8,6 +8,7 @@ from functools import cache
 
 import pyvips
 
+from ptif.convert.embedded import keep_flags
 from ptif.convert.profiles import COMPRESSIONS, Recipe
 from ptif.errors import ConfigError
 
@@ -78,7 +79,7 @@ def tiffsave_options(
         "compression": recipe.compression,
         "bigtiff": bigtiff,
         "resunit": "inch",
-        "keep": "none",
+        "keep": keep_flags(recipe),
     }
     if recipe.dpi is not None:
         options["xres"] = options["yres"] = recipe.dpi / 25.4

@@ -120,6 +120,23 @@ def _parse_header(line: bytes) -> dict[str, str]:
 # the child -------------------------------------------------------------------------------------
 
 
+def prepare(argv: list[str]) -> None:
+    """Import what :func:`decode` will use, before the decoder gives up the worker's user: it
+    may then be unable to read Python's own files (a Python installed in a private home)."""
+    kind = argv[0]
+    if kind == "pdf":
+        import pypdfium2
+        import pypdfium2.raw  # noqa: F401
+    else:
+        from PIL import Image, ImageFile  # noqa: F401
+
+        Image.preinit()  # the common plugins (BMP among them); the others only if needed
+        if any(name not in Image.OPEN for name in argv[4:]):
+            Image.init()
+        if kind == "heif":
+            import pillow_heif  # noqa: F401
+
+
 def decode(argv: list[str]) -> int:
     """``KIND PAGE MAX_PIXELS MAX_MEMORY [PIL_FORMAT...]``: decode standard input, write one
     raster (or a refusal) on standard output. KIND is ``pdf``, ``pillow`` or ``heif``."""
@@ -191,7 +208,9 @@ def _pdf(job: _Job, out: BinaryIO) -> None:
     import pypdfium2 as pdfium
 
     try:
-        document = pdfium.PdfDocument("/proc/self/fd/0")
+        # Read through the descriptor: reopening /proc/self/fd/0 would need the right to open
+        # the file itself, which a decoder that left root does not have.
+        document = pdfium.PdfDocument(os.fdopen(0, "rb", closefd=False))
     except pdfium.PdfiumError as error:
         raise Refused(BROKEN, reason=str(error)) from None
     _render(job, out, document)

@@ -24,6 +24,12 @@ bounded from inside the worker (PDFium, Pillow) decode in a child started by :fu
   starts leaves nothing. It runs in its own process group, killed as a whole when the parent
   stops waiting (deadline, bad output, error), so nothing it started survives either.
 
+- **A supervisor between them.** The child is a supervisor: undumpable, a subreaper, it forks
+  the decoder, waits for it, then kills every process left (``setsid`` ones included) and exits
+  as the decoder did; a SIGTERM from the worker makes it do so at once. When the worker is
+  root, the decoder drops to :data:`DECODER_UID` with no groups, a process limit and (where the
+  kernel lets root) a network namespace of its own; the worker itself is made undumpable.
+
 The child is a small Python launcher (``python -I -m ptif.convert.sandbox``, spawned, not forked
 from the threaded worker into Python code) that sets its limits, then either ``exec``s the
 decoder program (Ghostscript) or calls a decoder function of :mod:`ptif.convert` in the same
@@ -79,10 +85,26 @@ OUT_OF_MEMORY_WORDS = ("vmerror", "out of memory", "memoryerror", "bad_alloc", "
 _CALLABLE_PREFIX = "ptif.convert."
 #: Linux prctl options.
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
 _SIGKILL = 9
+_SIGTERM = 15
+_CLONE_NEWNET = 0x40000000
 #: Exit status of a child whose parent died before it could arm its death signal.
 _ORPHANED = 125
+#: Exit status of a decoder that could not be confined (it never ran).
+_NOT_CONFINED = 126
+#: Who a decoder runs as when the worker runs as root (containers usually do): ``nobody``, with
+#: no supplementary groups, so it cannot read the work folders, the stores' folders or the
+#: credentials, which are root's and private.
+DECODER_UID = 65534
+DECODER_GID = 65534
+#: Processes the decoder's user may have at once, once it is not root: decoders start none
+#: (Ghostscript, PDFium and Pillow run in one process); this bounds a fork bomb.
+DECODER_NPROC = 32
+#: Seconds the worker gives the supervisor to kill the decoder's processes before it kills it.
+STOP_GRACE_S = 5.0
 
 
 class Budget:
@@ -245,8 +267,10 @@ class ChildOutput:
         if now - self._sampled < SAMPLE_SECONDS:
             return
         self._sampled = now
-        self.peak_memory = max(self.peak_memory, _peak_address_space(self._process.pid))
-        disk = scratch_usage(self._scratch, self._process.pid)
+        pids = (self._process.pid, *_children(self._process.pid))  # the supervisor, the decoder
+        for pid in pids:
+            self.peak_memory = max(self.peak_memory, _peak_address_space(pid))
+        disk = scratch_usage(self._scratch, pids)
         self.peak_disk = max(self.peak_disk, disk)
         if disk > self._disk_limit:
             raise _ScratchFull
@@ -255,9 +279,9 @@ class ChildOutput:
         self._selector.close()
 
 
-def scratch_usage(scratch: Path, pid: int) -> int:
-    """What the files of ``scratch`` take on disk, with the files there that process ``pid``
-    deleted but keeps open; more than any bound once it holds :data:`MAX_SCRATCH_FILES`."""
+def scratch_usage(scratch: Path, pids: tuple[int, ...]) -> int:
+    """What the files of ``scratch`` take on disk, with the files there that the processes
+    ``pids`` deleted but keep open; more than any bound once it holds :data:`MAX_SCRATCH_FILES`."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for folder, _, names in os.walk(scratch):
@@ -266,18 +290,19 @@ def scratch_usage(scratch: Path, pid: int) -> int:
             if len(seen) > MAX_SCRATCH_FILES:
                 return 2**63
     inside = os.path.join(str(scratch), "")
-    try:
-        descriptors = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return total
-    for descriptor in descriptors:
-        link = f"/proc/{pid}/fd/{descriptor}"
+    for pid in pids:
         try:
-            opened = os.readlink(link).startswith(inside)
+            descriptors = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
-        if opened:
-            total += _disk_use(link, seen, follow=True)
+        for descriptor in descriptors:
+            link = f"/proc/{pid}/fd/{descriptor}"
+            try:
+                opened = os.readlink(link).startswith(inside)
+            except OSError:
+                continue
+            if opened:
+                total += _disk_use(link, seen, follow=True)
     return total
 
 
@@ -292,6 +317,15 @@ def _disk_use(path: str, seen: set[tuple[int, int]], *, follow: bool) -> int:
         return 0
     seen.add(key)
     return int(status.st_blocks) * 512
+
+
+def _children(pid: int) -> list[int]:
+    """The children of ``pid`` (of its main thread, which is all a launcher has)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as listing:
+            return [int(child) for child in listing.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _peak_address_space(pid: int) -> int:
@@ -409,10 +443,12 @@ def _start(
 
     from ptif.errors import IO_ERROR, ConversionError, SourceMissingError, UndecodableError
 
+    _protect_worker()
+    user = _decoder_user(scratch)
     launcher = [
         sys.executable, "-I", "-m", __name__, str(budget.max_memory),
-        str(max(1, round(budget.max_seconds))), str(os.getpid()), "call" if call else "exec",
-        *command,
+        str(max(1, round(budget.max_seconds))), str(os.getpid()), user,
+        "call" if call else "exec", *command,
     ]  # fmt: skip
     try:
         descriptor = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
@@ -428,7 +464,7 @@ def _start(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=scratch,
-            env=_environment(scratch),
+            env=_environment(scratch, dropped=user != "-"),
             process_group=0,
             close_fds=True,
         )
@@ -440,8 +476,32 @@ def _start(
         os.close(descriptor)
 
 
-def _environment(scratch: Path) -> dict[str, str]:
-    folder = str(scratch)
+_PROTECTED = False
+
+
+def _protect_worker() -> None:
+    """Make this process undumpable (once): a decoder running as the same user can then neither
+    trace it nor read its ``/proc/PID/mem`` or ``environ``, where credentials may be."""
+    global _PROTECTED
+    if not _PROTECTED:
+        _prctl(_PR_SET_DUMPABLE, 0)
+        _PROTECTED = True
+
+
+def _decoder_user(scratch: Path) -> str:
+    """``UID:GID`` the decoder drops to (root only: the scratch folder is given to it, and its
+    parent opened to it for traversal alone), or ``-`` to stay the worker's user."""
+    if os.geteuid() != 0:
+        return "-"
+    os.chmod(scratch.parent, 0o711)  # not listable: the others' names stay hidden
+    os.chown(scratch, DECODER_UID, DECODER_GID)
+    return f"{DECODER_UID}:{DECODER_GID}"
+
+
+def _environment(scratch: Path, *, dropped: bool) -> dict[str, str]:
+    # A decoder that left root may be unable to reach its folder by name (a private TMPDIR on
+    # the way): it is its working folder, and named by a relative path then.
+    folder = "." if dropped else str(scratch)
     env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LC_ALL": "C"}
     env.update(TMPDIR=folder, TEMP=folder, TMP=folder, HOME=folder)
     return env
@@ -491,9 +551,17 @@ def _wait(process: subprocess.Popen[bytes], deadline: float) -> int:
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    """Kill the child's process group (whatever the decoder started), then reap the child."""
+    """Have the supervisor kill every process the decoder started (SIGTERM: it kills its
+    descendants, those that left the process group included, and exits), then kill the
+    process group and reap the supervisor."""
     import contextlib
+    import subprocess
 
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(process.pid, _SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_GRACE_S)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, _SIGKILL)
     process.wait()
@@ -574,18 +642,102 @@ def _callable(target: str) -> bool:
     return module.startswith(_CALLABLE_PREFIX) and function.isidentifier()
 
 
-def _confine(max_memory: int, max_seconds: int, parent: int) -> None:
-    """In the child, before the decoder runs: die with the parent, and set the limits."""
+def _guard(parent: int) -> None:
+    """In the supervisor: die with the worker, adopt every orphan the decoder leaves."""
     import resource
 
     _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
     if os.getppid() != parent:  # the parent died before the death signal was armed
         os._exit(_ORPHANED)
     _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(_PR_SET_DUMPABLE, 0)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _confine(max_memory: int, max_seconds: int, parent: int, user: str) -> None:
+    """In the decoder, before it runs: die with its supervisor, leave root (and the network,
+    where the kernel allows) if the worker is root, and set the limits."""
+    import resource
+
+    if user != "-":
+        _unshare_network()
+        uid, gid = (int(part) for part in user.split(":"))
+        for pipe in (1, 2):  # Ghostscript reopens its output (/dev/stdout): give it the pipes
+            os.fchown(pipe, uid, gid)
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        resource.setrlimit(resource.RLIMIT_NPROC, (DECODER_NPROC, DECODER_NPROC))
+    _prctl(_PR_SET_PDEATHSIG, _SIGKILL)  # after the change of user, which disarms it
+    if os.getppid() != parent:
+        os._exit(_ORPHANED)
+    _prctl(_PR_SET_DUMPABLE, 0)
     resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
     resource.setrlimit(resource.RLIMIT_CPU, (max_seconds, max_seconds + CPU_GRACE_S))
     resource.setrlimit(resource.RLIMIT_FSIZE, (max_memory, max_memory))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _unshare_network() -> None:
+    """A network namespace of its own (only a loopback, down), where the kernel lets root make
+    one (containers without CAP_SYS_ADMIN do not): nothing to lose if not."""
+    import ctypes
+
+    unshare = getattr(ctypes.CDLL(None, use_errno=True), "unshare", None)
+    if unshare is not None:
+        unshare(_CLONE_NEWNET)
+
+
+def _supervise_decoder(decoder: int) -> int:
+    """In the supervisor: wait for the decoder, then kill and reap every process left (a
+    subreaper adopts the decoder's orphans, ``setsid`` ones included); exit as it did. A
+    SIGTERM from the worker ends the wait early."""
+    import signal
+
+    def stop(number: int, frame: object) -> None:
+        raise _Stopped
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        status = os.waitpid(decoder, 0)[1]
+    except _Stopped:
+        status = _SIGKILL  # as waitpid says of a process killed by SIGKILL
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _kill_descendants()
+    return status
+
+
+class _Stopped(Exception):
+    """The worker asked the supervisor to stop."""
+
+
+def _kill_descendants() -> None:
+    """Kill every child until none is left: a killed child's own children come to this
+    process (it is their subreaper) and are killed in turn."""
+    import contextlib
+
+    while True:
+        for child in _children(os.getpid()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, _SIGKILL)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _exit_as(status: int) -> None:
+    """End this process as the decoder ended: the same exit code, or the same signal."""
+    import signal
+
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+        os._exit(128 + number)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
 
 
 def _prctl(option: int, value: int) -> None:
@@ -600,21 +752,54 @@ def _prctl(option: int, value: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``MAX_MEMORY MAX_SECONDS PARENT_PID exec PROGRAM ARGS...`` or ``... call MODULE:FUNCTION
-    ARGS...``: confine this process, then become the program or call the function."""
-    memory, seconds, parent, mode, target, *arguments = argv
-    _confine(int(memory), int(seconds), int(parent))
-    if mode == "exec":
-        os.execvp(target, [target, *arguments])
-    if mode != "call" or not _callable(target):
-        print(f"ptif sandbox: cannot run {target!r}", file=sys.stderr)
-        return 2
-    import importlib
+    """``MAX_MEMORY MAX_SECONDS PARENT_PID USER exec PROGRAM ARGS...`` or ``... call
+    MODULE:FUNCTION ARGS...``: become the supervisor of a decoder child that confines itself
+    (as ``USER``, ``UID:GID`` or ``-``), then becomes the program or calls the function."""
+    memory, seconds, parent, user, mode, target, *arguments = argv
+    _guard(int(parent))
+    if mode == "call" and _callable(target):  # imported while the files are readable
+        import importlib
 
-    module, _, function = target.partition(":")
-    result: int = getattr(importlib.import_module(module), function)(arguments)
-    sys.stdout.flush()
-    sys.stderr.flush()
+        module = importlib.import_module(target.partition(":")[0])
+        if hasattr(module, "prepare"):
+            module.prepare(arguments)
+    supervisor = os.getpid()
+    decoder = os.fork()
+    if decoder == 0:
+        _decode(int(memory), int(seconds), supervisor, user, mode, target, arguments)
+    os.close(0)  # the decoder's: the worker's reading ends when the decoder's writing does
+    os.close(1)
+    _exit_as(_supervise_decoder(decoder))
+    return 1
+
+
+def _decode(
+    memory: int, seconds: int, supervisor: int, user: str, mode: str, target: str, args: list[str]
+) -> None:
+    try:
+        _confine(memory, seconds, supervisor, user)
+        if mode == "exec":
+            os.execvp(target, [target, *args])
+        if mode != "call" or not _callable(target):
+            print(f"ptif sandbox: cannot run {target!r}", file=sys.stderr)
+            os._exit(2)
+        import importlib
+
+        module, _, function = target.partition(":")
+        result: int = getattr(importlib.import_module(module), function)(args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError as error:
+        print(f"ptif sandbox: could not start the decoder ({error})", file=sys.stderr)
+        os._exit(_NOT_CONFINED)
+    except SystemExit as error:
+        os._exit(error.code if isinstance(error.code, int) else 1)
+    except BaseException:  # the decoder's own failure: its last words, as Python prints them
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
     os._exit(result)  # no interpreter teardown: PDFium's alone takes tens of milliseconds
 
 

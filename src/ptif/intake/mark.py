@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ptif.bounded import run_bounded
 from ptif.convert.profiles import Profile
 from ptif.intake.scope import bucket_name, is_candidate
-from ptif.queue.markers import create_marker, new_marker
+from ptif.queue.markers import create_marker, is_queued, new_marker
 from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, Store
 
@@ -49,13 +50,14 @@ class MarkReport:
         if key is not None and name == MARKED and len(self.marked_keys) < 10_000:
             self.marked_keys.append(key)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "listed": self.listed,
             "marked": self.marked,
             "already_queued": self.already_queued,
             "up_to_date": self.up_to_date,
             "ignored": self.ignored,
+            "marked_keys": self.marked_keys,
         }
 
 
@@ -106,9 +108,10 @@ class _Marker:
         """Mark one source unless it needs none; which of the report's counts it adds to."""
         if self.options.stale and self._current(info):
             return UP_TO_DATE
-        if not self.options.dry_run and not self._write(info):
-            return ALREADY_QUEUED
-        return MARKED
+        if self.options.dry_run:  # exactly what the real run would find
+            queued = is_queued(self.process, info.key, self.queue_prefix)
+            return ALREADY_QUEUED if queued else MARKED
+        return MARKED if self._write(info) else ALREADY_QUEUED
 
     def _current(self, info: ObjectInfo) -> bool:
         return output_state(self.images, info, self.recipes) is OutputState.CURRENT

@@ -38,7 +38,7 @@ from ptif.errors import ConfigError
 from ptif.intake.scope import bucket_name, is_candidate
 from ptif.queue.failures import describes
 from ptif.queue.layout import failed_key, report_key
-from ptif.queue.markers import create_marker, new_marker
+from ptif.queue.markers import create_marker, is_queued, new_marker
 from ptif.queue.outputs import OutputState, output_state
 from ptif.stores.base import ObjectInfo, ObjectMissing, Store
 from ptif.timeutil import format_time
@@ -154,8 +154,9 @@ class Reconciler:
             return state, LEFT
         if self._failed_before(info):
             return state, FAILED_BEFORE
-        if self.options.dry_run:
-            return state, WOULD_MARK
+        if self.options.dry_run:  # exactly what the real run would find
+            queued = is_queued(self.process, info.key, self.queue_prefix)
+            return state, ALREADY_QUEUED if queued else WOULD_MARK
         return state, MARKED if self._queue(info) else ALREADY_QUEUED
 
     def _images(self, report: ReconcileReport) -> Iterator[ObjectInfo]:

@@ -22,14 +22,21 @@ if TYPE_CHECKING:
 
 
 def convert_labelled(
-    src: Path, dst: Path, recipe: Recipe, label: str, limits: Limits, page: int = 1
+    src: Path,
+    dst: Path,
+    recipe: Recipe,
+    label: str,
+    limits: Limits,
+    page: int = 1,
+    etag: str = "",
 ) -> ConversionResult:
     """Convert page ``page``, with errors naming the source key rather than the worker's
-    temporary file."""
+    temporary file; the file records the source key (``label``) and ``etag``."""
     from ptif.convert.engine import convert
 
     try:
-        return convert(src, dst, recipe, page=page, limits=limits)
+        provenance = {"source_key": label, "source_etag": etag}
+        return convert(src, dst, recipe, page=page, limits=limits, provenance=provenance)
     except PtifError as error:
         error.args = (str(error).replace(str(src), label),)
         raise

@@ -25,6 +25,13 @@ bytes twice that both differ from the eTag mean the eTag is no MD5; different by
 download was damaged or changed, and the attempt fails as ``source-changed``. A folder store's
 eTag says nothing of the content, so its sources rely on the pin alone.
 
+Before anything is downloaded, the source's size (from the store's HEAD or ``stat``) must be
+within the largest source accepted (``--max-source-size``: else ``too-large``, permanent) and
+fit the work folder's free space twice, for itself and a pyramid as big (else ``disk-full``,
+retried and never counted; a source bigger than the whole disk is ``too-large``: no later run
+fits it either).
+The download itself stops at that limit, so a file that grows while it is copied cannot pass it.
+
 The first hash is taken after the store has written the file, not while the bytes stream in
 (the stores' ``get_file`` gives none): a writer quick enough to change the file before that read
 goes unseen unless the eTag is an MD5. The item folders keep every other user out of that
@@ -37,17 +44,22 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ptif.errors import SOURCE_CHANGED, PtifError
+from ptif.convert.limits import check_source_size, format_size
+from ptif.errors import DISK_FULL, SOURCE_CHANGED, PtifError, TooLargeError
 from ptif.queue.workdir import local_error
-from ptif.stores.base import ObjectInfo, Store
+from ptif.stores.base import ObjectInfo, ObjectTooBig, Store
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+#: Room a download needs, in source sizes: the source, and a pyramid as big (a guess: a full
+#: disk while the pyramid is written is still ``disk-full``, retried).
+ROOM_FACTOR = 2
 #: An eTag that may be the MD5 of the object's bytes (a multipart one ends in ``-<parts>``).
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
@@ -112,15 +124,23 @@ class Fetched:
         )
 
 
-def fetch(store: Store, key: str, path: Path) -> Fetched:
+def fetch(
+    store: Store, key: str, path: Path, *, size: int | None = None, max_bytes: int | None = None
+) -> Fetched:
     """Download ``key`` to ``path``, checked against an MD5 eTag where there is one, and
-    fingerprinted for :meth:`Fetched.check`."""
-    info = _get(store, key, path)
+    fingerprinted for :meth:`Fetched.check`. ``size`` is the source's size as the store last
+    said it: checked against ``max_bytes`` and the work folder's free space before the
+    download; the download never writes more than ``max_bytes``."""
+    if size is not None:
+        if max_bytes is not None:
+            check_source_size(key, size, max_bytes)
+        check_room(key, path.parent, size)
+    info = _get(store, key, path, max_bytes)
     sha256, md5 = _digests(path, md5=_is_md5(info.etag))
     if md5 is None or md5 == info.etag:
         return Fetched(key, path, info, sha256, Pin.of(path))
     first = sha256
-    info = _get(store, key, path)
+    info = _get(store, key, path, max_bytes)
     sha256, md5 = _digests(path, md5=_is_md5(info.etag))
     if md5 is not None and md5 != info.etag and sha256 != first:
         raise SourceChanged(
@@ -145,9 +165,38 @@ def check_pyramid(key: str, path: Path, made: Pin) -> None:
         )
 
 
-def _get(store: Store, key: str, path: Path) -> ObjectInfo:
+def check_room(key: str, folder: Path, size: int) -> None:
+    """Refuse to download ``size`` bytes into ``folder`` unless its disk has room for them and
+    for a pyramid as big: ``disk-full`` (retried, never counted) while the disk is too full,
+    ``too-large`` (permanent) if the download alone is bigger than the whole disk."""
     try:
-        return store.get_file(key, path)
+        usage = shutil.disk_usage(folder)
+    except OSError as error:
+        raise local_error(error, f"{key}: cannot see the free space in {folder}") from error
+    if size > usage.total:
+        raise TooLargeError(
+            f"{key}: {format_size(size)} will never fit the work folder's disk ({folder}: "
+            f"{format_size(usage.total)} in all); point TMPDIR at a bigger disk (in ECS, raise "
+            "the task's ephemeral storage), then `ptif retry` it"
+        )
+    need = ROOM_FACTOR * size
+    if need > usage.free:
+        raise PtifError(
+            f"{key}: needs {format_size(need)} in the work folder ({format_size(size)} to "
+            f"download, as much again for its pyramid) but {folder} has "
+            f"{format_size(usage.free)} free; a later run tries again (free some space, run "
+            "fewer workers, or point TMPDIR at a bigger disk)",
+            code=DISK_FULL,
+        )
+
+
+def _get(store: Store, key: str, path: Path, max_bytes: int | None) -> ObjectInfo:
+    try:
+        return store.get_file(key, path, max_bytes)
+    except ObjectTooBig as error:  # grew past the limit, or was replaced by a bigger one
+        assert max_bytes is not None
+        check_source_size(key, error.size, max_bytes)
+        raise
     except OSError as error:  # writing the download: the store's own failures are its errors
         raise local_error(error, f"{key}: cannot write its download to {path.parent}") from error
 

@@ -16,6 +16,12 @@ with the same :class:`StoreLost` instead of waiting out the client's retries aga
 process`` then exits 3 with one line naming the store. Nothing is lost: each marker stays until
 its pyramid is published, so a later run finishes the work.
 
+A store that refuses the run's settings or credentials mid-run (a :class:`ConfigError` from
+it: credentials that expired, a permission taken away, a bucket deleted) is lost at once, the
+same way: no other image could get further, and the refusal is never any image's failure. The
+run's own start-up check of conditional writes is the exception: it stops the run with the
+configuration error itself (exit 2) before anything is claimed.
+
 A full disk is not the store going away: ``ENOSPC`` (and ``EDQUOT``, ``EFBIG``) from a folder
 store is ``disk-full``, retried later, never a lost store.
 """
@@ -29,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ptif.errors import PtifError
+from ptif.errors import ConfigError, PtifError
 from ptif.queue.workdir import NO_SPACE, local_error
 from ptif.stores.base import CHECK_PREFIX, ObjectInfo, ObjectMissing, Store, StoreError
 
@@ -49,25 +55,29 @@ T = TypeVar("T")
 
 
 class StoreLost(StoreError):
-    """A store could not be reached: the run stops; nothing is lost."""
+    """A store could not be reached, or ``refused`` the run's settings or credentials (they
+    expired, a permission was taken away): the run stops; nothing is lost."""
 
-    def __init__(self, role: str, url: str, cause: str) -> None:
+    def __init__(self, role: str, url: str, cause: str, *, refused: bool = False) -> None:
         cause = " ".join(cause.split())
         if len(cause) > CAUSE_CHARS:
             cause = cause[: CAUSE_CHARS - 1] + "…"
-        super().__init__(
-            f"the {role} store {url} could not be reached ({cause}); nothing was lost, "
-            "run again when it is back"
+        what, then = (
+            ("refused the run's settings or credentials", "correct them and run again")
+            if refused
+            else ("could not be reached", "run again when it is back")
         )
+        super().__init__(f"the {role} store {url} {what} ({cause}); nothing was lost, {then}")
         self.role = role
         self.url = url
         self.cause = cause
+        self.refused = refused
         #: What the run did before it stopped, when the run raises it.
         self.report: RunReport | None = None
 
     def again(self) -> StoreLost:
         """The same news as a new exception, to raise in another thread."""
-        return StoreLost(self.role, self.url, self.cause)
+        return StoreLost(self.role, self.url, self.cause, refused=self.refused)
 
 
 class StoreHealth:
@@ -105,6 +115,10 @@ class StoreHealth:
         """``store`` is lost (its listing failed: no run goes on without it)."""
         return self._declare(role, store, _cause(error))
 
+    def refused(self, role: str, store: Store, error: ConfigError) -> StoreLost:
+        """``store`` refused the run's settings or credentials: no image can go on."""
+        return self._declare(role, store, str(error), refused=True)
+
     # what the watched stores report -------------------------------------------------------
 
     def check(self, role: str) -> None:
@@ -134,12 +148,12 @@ class StoreHealth:
         else:
             self._declare(role, store, _cause(error))
 
-    def _declare(self, role: str, store: Store, cause: str) -> StoreLost:
+    def _declare(self, role: str, store: Store, cause: str, *, refused: bool = False) -> StoreLost:
         with self._lock:
             lost = self._lost.get(role)
             if lost is not None:
                 return lost
-            lost = self._lost[role] = StoreLost(role, store.url, cause)
+            lost = self._lost[role] = StoreLost(role, store.url, cause, refused=refused)
             first = self._first is None
             if first:
                 self._first = lost
@@ -196,8 +210,8 @@ class WatchedStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
-        return self._call("get", key, lambda: self.inner.get_file(key, path))
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
+        return self._call("get", key, lambda: self.inner.get_file(key, path, max_bytes))
 
     def get_bytes(self, key: str) -> tuple[bytes, ObjectInfo]:
         return self._call("get", key, lambda: self.inner.get_bytes(key))
@@ -252,6 +266,10 @@ class WatchedStore:
             result = call()
         except (StoreLost, ObjectMissing):
             raise
+        except ConfigError as error:
+            if op == "check":  # the run's own start-up check: a plain configuration error
+                raise
+            raise self._health.refused(self.role, self.inner, error).again() from error
         except StoreError as error:
             self._health.failed(self.role, self.inner, error)
             raise

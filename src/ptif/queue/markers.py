@@ -236,6 +236,12 @@ def create_marker(store: Store, marker: Marker, queue_prefix: str) -> bool:
     return True
 
 
+def is_queued(store: Store, source_key: str, queue_prefix: str) -> bool:
+    """Whether a marker is queued for ``source_key``: what :func:`create_marker` would find,
+    so that a dry run predicts the real one."""
+    return store.head(marker_key(source_key, queue_prefix)) is not None
+
+
 def _parse_or_none(data: bytes, key: str) -> Marker | None:
     try:
         return parse_marker(data, key)

@@ -5,7 +5,8 @@ system. The output's user metadata names the source and its eTag and the recipe 
 later run can tell an up-to-date output (skip it) from a stale one (redo it) or from another
 source's output that happens to have the same name (an ``output-conflict``, never overwritten).
 :func:`compare_output` is that rule, and the worker, ``mark --stale``, ``watch`` and
-``reconcile`` all follow it.
+``reconcile`` all follow it. The conversion's own keys come first, from the written file: the
+size, level count and tile size IIIF servers read instead of opening it (:mod:`ptif.convert.iiif`).
 A multi-page source converted with ``all_pages`` has an output *set*: page 1 at the output key,
 page ``n`` at :func:`page_key` (``a/book-p2.tif``), each recording its page (``ptif-page``) and
 the source's page count (``ptif-pages``). The set is current only when every page is

@@ -178,6 +178,7 @@ class RetryReport:
             "requeued": self.requeued,
             "skipped": self.skipped,
             "not_retryable": self.not_retryable,
+            "keys": self.keys,
         }
 
 

@@ -482,14 +482,23 @@ class Worker:
         state = set_state(self.stores.images, existing, source_key, source.etag, {recipe.hash})
         if state is OutputState.CURRENT:
             return ItemResult("", Outcome.SKIPPED, source_key)
-        return self._transform(source_key, recipe, lease, seen)
+        return self._transform(source_key, source.size, recipe, lease, seen)
 
-    def _transform(self, source_key: str, recipe: Recipe, lease: Lease, seen: Seen) -> ItemResult:
-        """Fetch into the item's own folder, convert, and publish what was made from exactly
-        the bytes fetched. With ``all_pages``, pages 2 and on are converted and published one
-        by one, and page 1 last: an output set is current only once every page is there."""
+    def _transform(
+        self, source_key: str, size: int, recipe: Recipe, lease: Lease, seen: Seen
+    ) -> ItemResult:
+        """Fetch into the item's own folder (if its ``size`` is within the limit and fits the
+        disk), convert, and publish what was made from exactly the bytes fetched. With
+        ``all_pages``, pages 2 and on are converted and published one by one, and page 1 last:
+        an output set is current only once every page is there."""
         with item_folder(self._work) as folder:
-            fetched = fetch(self.stores.source, source_key, folder / SOURCE_NAME)
+            fetched = fetch(
+                self.stores.source,
+                source_key,
+                folder / SOURCE_NAME,
+                size=size,
+                max_bytes=self.settings.max_source_size,
+            )
             seen.source = fetched.info
             first = _Page(folder / PYRAMID_NAME, 1)
             first.made, result = self._convert_fetched(fetched, first.path, recipe, lease)
@@ -563,8 +572,9 @@ class Worker:
             lease.count_attempt()
             try:
                 result = convert_labelled(
-                    fetched.path, dst, recipe, fetched.key, self.settings.limits(), page
-                )
+                    fetched.path, dst, recipe, fetched.key, self.settings.limits(), page,
+                    fetched.info.etag,
+                )  # fmt: skip
             except PtifError as error:
                 if error.permanent:
                     fetched.check()

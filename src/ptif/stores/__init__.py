@@ -36,38 +36,79 @@ __all__ = [
 ]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# S3's rules for new buckets, loosened to the legacy names (capitals, underscores) still in use.
-_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+#: S3's naming rules for general purpose buckets, which MinIO, Ceph and SeaweedFS follow too:
+#: 3 to 63 lowercase letters, digits, dots and hyphens, a letter or digit at each end.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_RESERVED_STARTS = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_ENDS = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
-def open_store(url: str, *, endpoint_url: str | None = None, read_only: bool = False) -> Store:
+def open_store(
+    url: str, *, endpoint_url: str | None = None, read_only: bool = False, create: bool = True
+) -> Store:
     """The store a URL names. ``endpoint_url`` (else ``AWS_ENDPOINT_URL``) points S3 URLs at an
-    S3-compatible server. Raises :class:`ConfigError` for a URL that names no store.
+    S3-compatible server. A folder that does not exist is made, unless ``create`` is false
+    (then it is a :class:`ConfigError`). Raises :class:`ConfigError` for a URL that names no
+    store.
 
     ``read_only`` (the source) opens it without creating anything, not even a missing folder,
     and makes every write or delete raise :class:`ConfigError` before it reaches the store."""
+    check_store_url(url)
     url = url.strip()
-    match = _SCHEME.match(url)
-    scheme = match.group(1).lower() if match else ""
-    if scheme == "s3":
+    if _scheme(url) == "s3":
         return _s3_store(url, endpoint_url, read_only)
-    if scheme == "file":
-        return FolderStore(_file_path(url), url=url, read_only=read_only)
-    if scheme:
+    path = _file_path(url) if _scheme(url) == "file" else Path(url).expanduser()
+    return FolderStore(path, url=url, read_only=read_only, create=create)
+
+
+def check_store_url(url: str) -> None:
+    """Refuse, with a :class:`ConfigError` that says why, a URL that names no store: an unknown
+    scheme, an S3 URL with more than a bucket and a prefix, a bucket name S3 does not allow."""
+    url = url.strip()
+    scheme = _scheme(url)
+    if scheme == "s3":
+        _check_s3_url(url)
+    elif scheme == "file":
+        _file_path(url)
+    elif scheme:
         raise ConfigError(
             f"{url}: unknown store scheme {scheme!r}; use s3://bucket/prefix or a path"
         )
-    if not url:
+    elif not url:
         raise ConfigError("empty store location; give s3://bucket/prefix or a folder path")
-    return FolderStore(Path(url).expanduser(), url=url, read_only=read_only)
+
+
+def bucket_problem(name: str) -> str | None:
+    """Why S3 refuses ``name`` as a bucket name, or ``None``."""
+    if not _BUCKET.match(name):
+        return (
+            "a bucket name is 3 to 63 lowercase letters, digits, dots and hyphens, "
+            "beginning and ending with a letter or digit"
+        )
+    if ".." in name or _IP_ADDRESS.match(name):
+        return "a bucket name has no two dots in a row and is not an IP address"
+    if name.startswith(_RESERVED_STARTS) or name.endswith(_RESERVED_ENDS):
+        return "S3 reserves that beginning or ending of bucket names"
+    return None
+
+
+def _scheme(url: str) -> str:
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else ""
+
+
+def _check_s3_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or "@" in parts.netloc or ":" in parts.netloc:
+        raise ConfigError(f"{url}: an S3 store URL is s3://bucket[/prefix], nothing more")
+    problem = bucket_problem(parts.netloc)
+    if problem:
+        raise ConfigError(f"{url}: {parts.netloc!r} is not a valid bucket name ({problem})")
 
 
 def _s3_store(url: str, endpoint_url: str | None, read_only: bool) -> Store:
     parts = urlsplit(url)
-    if parts.query or parts.fragment or "@" in parts.netloc or ":" in parts.netloc:
-        raise ConfigError(f"{url}: an S3 store URL is s3://bucket[/prefix], nothing more")
-    if not _BUCKET.match(parts.netloc):
-        raise ConfigError(f"{url}: {parts.netloc!r} is not a valid bucket name")
     try:
         from ptif.stores.s3 import S3Store
     except ImportError as error:

@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from ptif.errors import (
     MISSING,
     NOT_A_FILE,
     PRECONDITION_FAILED,
     STORE_UNREACHABLE,
+    TOO_LARGE,
     UNSUPPORTED,
     ConfigError,
     PtifError,
@@ -33,6 +34,7 @@ MAX_METADATA_BYTES = 2048
 """S3's limit on user metadata (keys and values, UTF-8 bytes); folder stores keep it too."""
 
 CHECK_PREFIX = "ptif-check/"
+COPY_CHUNK = 1 << 20
 _META_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -52,6 +54,32 @@ class ObjectMissing(PtifError):
     """The key holds no object."""
 
     code = MISSING
+
+
+class ObjectTooBig(PtifError):
+    """An object holds more bytes than its reader would take (``get_file``'s ``max_bytes``):
+    said from its size before reading, or when more bytes than that arrive."""
+
+    code = TOO_LARGE
+
+    def __init__(self, where: str, size: int, max_bytes: int) -> None:
+        super().__init__(f"{where}: more than {max_bytes:,} bytes ({size:,} seen); not read")
+        self.size = size
+
+
+def copy_at_most(
+    src: BinaryIO, dst: BinaryIO, max_bytes: int | None, where: str, start: int = 0
+) -> int:
+    """Copy ``src`` to its end into ``dst``, which holds ``start`` bytes already;
+    :class:`ObjectTooBig` rather than let it pass ``max_bytes`` (a file that grows while it is
+    read). Returns the bytes ``dst`` then holds."""
+    copied = start
+    while chunk := src.read(COPY_CHUNK):
+        if max_bytes is not None and copied + len(chunk) > max_bytes:
+            raise ObjectTooBig(where, copied + len(chunk), max_bytes)
+        dst.write(chunk)
+        copied += len(chunk)
+    return copied
 
 
 class UnsafeKey(PtifError):
@@ -113,8 +141,10 @@ class Store(Protocol):
 
     url: str
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
-        """Stream the object into ``path`` (created or replaced); return its info."""
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
+        """Stream the object into ``path`` (created or replaced); return its info. With
+        ``max_bytes``, never write more: :class:`ObjectTooBig` instead, before any byte when
+        the object's size says so, or as soon as more bytes arrive than that."""
         ...
 
     def get_bytes(self, key: str) -> tuple[bytes, ObjectInfo]:

@@ -55,10 +55,12 @@ from ptif.stores.base import (
     NotAFile,
     ObjectInfo,
     ObjectMissing,
+    ObjectTooBig,
     PreconditionFailed,
     StoreError,
     UnsafeKey,
     check_key,
+    copy_at_most,
     normalize_metadata,
     read_only_refusal,
     verify_conditional_writes,
@@ -102,7 +104,8 @@ class FolderStore:
     Published files get mode 0666 less the umask; ``file_mode`` (such as ``0o644``) gives them
     exactly that mode instead, whatever the umask, and the folders the store makes the same
     with search (``x``) wherever reading is allowed (``0o755``); a ``read_only`` store creates
-    nothing, not even its root, and refuses every write."""
+    nothing, not even its root, and refuses every write; nor does one told not to ``create``
+    its root, which must then be there."""
 
     def __init__(
         self,
@@ -112,6 +115,7 @@ class FolderStore:
         xattrs: bool | None = None,
         file_mode: int | None = None,
         read_only: bool = False,
+        create: bool = True,
     ):
         self.root = Path(root).absolute()
         self.url = url or str(root)
@@ -122,6 +126,11 @@ class FolderStore:
         self.read_only = read_only
         if read_only:
             _check_exists(self.root, self.url)
+        elif not create and not os.path.lexists(self.root):
+            raise ConfigError(
+                f"{self.url}: no such folder ({self.root}); correct the location, or create "
+                "the folder if it really is new"
+            )
         else:
             try:
                 made = not self.root.exists()
@@ -149,13 +158,16 @@ class FolderStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
         path = Path(path)
         part = path.with_name(path.name + ".part")
         with self._open(key) as (src, info):
+            where = f"{self.url}: {key}"
+            if max_bytes is not None and info.size > max_bytes:  # a sparse file, say
+                raise ObjectTooBig(where, info.size, max_bytes)
             try:
                 with _disk_full(key), open(part, "wb") as dst:  # the local disk may fill up
-                    shutil.copyfileobj(src, dst, CHUNK)
+                    copy_at_most(src, dst, max_bytes, where)  # it may grow while copied
                 os.replace(part, path)
             except BaseException:
                 part.unlink(missing_ok=True)

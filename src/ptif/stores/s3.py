@@ -46,10 +46,12 @@ from ptif.errors import DISK_FULL, UNSUPPORTED, ConfigError, PtifError
 from ptif.stores.base import (
     ObjectInfo,
     ObjectMissing,
+    ObjectTooBig,
     PreconditionFailed,
     StoreError,
     UnsafeKey,
     check_key,
+    copy_at_most,
     normalize_metadata,
     read_only_refusal,
     verify_conditional_writes,
@@ -222,20 +224,25 @@ class S3Store:
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.url = url or f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self.client: Any = _client(self.endpoint_url, timeouts or Timeouts())
+        self.client: Any = _client_for(self.url, self.endpoint_url, timeouts or Timeouts())
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r}, endpoint_url={self.endpoint_url!r})"
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get_file(self, key: str, path: Path) -> ObjectInfo:
+    def get_file(self, key: str, path: Path, max_bytes: int | None = None) -> ObjectInfo:
         path = Path(path)
         part = path.with_name(path.name + ".part")
         try:
             with open(part, "wb") as sink:
-                info = self._download(key, sink)
+                info = self._download(key, sink, max_bytes)
             os.replace(part, path)
+        except OSError as error:  # making, flushing or renaming the file: the local disk's
+            part.unlink(missing_ok=True)
+            if error.errno in _NO_SPACE:
+                raise self._no_space(key, error) from error
+            raise
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -243,7 +250,7 @@ class S3Store:
 
     def get_bytes(self, key: str) -> tuple[bytes, ObjectInfo]:
         sink = io.BytesIO()
-        info = self._download(key, sink)
+        info = self._download(key, sink, None)
         return sink.getvalue(), info
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -342,6 +349,14 @@ class S3Store:
                 raise PreconditionFailed(gone) from error
             raise
 
+    def check_access(self) -> None:
+        """Before any work: credentials are found, and the bucket answers one listing of the
+        prefix. A setting or credential problem is a :class:`ConfigError`, a server that does
+        not answer a :class:`StoreError`: both before anything is claimed or written."""
+        _check_credentials(self.url)
+        with self._errors("list", ""):
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+
     def check_conditional_writes(self) -> None:
         verify_conditional_writes(
             self,
@@ -354,24 +369,25 @@ class S3Store:
         if self.read_only:
             raise read_only_refusal(self.url)
 
-    def _download(self, key: str, sink: BinaryIO) -> ObjectInfo:
+    def _download(self, key: str, sink: BinaryIO, max_bytes: int | None) -> ObjectInfo:
         """Stream the object into ``sink``; a broken stream resumes where it stopped, with
-        If-Match so the rest comes from the same version, or starts over if that changed."""
+        If-Match so the rest comes from the same version, or starts over if that changed.
+        Past ``max_bytes`` (its size says so, or more bytes come): :class:`ObjectTooBig`."""
         info: ObjectInfo | None = None
         for attempt in range(1, STREAM_ATTEMPTS + 1):
             try:
                 body, info = self._open(key, sink, info)
-                _drain(body, sink, info)
+                if max_bytes is not None and info.size > max_bytes:
+                    body.close()
+                    raise ObjectTooBig(self._where(key), info.size, max_bytes)
+                _drain(body, sink, info, max_bytes, self._where(key))
                 return info
             except PreconditionFailed:
                 info = None
                 log.info("%s: %s changed while being read; reading it again", self, key)
             except _STREAM_ERRORS as error:
                 if isinstance(error, OSError) and error.errno in _NO_SPACE:
-                    raise PtifError(
-                        f"{self._where(key)}: no space left to download it ({error.strerror})",
-                        code=DISK_FULL,
-                    ) from error
+                    raise self._no_space(key, error) from error
                 if attempt == STREAM_ATTEMPTS:
                     raise StoreError(
                         f"{self._where(key)}: the download broke off {attempt} times ({error}); "
@@ -379,6 +395,11 @@ class S3Store:
                     ) from error
                 log.info("%s: reading %s broke off (%s); resuming", self, key, error)
         raise StoreError(f"{self._where(key)} kept changing while being read; try again later")
+
+    def _no_space(self, key: str, error: OSError) -> PtifError:
+        return PtifError(
+            f"{self._where(key)}: no space left to download it ({error.strerror})", code=DISK_FULL
+        )
 
     def _open(self, key: str, sink: BinaryIO, info: ObjectInfo | None) -> tuple[Any, ObjectInfo]:
         """The body stream: all of it (``info`` unknown) or what ``sink`` still lacks of the
@@ -586,6 +607,40 @@ def _session() -> Any:
     return botocore.session.get_session()
 
 
+def _client_for(url: str, endpoint_url: str | None, timeouts: Timeouts) -> Any:
+    """The shared client, or a :class:`ConfigError` naming the setting botocore refused."""
+    try:
+        return _client(endpoint_url, timeouts)
+    except botocore.exceptions.ProfileNotFound as error:
+        raise ConfigError(f"{url}: {_profile_advice(error)}") from error
+    except ValueError as error:  # botocore: "Invalid endpoint: ..."
+        raise ConfigError(f"{url}: {error}; an endpoint URL is http(s)://host[:port]") from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise ConfigError(f"{url}: cannot set up the S3 client ({error})") from error
+
+
+def _check_credentials(url: str) -> None:
+    """Credentials can be found (environment, AWS profile, container or instance role)."""
+    try:
+        with _SESSION_LOCK:
+            credentials = _session().get_credentials()
+        if credentials is not None:
+            credentials.get_frozen_credentials()  # a role's are fetched now, not mid-run
+    except botocore.exceptions.ProfileNotFound as error:
+        raise ConfigError(f"{url}: {_profile_advice(error)}") from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise ConfigError(f"{url}: no usable AWS credentials ({error})") from error
+    if credentials is None:
+        raise ConfigError(
+            f"{url}: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "or AWS_PROFILE, or run with an IAM role"
+        )
+
+
+def _profile_advice(error: Exception) -> str:
+    return f"{error}; add it to the AWS config files, or correct AWS_PROFILE"
+
+
 @functools.cache
 def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
     """One client per endpoint and timeouts, shared by the stores on it: a client costs tens
@@ -638,10 +693,9 @@ def _info(key: str, response: Mapping[str, Any], size: int) -> ObjectInfo:
     )
 
 
-def _drain(body: Any, sink: BinaryIO, info: ObjectInfo) -> None:
+def _drain(body: Any, sink: BinaryIO, info: ObjectInfo, max_bytes: int | None, where: str) -> None:
     with contextlib.closing(body):
-        while chunk := body.read(CHUNK):
-            sink.write(chunk)
+        copy_at_most(body, sink, max_bytes, where, start=sink.tell())
     if sink.tell() != info.size:
         raise botocore.exceptions.IncompleteReadError(
             actual_bytes=sink.tell(), expected_bytes=info.size
