@@ -8,6 +8,7 @@ decoded source, scikit-image's structural_similarity per RGB channel, then the m
 from __future__ import annotations
 
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -60,10 +61,13 @@ def sources() -> list[tuple[str, Path]]:
     return found
 
 
-def timed(command: list[str]) -> float:
-    started = time.perf_counter()
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, the child and its own children) of one command."""
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - started
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
 
 
 def vips(src: Path, dst: Path, quality: int) -> list[str]:
@@ -89,7 +93,7 @@ def main() -> int:
     if shutil.which("gdal_translate"):
         tools["gdal-cog-q90"] = lambda s, d: ["gdal_translate", "-q", "-of", "COG", "-co",
             "COMPRESS=JPEG", "-co", "QUALITY=90", str(s), str(d)]  # fmt: skip
-    totals = {tool: [0, 0.0, 1.0, 0.0] for tool in tools}  # bytes, ssim sum, min, seconds
+    totals = {tool: [0, 0.0, 1.0, 0.0, 0.0] for tool in tools}  # bytes, ssim sum, min, wall, cpu
     print(f"{'image':22}" + "".join(f"{t:>24}" for t in tools))
     rows = sources()
     for name, src in rows:
@@ -97,13 +101,14 @@ def main() -> int:
         for tool, command in tools.items():
             dst = OUT / f"{name}.{tool}.tif"
             dst.unlink(missing_ok=True)
-            seconds = timed(command(src, dst))
+            wall, cpu = timed(command(src, dst))
             size, score = dst.stat().st_size, measure(src, dst)
             total = totals[tool]
             total[0] += size
             total[1] += score
             total[2] = min(total[2], score)
-            total[3] += seconds
+            total[3] += wall
+            total[4] += cpu
             cells.append(f"{size / 1000:>9.0f} kB  SSIM {score:.3f}")
         print(f"{name:22}" + "".join(f"{c:>24}" for c in cells), flush=True)
     base = totals["vips-q90"]
@@ -115,7 +120,9 @@ def main() -> int:
         (ratio <= 0.45, f"total bytes {ratio:.2f}x of libvips Q90 RGB (target <= 0.45x)"),
         (mean >= 0.94, f"mean SSIM {mean:.3f} (target >= 0.94)"),
         (ours[2] >= 0.90, f"lowest SSIM {ours[2]:.3f} (target >= 0.90)"),
-        (ours[3] <= base[3], f"ptif {ours[3]:.2f} s against libvips Q90 {base[3]:.2f} s, wall, "
+        (ours[4] <= base[4], f"ptif {ours[4]:.2f} s CPU against libvips Q90 {base[4]:.2f} s "
+                             "(target: no slower; CPU is the fair measure on shared cores)"),
+        (ours[3] <= base[3], f"ptif {ours[3]:.2f} s wall against libvips Q90 {base[3]:.2f} s, "
                              "all images, one run each (target: no slower)"),
     ]  # fmt: skip
     print()

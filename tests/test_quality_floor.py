@@ -151,3 +151,23 @@ def test_ssim_agrees_with_scikit_image(images: dict[str, Path]) -> None:
         source.numpy(), decoded.numpy(), channel_axis=2, data_range=255
     )
     assert abs(ssim(source, decoded) - reference) < 0.01
+
+
+def test_colour_detail_low_on_a_large_image_counts(tmp_path: Path) -> None:
+    """The sample spreads over the whole image: a map's legend in the bottom rows of a large,
+    otherwise smooth scan keeps RGB tiles, so the legend itself holds the floor. (Sampled from
+    the top rows alone, it got 4:2:0 and the legend fell below the floor.)"""
+    init_vips()
+    top, bottom = tmp_path / "top.png", tmp_path / "bottom.png"
+    smooth_photo(top)
+    thin_lines(bottom)
+    sky = pyvips.Image.new_from_file(str(top)).resize(2)  # 2400 x 1800
+    legend = pyvips.Image.new_from_file(str(bottom)).crop(0, 0, 1200, 600)
+    legend = legend.join(legend, "horizontal")
+    scan = sky.crop(0, 0, 2400, 1800).insert(legend, 0, 1200)
+    source = tmp_path / "scan.png"
+    scan.pngsave(str(source))
+    result = convert(source, tmp_path / "scan.tif")
+    assert result.encoding.label == "jpeg-q90-rgb"
+    _, written = level0(result.path)
+    assert ssim(legend, written.crop(0, 1200, 2400, 600)) >= DEFAULT_MIN_QUALITY

@@ -13,10 +13,18 @@ libvips' own TIFF writer (so they are the very bytes the pyramid will hold), dec
 compared with the source's pixels by SSIM (:func:`ssim`, the definition of scikit-image's
 ``structural_similarity``: 7x7 uniform windows, per channel, then the mean over channels).
 
-The sample stays cheap and streaming: an image of up to :data:`WHOLE_IMAGE_PIXELS` is held
-in memory and measured whole (exact); a larger one gives up to :data:`SAMPLE_TILES` tiles of its
-top :data:`BAND_TILE_ROWS` rows of tiles, kept in memory and joined back on top of the rest of the
-pipeline, so the source is still decoded once, top to bottom.
+The sample represents the whole image and stays cheap: an image of up to :data:`HOLD_BYTES`
+decoded is held in memory (decoded once; the pyramid is then written from that copy), and
+:data:`SAMPLE_TILES` of its tiles are measured: a lattice spread over it, corners and edges
+included, plus the :data:`COLOURFUL_TILES` of most chroma detail (found on an eighth-size copy),
+so that a map's legend or a rubric low on the page counts. A larger image is sampled from its
+top :data:`BAND_TILE_ROWS` rows of tiles only, kept in memory and joined back on top of the rest
+of the pipeline, so that a sequential decode still runs once.
+
+What no sample can see: libvips pads a partial edge tile with black, and a decoder's chroma
+upsampling blends the last column (and row) of 4:2:0 tiles with it, so the very edge pixel of
+a saturated colour comes out up to a quarter less saturated. It is one pixel wide and SSIM does
+not see it; only RGB tiles avoid it.
 """
 
 from __future__ import annotations
@@ -27,12 +35,16 @@ from ptif.convert.profiles import Recipe
 
 #: 4:2:0 qualities, best first; the lowest that holds the floor is chosen.
 SUBSAMPLED_QUALITIES = (89, 85, 80, 75)
-#: Images up to this size are measured whole.
-WHOLE_IMAGE_PIXELS = 4_000_000
-#: Larger images: tiles from this many top rows of tiles...
+#: Images of up to this many bytes decoded are held in memory: tiles are then sampled from all
+#: of them, and the pyramid is written from the same copy (the source is decoded once).
+HOLD_BYTES = 256 * 1024 * 1024
+#: Larger images are sampled from this many top rows of tiles, kept in memory and joined back
+#: on top of the rest of the pipeline, so that a sequential decode still runs once.
 BAND_TILE_ROWS = 2
-#: ...at most this many, spread along them.
-SAMPLE_TILES = 8
+#: Tiles measured: a lattice over the image, plus this many of the most colourful.
+SAMPLE_TILES = 16
+COLOURFUL_TILES = 4
+_SCOUT = 8
 _WINDOW = 7
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
@@ -79,23 +91,33 @@ def _measurable(image: pyvips.Image) -> bool:
 
 
 def _lowest_holding(sample: pyvips.Image, recipe: Recipe) -> Encoding:
-    """Binary search down :data:`SUBSAMPLED_QUALITIES` (quality falls, and SSIM with it)."""
+    """The lowest of :data:`SUBSAMPLED_QUALITIES` that holds the floor (SSIM falls with the
+    quality). The lowest is tried first, since most photographs hold it (one encoding), then
+    the highest (stars and maps miss it: two), then a binary search between them."""
     floor, tile, bands = recipe.min_quality, recipe.tile_size, sample.bands
     assert floor is not None
-    best: Encoding | None = None
-    low, high = 0, len(SUBSAMPLED_QUALITIES) - 1
-    while low <= high:
-        middle = (low + high) // 2 if best else 0
-        quality = SUBSAMPLED_QUALITIES[middle]
+
+    def holds(index: int) -> Encoding | None:
+        quality = SUBSAMPLED_QUALITIES[index]
         score = ssim(sample, _round_trip(sample, quality, tile))
-        if score >= floor:
-            best = Encoding("jpeg", quality, bands, score)
-            low = middle + 1
-        elif best is None:
-            break  # even the best 4:2:0 quality misses the floor
+        return Encoding("jpeg", quality, bands, score) if score >= floor else None
+
+    low, high = 0, len(SUBSAMPLED_QUALITIES) - 1  # best quality first
+    found = holds(high)
+    if found:
+        return found
+    best = holds(low)
+    if best is None:
+        return fixed(recipe, bands)  # even the best 4:2:0 quality misses the floor
+    high -= 1  # known to miss; low holds
+    while low < high:
+        middle = (low + high + 1) // 2
+        found = holds(middle)
+        if found:
+            best, low = found, middle
         else:
             high = middle - 1
-    return best or fixed(recipe, bands)
+    return best
 
 
 def _round_trip(sample: pyvips.Image, quality: int, tile: int) -> pyvips.Image:
@@ -107,27 +129,63 @@ def _round_trip(sample: pyvips.Image, quality: int, tile: int) -> pyvips.Image:
 
 
 def _sample(image: pyvips.Image, tile: int) -> tuple[pyvips.Image, pyvips.Image]:
-    if image.width * image.height <= WHOLE_IMAGE_PIXELS:
-        whole = image.copy_memory()
-        return whole, whole
+    """The image to write and the tiles to measure, spread over the whole image."""
+    if image.width * image.height * image.bands <= HOLD_BYTES:
+        whole = image.copy_memory()  # decoded once; the pyramid is written from memory
+        return whole, _tiles(whole, tile, 0, whole.height)
     rows = min(image.height, tile * BAND_TILE_ROWS)
     band = image.crop(0, 0, image.width, rows).copy_memory()
     joined = band
     if rows < image.height:
         joined = band.join(image.crop(0, rows, image.width, image.height - rows), "vertical")
-    return joined, _tiles(band, tile)
+    return joined, _tiles(band, tile, 0, rows)
 
 
-def _tiles(band: pyvips.Image, tile: int) -> pyvips.Image:
-    """Up to :data:`SAMPLE_TILES` whole tiles of the band, on the pyramid's tile grid, so that
-    each encodes exactly as in the pyramid."""
-    spots = [(x, y) for y in range(band.height // tile) for x in range(band.width // tile)]
-    if not spots:
-        return band
-    step = max(1, len(spots) / SAMPLE_TILES)
-    chosen = [spots[int(i * step)] for i in range(min(SAMPLE_TILES, len(spots)))]
-    crops = [band.crop(x * tile, y * tile, tile, tile) for x, y in chosen]
-    return pyvips.Image.arrayjoin(crops, across=min(4, len(crops))).copy_memory()
+def _tiles(image: pyvips.Image, tile: int, top: int, bottom: int) -> pyvips.Image:
+    """Whole tiles of ``image`` between rows ``top`` and ``bottom``, on the pyramid's tile grid
+    so that each encodes exactly as in the pyramid: a lattice spread over the area, plus the
+    tiles of most colour detail (the detail 4:2:0 smears), :data:`SAMPLE_TILES` in all. An
+    area of no more tiles than that is measured whole."""
+    columns, rows = image.width // tile, (bottom - top) // tile
+    if columns * rows <= SAMPLE_TILES:
+        return image.crop(0, top, image.width, bottom - top)
+    spots = _lattice(columns, rows, SAMPLE_TILES - COLOURFUL_TILES)
+    for spot in _colourful(image.crop(0, top, columns * tile, rows * tile), tile):
+        if len(spots) >= SAMPLE_TILES:
+            break
+        if spot not in spots:
+            spots.append(spot)
+    crops = [image.crop(x * tile, top + y * tile, tile, tile) for x, y in spots]
+    return pyvips.Image.arrayjoin(crops, across=4).copy_memory()
+
+
+def _lattice(columns: int, rows: int, count: int) -> list[tuple[int, int]]:
+    """About ``count`` tile positions evenly spread over a grid, corners and edges included."""
+    down = max(1, min(rows, round((count * rows / columns) ** 0.5)))
+    across = max(1, min(columns, count // down))
+
+    def spread(n: int, total: int) -> list[int]:
+        return [round(i * (total - 1) / (n - 1)) for i in range(n)] if n > 1 else [total // 2]
+
+    return [(x, y) for y in spread(down, rows) for x in spread(across, columns)]
+
+
+def _colourful(area: pyvips.Image, tile: int) -> list[tuple[int, int]]:
+    """Tiles of ``area`` (a whole number of them), most chroma detail first: the mean local
+    deviation of R-G and B-G, on an eighth-size copy."""
+    if area.bands < 3:
+        return []
+    small = area.shrink(_SCOUT, _SCOUT).cast("float")
+    chroma = small[0].bandjoin(small[2]) - small[1]
+    detail = (chroma - chroma.gaussblur(1)).abs()
+    cells = tile // _SCOUT
+    scores = detail.crop(0, 0, detail.width // cells * cells, detail.height // cells * cells)
+    per_tile = scores.shrink(cells, cells).bandmean().tolist()  # no numpy on the convert path
+    ranked = sorted(
+        ((v, (x, y)) for y, row in enumerate(per_tile) for x, v in enumerate(row)),
+        reverse=True,
+    )
+    return [spot for _, spot in ranked[:COLOURFUL_TILES]]
 
 
 def ssim(a: pyvips.Image, b: pyvips.Image) -> float:
