@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pyvips
 import tifffile
+from store_helpers import folder_bench, put_source, queue, reports
 
 from ptif.config import load_settings
 from ptif.convert.encoding import ssim
@@ -171,3 +172,18 @@ def test_colour_detail_low_on_a_large_image_counts(tmp_path: Path) -> None:
     assert result.encoding.label == "jpeg-q90-rgb"
     _, written = level0(result.path)
     assert ssim(legend, written.crop(0, 1200, 2400, 600)) >= DEFAULT_MIN_QUALITY
+
+
+def test_the_run_report_counts_each_encoding(images: dict[str, Path], tmp_path: Path) -> None:
+    bench = folder_bench(tmp_path)
+    for name in ("photo", "stars"):
+        put_source(bench.source, f"{name}.png", images[name].read_bytes())
+        queue(bench, f"{name}.png")
+    report = bench.run()
+    assert sorted(report.converted) == ["photo.png", "stars.png"]
+    [stored] = reports(bench)
+    counted = stored["encodings"]
+    assert counted == report.to_dict()["encodings"]
+    assert counted["jpeg-q90-rgb"] == 1 and sum(counted.values()) == 2, counted
+    [subsampled] = [label for label in counted if label.endswith("-420")]
+    assert bench.images.head("photo.tif").metadata["ptif-encoding"] == subsampled
