@@ -32,7 +32,7 @@ RECIPE_SETTINGS = (
     "keep_metadata", "min_quality",
 )  # fmt: skip
 #: The default profile's quality floor: SSIM against the decoded source (ptif.convert.encoding).
-DEFAULT_MIN_QUALITY = 0.94
+DEFAULT_MIN_QUALITY = 0.93
 
 
 class Recipe:
