@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 #: and skin while SSIM, which weighs local structure, still rates it fair; above 95 the bytes
 #: climb steeply for differences no one sees (4:4:4 Q95 is past libvips' RGB Q90).
 QUALITIES = tuple(range(74, 96))
+#: Chroma layouts of colour images, in the order they are tried.
+CHROMAS = ("420", "444")
 _WINDOW = 7
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
@@ -85,7 +87,7 @@ def choose_tiles(pixels: Pixels, recipe: Recipe) -> Encoding:
             pool.map(lambda s: Reference(pixels, s, recipe.tile_size, s in colourful), chosen)
         )
         best: Found | None = None
-        for chroma in ("grey",) if bands == 1 else ("420", "444"):
+        for chroma in ("grey",) if bands == 1 else CHROMAS:
 
             def trial(quality: int, bound: int | None, chroma: str = chroma) -> Found:
                 return _trial(pool, references, Tiles(quality, chroma), bands, bound)
