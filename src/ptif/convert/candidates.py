@@ -15,11 +15,12 @@ The search stays cheap, since the trials must not cost more than the pyramid sav
   the optimised tables the pyramid gets (Huffman coding is lossless), at a third of the CPU; its
   bytes rank candidates as the optimised bytes do, a few percent larger;
 - the source's side of SSIM (window sums of ``x`` and ``x^2``) is computed once per sample;
-- per layout, the lowest quality is tried first (most photographs hold the floor there: one
+- 4:2:0 first: its lowest quality is tried first (most photographs hold the floor there: one
   trial in all), then the top, then the quality where ``log(1 - SSIM)``, nearly straight in
   ``log(100 - Q)``, crosses the floor, narrowing a bracket;
-- a 4:4:4 trial whose bytes already reach the 4:2:0 pick's stops before decoding: no higher
-  quality can win either.
+- 4:4:4 only below the 4:2:0 pick's quality and bytes: the highest quality under those bytes is
+  found by encoding alone (no decode, no SSIM), and measured first; if it misses the floor, no
+  4:4:4 candidate can win.
 """
 
 from __future__ import annotations
@@ -34,14 +35,12 @@ from ptif.convert.tiffwriter import Tiles, pixel_tile
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from concurrent.futures import ThreadPoolExecutor
     from typing import Any
 
     from ptif.convert.profiles import Recipe
     from ptif.convert.tiffwriter import Pixels
 
-    Trial = Callable[[int, int | None], "Found"]
 
 #: Qualities of ptif's own writer, lowest first. Below 74, 8x8 blocking shows on smooth skies
 #: and skin while SSIM, which weighs local structure, still rates it fair; above 95 the bytes
@@ -55,9 +54,8 @@ _C2 = (0.03 * 255) ** 2
 
 
 class Found:
-    """One trial: the candidate, its sample bytes, its SSIM over the whole sample and over the
-    sample's colourful tiles (``None``: not measured, its bytes reached the bound; or no
-    colourful tiles apart)."""
+    """One measured candidate: its sample bytes, its SSIM over the whole sample and over the
+    sample's colourful tiles (``None`` when there are none apart)."""
 
     __slots__ = ("bytes", "colour", "encoding")
 
@@ -66,12 +64,57 @@ class Found:
         self.bytes = size
         self.colour = colour
 
-    def holds(self, floor: float) -> bool:
-        """Whether the sample holds the floor, and so do its colourful tiles on their own: a
-        map's legend on an otherwise smooth scan is a small part of the sample, and 4:2:0
-        smears exactly that."""
-        score = self.encoding.ssim
-        return score is not None and score >= floor and (self.colour or 1.0) >= floor
+    @property
+    def score(self) -> float:
+        """What must hold the floor: the whole sample's SSIM, and its colourful tiles' on their
+        own (a map's legend on an otherwise smooth scan is a small part of the sample, and
+        4:2:0 smears exactly that)."""
+        whole = self.encoding.ssim
+        assert whole is not None
+        return whole if self.colour is None else min(whole, self.colour)
+
+
+class Trials:
+    """The sample's candidates, each encoded at most once and measured at most once."""
+
+    __slots__ = ("_found", "_pool", "_references", "_streams", "bands")
+
+    def __init__(self, pool: ThreadPoolExecutor, references: list[Reference], bands: int) -> None:
+        self._pool = pool
+        self._references = references
+        self.bands = bands
+        self._streams: dict[tuple[int, str], list[bytes]] = {}
+        self._found: dict[tuple[int, str], Found] = {}
+
+    def size(self, quality: int, chroma: str) -> int:
+        """The sample's bytes as ``quality`` and ``chroma``: encoded, not decoded."""
+        return sum(len(stream) for stream in self._encoded(quality, chroma))
+
+    def measure(self, quality: int, chroma: str) -> Found:
+        """The sample's bytes and SSIM as ``quality`` and ``chroma``."""
+        from imagecodecs import jpeg8_decode
+
+        key = (quality, chroma)
+        if key not in self._found:
+
+            def one(pair: tuple[Reference, bytes]) -> tuple[float, int]:
+                return pair[0].ssim(jpeg8_decode(pair[1]))
+
+            pairs = zip(self._references, self._encoded(quality, chroma), strict=True)
+            scores = list(self._pool.map(one, pairs))
+            colourful = [s for s, r in zip(scores, self._references, strict=True) if r.colourful]
+            encoding = Encoding("jpeg", quality, self.bands, _mean(scores), chroma)
+            colour = _mean(colourful) if colourful else None
+            self._found[key] = Found(encoding, self.size(quality, chroma), colour)
+        return self._found[key]
+
+    def _encoded(self, quality: int, chroma: str) -> list[bytes]:
+        key = (quality, chroma)
+        if key not in self._streams:
+            tiles = Tiles(quality, chroma)
+            tiled = (r.tile(tiles) for r in self._references)
+            self._streams[key] = list(self._pool.map(tiles.encode_fast, tiled))
+        return self._streams[key]
 
 
 def choose_tiles(pixels: Pixels, recipe: Recipe) -> Encoding:
@@ -86,88 +129,94 @@ def choose_tiles(pixels: Pixels, recipe: Recipe) -> Encoding:
         references = list(
             pool.map(lambda s: Reference(pixels, s, recipe.tile_size, s in colourful), chosen)
         )
-        best: Found | None = None
-        for chroma in ("grey",) if bands == 1 else CHROMAS:
-
-            def trial(quality: int, bound: int | None, chroma: str = chroma) -> Found:
-                return _trial(pool, references, Tiles(quality, chroma), bands, bound)
-
-            top = QUALITIES[-1] if best is None else best.encoding.quality - 1
-            found = lowest_holding(trial, floor, None if best is None else best.bytes, top)
-            if found and (best is None or found.bytes < best.bytes):
-                best = found
-        if best is None:
-            best = _trial(pool, references, Tiles(QUALITIES[-1], "444" if bands == 3 else "grey"),
-                          bands, None)  # fmt: skip
+        trials = Trials(pool, references, bands)
+        chromas = ("grey",) if bands == 1 else CHROMAS
+        best = _fewest_bytes(trials, chromas, floor)
+        if best is None:  # nothing holds the floor (noise): the most faithful candidate
+            best = trials.measure(QUALITIES[-1], chromas[-1])
     return best.encoding
 
 
-def lowest_holding(trial: Trial, floor: float, bound: int | None, top: int) -> Found | None:
-    """The lowest quality of :data:`QUALITIES` up to ``top`` whose trial holds the floor with
-    fewer bytes than ``bound``, or ``None`` (4:4:4 is tried below the 4:2:0 pick's quality
-    only: at the same quality it takes more bytes). Holding, and reaching the bound, only
-    become true as the quality rises: the search keeps a bracket where they are false at
-    ``low``, true at ``high``."""
-    if top < QUALITIES[0]:
-        return None
-    first = trial(QUALITIES[0], bound)
-    if first.holds(floor):
-        return first
-    if first.encoding.ssim is None:
-        return None  # even the lowest quality is too large
-    low, high = 0, QUALITIES.index(top)
-    found = trial(QUALITIES[high], bound)
-    if found.encoding.ssim is not None and not found.holds(floor):
-        return None  # even the top quality misses
-    low_ssim = first.encoding.ssim
-    while high - low > 1:
-        middle = _guess(low, high, low_ssim, found.encoding.ssim, floor)
-        attempt = trial(QUALITIES[middle], bound)
-        if attempt.holds(floor) or attempt.encoding.ssim is None:
-            high, found = middle, attempt
+def _fewest_bytes(trials: Trials, chromas: tuple[str, ...], floor: float) -> Found | None:
+    """Each layout in turn; after the first, only qualities whose sample bytes stay under the
+    pick so far are measured, found by encoding alone (no decode, no SSIM)."""
+    best: Found | None = None
+    for chroma in chromas:
+        if best is None:
+            found = lowest_holding(trials, chroma, floor, QUALITIES[-1])
         else:
-            low, low_ssim = middle, attempt.encoding.ssim  # type: ignore[assignment]
-    return found if found.encoding.ssim is not None else None
+            # a later layout at the pick's quality or above takes more bytes (4:4:4 than 4:2:0)
+            ceiling = _under(trials, chroma, best.bytes, best.encoding.quality - 1)
+            found = None
+            if ceiling is not None:
+                found = lowest_holding(trials, chroma, floor, ceiling, lowest_first=False)
+        if found and (best is None or found.bytes < best.bytes):
+            best = found
+    return best
 
 
-def _guess(low: int, high: int, low_ssim: float, high_ssim: float | None, floor: float) -> int:
-    """Where, between indices ``low`` and ``high`` of :data:`QUALITIES`, SSIM crosses the
-    floor: ``log(1 - SSIM)`` is nearly straight in ``log(100 - Q)``; the middle when the top is
-    not measured."""
+def _under(trials: Trials, chroma: str, bound: int, top: int) -> int | None:
+    """The highest quality up to ``top`` whose sample bytes stay under ``bound`` (bytes rise
+    with the quality), or ``None``."""
+    qualities = [q for q in QUALITIES if q <= top]
+    if not qualities or trials.size(qualities[0], chroma) >= bound:
+        return None
+    low, high = 0, len(qualities) - 1  # qualities[low] stays under
+    while low < high:
+        middle = (low + high + 1) // 2
+        if trials.size(qualities[middle], chroma) < bound:
+            low = middle
+        else:
+            high = middle - 1
+    return qualities[low]
+
+
+def lowest_holding(
+    trials: Trials, chroma: str, floor: float, top: int, lowest_first: bool = True
+) -> Found | None:
+    """The lowest quality of :data:`QUALITIES` up to ``top`` whose sample holds the floor (SSIM
+    rises with the quality), or ``None``. The lowest is tried first when it is the likely
+    answer (most photographs hold the floor at Q74 in 4:2:0), else ``top`` first (a later
+    layout, most often beaten at any quality). Then a bracket, missing at ``low`` and holding
+    at ``high``, narrows where ``log(1 - SSIM)``, nearly straight in ``log(100 - Q)``, crosses
+    the floor."""
+    qualities = [q for q in QUALITIES if q <= top]
+    if not qualities:
+        return None
+    ends = [qualities[0], qualities[-1]]
+    found: dict[int, Found] = {}
+    for quality in ends if lowest_first else ends[::-1]:
+        found[quality] = trials.measure(quality, chroma)
+        holds = found[quality].score >= floor
+        if quality == qualities[0] and holds:
+            return found[quality]
+        if quality == qualities[-1] and not holds:
+            return None
+    low, high = 0, len(qualities) - 1
+    while high - low > 1:
+        low_score, high_score = found[qualities[low]].score, found[qualities[high]].score
+        middle = _guess(qualities, low, high, low_score, high_score, floor)
+        found[qualities[middle]] = attempt = trials.measure(qualities[middle], chroma)
+        if attempt.score >= floor:
+            high = middle
+        else:
+            low = middle
+    return found[qualities[high]]
+
+
+def _guess(
+    qualities: list[int], low: int, high: int, low_score: float, high_score: float, floor: float
+) -> int:
+    """Where, strictly between indices ``low`` and ``high`` of ``qualities``, SSIM crosses the
+    floor, on a straight line of ``log(1 - SSIM)`` against ``log(100 - Q)``."""
     middle = (low + high) // 2
-    if high_ssim is None or high_ssim >= 1 or low_ssim >= high_ssim:
+    if high_score >= 1 or low_score >= high_score:
         return middle
-    x0, x1 = math.log(100 - QUALITIES[low]), math.log(100 - QUALITIES[high])
-    y0, y1 = math.log(1 - low_ssim), math.log(1 - high_ssim)
-    x = x0 + (math.log(1 - floor) - y0) * (x1 - x0) / (y1 - y0)
-    quality = math.ceil(100 - math.exp(x))
-    return min(high - 1, max(low + 1, QUALITIES.index(min(max(quality, QUALITIES[0]),
-                                                          QUALITIES[-1]))))  # fmt: skip
-
-
-def _trial(
-    pool: ThreadPoolExecutor,
-    references: list[Reference],
-    tiles: Tiles,
-    bands: int,
-    bound: int | None,
-) -> Found:
-    """The sample encoded as ``tiles``; its SSIM unless its bytes reach ``bound``."""
-    from imagecodecs import jpeg8_decode
-
-    streams = list(pool.map(tiles.encode_fast, (r.tile(tiles) for r in references)))
-    size = sum(len(s) for s in streams)
-    score = colour = None
-    if bound is None or size < bound:
-
-        def one(pair: tuple[Reference, bytes]) -> tuple[float, int]:
-            return pair[0].ssim(jpeg8_decode(pair[1]))
-
-        scores = list(pool.map(one, zip(references, streams, strict=True)))
-        score = _mean(scores)
-        colourful = [s for s, r in zip(scores, references, strict=True) if r.colourful]
-        colour = _mean(colourful) if colourful else None
-    return Found(Encoding("jpeg", tiles.quality, bands, score, tiles.chroma), size, colour)
+    x0, x1 = math.log(100 - qualities[low]), math.log(100 - qualities[high])
+    y0, y1 = math.log(1 - low_score), math.log(1 - high_score)
+    quality = math.ceil(100 - math.exp(x0 + (math.log(1 - floor) - y0) * (x1 - x0) / (y1 - y0)))
+    index = sum(1 for q in qualities if q < quality)  # the first at or above it
+    return min(high - 1, max(low + 1, index))
 
 
 def _mean(scores: list[tuple[float, int]]) -> float:
