@@ -12,11 +12,13 @@ photograph, scan and page) is written by ptif's own writer (:mod:`ptif.convert.t
 which encodes YCbCr 4:2:0 or 4:4:4 (or grey) at any quality; :mod:`ptif.convert.candidates`
 chooses among them, measured with that very writer's encoder.
 
-A larger image, or one libvips must write for another reason, keeps libvips' writer and its
-choice: 4:2:0 at the lowest of :data:`SUBSAMPLED_QUALITIES` that holds the floor, measured on
-tiles written by libvips itself, else the recipe's own quality (90: RGB tiles). Such an image is
-sampled from its top :data:`BAND_TILE_ROWS` rows of tiles only, kept in memory and joined back
-on top of the rest of the pipeline, so that a sequential decode still runs once.
+A larger image, or an image not 8-bit grey or RGB, keeps libvips' writer and its choice: 4:2:0
+at the lowest of :data:`SUBSAMPLED_QUALITIES` that holds the floor, measured on tiles written
+by libvips itself, else the recipe's own quality (90: RGB tiles). A large image is sampled from
+its top :data:`BAND_TILE_ROWS` rows of tiles only, kept in memory and joined back on top of the
+rest of the pipeline, so that a sequential decode still runs once. An EPS rendering streams
+from its file (no header vouches for its size, so nothing of it is held): libvips writes it at
+the recipe's own quality, unmeasured.
 
 SSIM (:func:`ssim`; in numpy for ptif's own writer) is scikit-image's ``structural_similarity``: 7x7
 uniform windows, per channel, then the mean over channels, estimated on the windows of a
@@ -101,10 +103,19 @@ def fixed(recipe: Recipe, bands: int) -> Encoding:
     return Encoding(recipe.compression, recipe.quality, bands)
 
 
-def choose(image: pyvips.Image, recipe: Recipe) -> tuple[pyvips.Image, Encoding]:
+def choose(
+    image: pyvips.Image, recipe: Recipe, streamed: bool = False
+) -> tuple[pyvips.Image, Encoding]:
     """The image to write (the same pixels; part of it may now sit in memory) and its
-    encoding: the recipe's own unless it states a floor."""
-    if recipe.min_quality is None or recipe.compression != "jpeg" or not _measurable(image):
+    encoding, for libvips' writer: the recipe's own unless it states a floor. A ``streamed``
+    image (an EPS rendering) holds nothing in memory, so nothing is measured: the recipe's
+    own quality."""
+    if (
+        recipe.min_quality is None
+        or recipe.compression != "jpeg"
+        or streamed
+        or not _measurable(image)
+    ):
         return image, fixed(recipe, image.bands)
     image, sample = _sample(image, recipe.tile_size)
     return image, _lowest_holding(sample, recipe)
