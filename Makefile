@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 BIN    := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: setup system-deps node-deps demo test test-fast lint format bench clean
+.PHONY: setup system-deps node-deps demo test test-fast lint format bench bench-quality clean
 
 ## setup: create .venv with ptif and its locked dependencies (uv.lock)
 setup: $(VENV)/.ready
@@ -61,6 +61,11 @@ format: setup
 bench: setup
 	$(BIN)/python -m compileall -q src/ptif
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/quality.py
+
+## bench-quality: bytes and SSIM of the default profile against libvips Q90/Q85 and GDAL's COG
+bench-quality: setup
+	$(BIN)/python bench/quality.py
 
 ## clean: what setup, the demo, the benchmarks and the linters made; never ./ptif-data (a real
 ## run's stores), and of ptif-demo/ only the files the demo listed as its own

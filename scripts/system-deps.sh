@@ -5,9 +5,10 @@
 #   iipimage-server  a real IIIF image server, checked against our pyramids
 #   lighttpd         the FastCGI front end iipsrv runs behind
 #   rsync            copies files in with their old times, as archives do, for the watch tests
+#   gdal-bin         GDAL's COG writer, the comparison in make bench-quality
 # Safe to run again: it installs only what is missing. Needs root (CI runs as root).
 set -euo pipefail
-want=(ghostscript libtiff-tools iipimage-server lighttpd rsync)
+want=(ghostscript libtiff-tools iipimage-server lighttpd rsync gdal-bin)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

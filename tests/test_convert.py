@@ -23,6 +23,7 @@ from pyramids import (
 )
 
 from ptif.convert import ConversionResult, convert, convert_pages
+from ptif.convert.encoding import ssim
 from ptif.convert.profiles import Recipe, get_profile
 from ptif.errors import PixelBudgetError, PtifError
 
@@ -92,8 +93,10 @@ def assert_pyramid(pyramid: Pyramid, recipe: Recipe, bands: int) -> None:
         assert level.photometric in PHOTOMETRIC_FOR_BANDS[bands]
 
 
-def assert_probes(path: Path, page: Page) -> None:
+def assert_probes(path: Path, page: Page, rim: int = 0) -> None:
+    """The probes' colours, ``rim`` pixels in from the right and bottom edges."""
     pixels = read_pixels(path)
+    pixels = pixels[: pixels.shape[0] - rim, : pixels.shape[1] - rim]
     failures = [
         f"{probe.describe()}: got {tuple(round(v) for v in value)}"
         for probe in page.probes
@@ -132,7 +135,26 @@ def test_result_describes_the_file(name: str, converted: Convert) -> None:
 @pytest.mark.parametrize("name", GOOD)
 def test_colours(name: str, converted: Convert) -> None:
     c = converted(name)
-    assert_probes(c.result.path, c.sample.pages[0])
+    encoding = c.result.encoding
+    # 4:2:0 tiles written by libvips (images too large to hold): libvips pads a partial edge
+    # tile with black and the decoder's chroma upsampling blends the last column and row with
+    # it (a saturated (255, 0, 128) edge pixel comes back near (214, 22, 121)), so the probes
+    # hold one pixel in. ptif's own writer repeats the edge instead: every pixel holds.
+    rim = 1 if encoding.chroma is None and encoding.label.endswith("-420") else 0
+    assert_probes(c.result.path, c.sample.pages[0], rim=rim)
+    if not encoding.label.endswith("-420"):
+        return
+    # What the floor promises: the whole image holds it.
+    if c.sample.source_format != "jpeg":
+        return  # the others' pixels are ptif's colour conversion of the source's
+    source = pyvips.Image.new_from_file(str(c.sample.path)).autorot()
+    if source.get_typeof("icc-profile-data"):
+        return
+    output = pyvips.Image.new_from_file(str(c.result.path), page=0)
+    floor = DEFAULT.min_quality
+    assert floor is not None
+    if (source.width, source.height, source.bands) == (output.width, output.height, 3):
+        assert ssim(source, output) >= floor
 
 
 @pytest.mark.parametrize("name", BILEVEL)

@@ -11,9 +11,13 @@ from ptif.errors import ConfigError
 def test_recipe_hashes_stay_what_outputs_record() -> None:
     """Outputs carry these hashes in their metadata: a new value would make them all stale."""
     marble = get_profile("marble")
-    # keep_metadata (on) changed the default's: its outputs gain the source's rights statements
-    assert DEFAULT_RECIPE.hash == "758ab0b5a8bf"
-    assert DEFAULT_RECIPE.replace(keep_metadata=False).hash == "9ef783ef7551"
+    # keep_metadata (on) and the quality floor changed the default's: its outputs gain the
+    # source's rights statements, and each image its own encoding. A fixed Q90, the default of
+    # ptif 0.1, with the source's metadata left out keeps the hash its outputs recorded.
+    assert DEFAULT_RECIPE.hash == "cd279fdbf26d"
+    assert get_profile("default").with_overrides(quality=90).recipe.hash == "758ab0b5a8bf"
+    q90 = DEFAULT_RECIPE.replace(quality=90, keep_metadata=False)
+    assert q90.hash == "9ef783ef7551"
     assert marble.resolve({}).hash == "2f7def2b465d"
     assert marble.resolve({"copyrightStatus": "copyright"}).hash == "4a056c3f4fd1"
     assert marble.recipe_hashes() == {"2f7def2b465d", "4a056c3f4fd1"}
@@ -27,7 +31,7 @@ def test_equal_settings_make_equal_recipes() -> None:
     assert deflate != Recipe(compression="deflate") and deflate != deflate.settings()
     assert repr(same) == (
         "Recipe(compression='deflate', quality=90, tile_size=512, dpi=None, max_width=None, "
-        "max_height=None, all_pages=False, keep_metadata=True)"
+        "max_height=None, all_pages=False, keep_metadata=True, min_quality=None)"
     )
 
 

@@ -357,6 +357,7 @@ _RECIPE_TYPES: dict[str, tuple[Callable[[str], Any], str]] = {
     "quality": (int, "a whole number"),
     "tile_size": (int, "a whole number"),
     "dpi": (float, "a number"),
+    "min_quality": (float, "a number"),
     "max_width": (int, "a whole number"),
     "max_height": (int, "a whole number"),
     "all_pages": (lambda text: _BOOLEANS[text.lower()], "true or false"),

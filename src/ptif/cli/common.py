@@ -13,7 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ptif.convert.limits import DEFAULT_MAX_SECONDS, DEFAULT_MAX_SOURCE, format_size, parse_size
-from ptif.convert.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, RECIPE_SETTINGS
+from ptif.convert.profiles import (
+    COMPRESSIONS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_QUALITY,
+    PROFILES,
+    RECIPE_SETTINGS,
+)
 from ptif.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -44,7 +50,8 @@ def add_recipe_settings(
     group = parser.add_argument_group(
         "conversion settings",
         "Override the profile's; each also has a variable (PTIF_COMPRESSION, PTIF_QUALITY,\n"
-        "PTIF_TILE_SIZE, PTIF_DPI, PTIF_MAX_WIDTH, PTIF_MAX_HEIGHT) and a key in ptif.toml's\n"
+        "PTIF_TILE_SIZE, PTIF_DPI, PTIF_MIN_QUALITY, PTIF_MAX_WIDTH, PTIF_MAX_HEIGHT) and a key\n"
+        "in ptif.toml's\n"
         "[recipe] table. A flag beats the variable, which beats the file.",
     )
     profiles = "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values())
@@ -75,6 +82,15 @@ def _add_tile_options(group: argparse._ArgumentGroup) -> None:
         "--dpi",
         type=number_range(0, above=True),
         help="resolution to record (default: the source's)",
+    )
+    group.add_argument(
+        "--min-quality",
+        type=number_range(0, above=True),
+        metavar="SSIM",
+        help="JPEG tiles: the quality floor, an SSIM against the source (default profile: "
+        f"{DEFAULT_MIN_QUALITY}); each image gets the fewest bytes that hold it, YCbCr 4:2:0 "
+        "or 4:4:4 at Q74 to Q95 (images over 256 MB decoded: 4:2:0 below Q90, else RGB Q90). "
+        "--quality or --compression turn the floor off",
     )
 
 

@@ -47,16 +47,22 @@ def keep_flags(recipe: Recipe) -> str:
     return "icc,other,xmp,iptc" if recipe.keep_metadata else "icc,other"
 
 
-def encoding(options: Mapping[str, Any]) -> dict[str, Any]:
-    """How the tiles were written, from the options tiffsave was given."""
+def encoding(options: Mapping[str, Any], tiles: str | None = None) -> dict[str, Any]:
+    """How the tiles were written, from the options tiffsave was given; ``tiles`` is the
+    encoding's label when the recipe's quality floor chose it (``jpeg-q85-420``...)."""
     found = {"compression": options["compression"]}
     if "Q" in options:
         found["Q"] = options["Q"]
+    if tiles is not None:
+        found["tiles"] = tiles
     return found
 
 
 def description(
-    recipe: Recipe, options: Mapping[str, Any], provenance: Mapping[str, str] | None
+    recipe: Recipe,
+    options: Mapping[str, Any],
+    provenance: Mapping[str, str] | None,
+    tiles: str | None = None,
 ) -> str:
     """The ImageDescription text: one line of JSON, keys in a fixed order."""
     body = {
@@ -64,7 +70,7 @@ def description(
         **{k: v for k, v in (provenance or {}).items() if k in (SOURCE_KEY, SOURCE_ETAG)},
         "recipe": recipe.hash,
         "settings": recipe.settings(),
-        "encoding": encoding(options),
+        "encoding": encoding(options, tiles),
     }
     return dumps(body)  # ASCII, as TIFF's ASCII type wants: accents travel as \u escapes
 
@@ -88,15 +94,18 @@ def embed(
     options: Mapping[str, Any],
     provenance: Mapping[str, str] | None,
     warnings: list[str],
+    tiles: str | None = None,
 ) -> pyvips.Image:
-    """A copy of ``image`` (8-bit sRGB or grey) carrying what the file should say about itself."""
+    """A copy of ``image`` (8-bit sRGB or grey) carrying what the file should say about itself;
+    ``tiles`` labels the encoding a quality floor chose."""
     image = image.copy()
     for name in CARRIED:
         if image.get_typeof(name) and not _keep(image, name, recipe, warnings):
             image.remove(name)
     profile = pyvips.Operation.call("profile_load", "sgrey" if image.bands == 1 else "srgb")
     image.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
-    image.set_type(pyvips.GValue.gstr_type, DESCRIPTION, description(recipe, options, provenance))
+    text = description(recipe, options, provenance, tiles)
+    image.set_type(pyvips.GValue.gstr_type, DESCRIPTION, text)
     return image
 
 

@@ -9,6 +9,7 @@ verified pyramid or nothing new.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -22,7 +23,8 @@ import pyvips
 from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
-from ptif.convert.embedded import embed
+from ptif.convert.embedded import DESCRIPTION, embed
+from ptif.convert.encoding import Encoding, choose, detached, fixed, hold, holdable
 from ptif.convert.formats import Format, sniff
 from ptif.convert.iiif import iiif_metadata
 from ptif.convert.limits import Limits, check_page_count, check_source_size
@@ -34,8 +36,10 @@ from ptif.errors import DISK_FULL, OutputWriteError, PtifError, UndecodableError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any, Final
+
+    from ptif.convert.tiffwriter import Pixels
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 ALLOWED_LOADERS = (
     "jpegload", "pngload", "tiffload", "gifload", "webpload", "heifload", "pdfload", "jp2kload",
     "pngload_source",  # Ghostscript's rendering of an EPS page, from a file
+    "tiffload_buffer",  # ptif's own sample tiles (ptif.convert.encoding), never a source
 )  # fmt: skip
 _DISK_FULL = re.compile(r"no space left|enospc|disk quota|file too large", re.I)
 _IO_PROBLEM = re.compile(r"permission denied|read-only file system|input/output error", re.I)
@@ -54,8 +59,8 @@ class ConversionResult:
     """What was written: enough for callers to store as metadata and for people to read."""
 
     __slots__ = (
-        "bands", "bigtiff", "bytes", "decoder", "height", "iiif", "levels", "page", "pages",
-        "path", "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
+        "bands", "bigtiff", "bytes", "decoder", "encoding", "height", "iiif", "levels", "page",
+        "pages", "path", "recipe", "seconds", "source_format", "tile_size", "warnings", "width",
     )  # fmt: skip
 
     path: Final[Path]
@@ -75,6 +80,8 @@ class ConversionResult:
     warnings: Final[tuple[str, ...]]
     #: The IIIF metadata of the written file (:func:`~ptif.convert.iiif.iiif_metadata`).
     iiif: Final[dict[str, str]]
+    #: How the tiles were encoded (``jpeg-q89-420``...), chosen against the recipe's floor.
+    encoding: Final[Encoding]
 
     def __init__(
         self,
@@ -95,6 +102,7 @@ class ConversionResult:
         seconds: float,
         warnings: tuple[str, ...] = (),
         iiif: dict[str, str] | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
         self.path = path
         self.width = width
@@ -112,6 +120,7 @@ class ConversionResult:
         self.seconds = seconds
         self.warnings = warnings
         self.iiif = iiif or {}
+        self.encoding = encoding or fixed(recipe, bands)
 
     @property
     def recipe_hash(self) -> str:
@@ -129,6 +138,7 @@ class ConversionResult:
             "height": str(self.height),
             **self.iiif,
             "ptif-recipe": self.recipe_hash,
+            "ptif-encoding": self.encoding.label,
             "ptif-version": __version__,
         }
 
@@ -144,6 +154,8 @@ class ConversionResult:
             "bigtiff": self.bigtiff,
             "recipe": self.recipe.describe(),
             "recipe_hash": self.recipe_hash,
+            "encoding": self.encoding.label,
+            "sample_ssim": None if self.encoding.ssim is None else round(self.encoding.ssim, 4),
             "source_format": self.source_format,
             "decoder": self.decoder,
             "page": self.page,
@@ -307,11 +319,27 @@ def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
 def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
+    pixels = None
+    if not opened.streamed and holdable(image, recipe):
+        pixels = _hold(job, image)
+    if pixels is not None:
+        image = opened.image = detached(image, pixels)
+    if pixels is None:
+        image, encoding = _encoding(job, image, recipe, opened.streamed)
+    else:
+        from ptif.convert.candidates import choose_tiles  # numpy, only for images held
+
+        encoding = choose_tiles(pixels, recipe)
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
-    options = tiffsave_options(recipe, bigtiff=bigtiff)
-    image = embed(image, recipe, options, job.provenance, warnings)
-    layout = _write_verified(job, image, options, levels, recipe.tile_size)
+    options = tiffsave_options(recipe, bigtiff=bigtiff, quality=encoding.quality)
+    tiles = None if recipe.min_quality is None else encoding.label
+    image = embed(image, recipe, options, job.provenance, warnings, tiles)
+    if pixels is None:
+        layout = _write_verified(job, _libvips_writer(job, image, options), levels, recipe, image)
+    else:
+        writer = _own_writer(job, image, pixels, encoding, options)
+        layout = _write_verified(job, writer, levels, recipe, image)
     for warning in warnings:
         log.warning("%s: %s", job.src, warning)
     return ConversionResult(
@@ -331,15 +359,33 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
         seconds=time.perf_counter() - job.started,
         warnings=tuple(warnings),
         iiif=iiif_metadata(layout),
+        encoding=encoding,
     )
+
+
+def _encoding(
+    job: _Job, image: pyvips.Image, recipe: Recipe, streamed: bool
+) -> tuple[pyvips.Image, Encoding]:
+    """The tiles' encoding (:mod:`ptif.convert.encoding`); its sample is the first pixels
+    decoded, so a broken source fails here as it would while writing."""
+    try:
+        return choose(image, recipe, streamed)
+    except pyvips.Error as error:
+        raise _classify_save_error(job, job.dst, error) from error
+
+
+def _hold(job: _Job, image: pyvips.Image) -> Pixels:
+    """The image decoded into memory for ptif's own writer, within the conversion's time."""
+    pixels: Pixels = _within_deadline(job, image, job.dst, lambda: hold(image))
+    return pixels
 
 
 def _write_verified(
     job: _Job,
-    image: pyvips.Image,
-    options: dict[str, Any],
+    save: Callable[[Path], None],
     levels: tuple[tuple[int, int], ...],
-    tile_size: int,
+    recipe: Recipe,
+    image: pyvips.Image,
 ) -> TiffLayout:
     """Save to a hidden temporary file beside the destination, verify it, then rename it into
     place: the destination holds a complete, verified pyramid or nothing new. Returns the
@@ -347,8 +393,8 @@ def _write_verified(
     _make_parent(job.dst)
     temp = job.dst.with_name(f".{job.dst.name}.{os.urandom(6).hex()}.ptif-partial")
     try:
-        _save(job, image, temp, options)
-        layout = verify_pyramid(temp, levels, tile_size, image.bands)
+        save(temp)
+        layout = verify_pyramid(temp, levels, recipe.tile_size, image.bands)
         _publish(temp, job.dst, job.durable)
     finally:
         _remove(temp)
@@ -371,19 +417,71 @@ def _make_parent(dst: Path) -> None:
         raise OutputWriteError(f"{dst}: cannot create its folder ({error.strerror})") from error
 
 
-def _save(job: _Job, image: pyvips.Image, temp: Path, options: dict[str, Any]) -> None:
-    """Write the pyramid; libvips is stopped when the conversion's time is up."""
+def _libvips_writer(
+    job: _Job, image: pyvips.Image, options: dict[str, Any]
+) -> Callable[[Path], None]:
+    """libvips writes the pyramid, and is stopped when the conversion's time is up."""
+
+    def save(temp: Path) -> None:
+        _within_deadline(job, image, temp, lambda: image.tiffsave(str(temp), **options))
+
+    return save
+
+
+def _within_deadline(job: _Job, image: pyvips.Image, where: Path, work: Callable[[], Any]) -> Any:
+    """``work``'s result; libvips' evaluation of ``image`` is stopped when the conversion's
+    time is up."""
     remaining = job.deadline - time.perf_counter()
     if remaining <= 0:
         raise too_slow(job.src, job.limits.max_seconds, time.perf_counter() - job.started)
     with Deadline(image, remaining) as deadline:
         try:
-            image.tiffsave(str(temp), **options)
+            return work()
         except pyvips.Error as error:
             if deadline.expired:
                 elapsed = time.perf_counter() - job.started
                 raise too_slow(job.src, job.limits.max_seconds, elapsed) from error
-            raise _classify_save_error(job, temp, error) from error
+            raise _classify_save_error(job, where, error) from error
+
+
+def _own_writer(
+    job: _Job, image: pyvips.Image, pixels: Pixels, encoding: Encoding, options: dict[str, Any]
+) -> Callable[[Path], None]:
+    """ptif's own writer (:mod:`ptif.convert.tiffwriter`) writes the pyramid from ``pixels``,
+    with what :func:`~ptif.convert.embedded.embed` put on ``image``."""
+    from ptif.convert.tiffwriter import Embedded, Expired, write_pyramid
+
+    carried = [
+        image.get(name) if image.get_typeof(name) else None for name in ("xmp-data", "iptc-data")
+    ]
+    embedded = Embedded(
+        description=image.get(DESCRIPTION),
+        icc=image.get("icc-profile-data"),
+        dpi=options.get("xres", image.xres) * 25.4,
+        xmp=carried[0],
+        iptc=carried[1],
+    )
+    levels = len(expected_levels(image.width, image.height, options["tile_width"]))
+
+    def save(temp: Path) -> None:
+        try:
+            write_pyramid(temp, pixels, levels, options["tile_width"], encoding.tiles(),
+                          embedded, bigtiff=options["bigtiff"], deadline=job.deadline)  # fmt: skip
+        except Expired as error:
+            elapsed = time.perf_counter() - job.started
+            raise too_slow(job.src, job.limits.max_seconds, elapsed) from error
+        except OSError as error:
+            raise _write_error(job, temp, error) from error
+
+    return save
+
+
+def _write_error(job: _Job, temp: Path, error: OSError) -> OutputWriteError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return OutputWriteError(
+            f"{temp.parent}: disk full while writing the pyramid of {job.src}", code=DISK_FULL
+        )
+    return OutputWriteError(f"{temp.parent}: cannot write the pyramid of {job.src} ({error})")
 
 
 def _classify_save_error(job: _Job, temp: Path, error: pyvips.Error) -> PtifError:

@@ -66,8 +66,11 @@ def check_writable(recipe: Recipe) -> None:
         )
 
 
-def tiffsave_options(recipe: Recipe, *, bigtiff: bool) -> dict[str, Any]:
-    """Keyword arguments for ``pyvips.Image.tiffsave``."""
+def tiffsave_options(
+    recipe: Recipe, *, bigtiff: bool, quality: int | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for ``pyvips.Image.tiffsave``; ``quality`` is the one chosen for this
+    image when the recipe states a floor (:mod:`ptif.convert.encoding`), else the recipe's."""
     options: dict[str, Any] = {
         "tile": True,
         "pyramid": True,
@@ -81,7 +84,7 @@ def tiffsave_options(recipe: Recipe, *, bigtiff: bool) -> dict[str, Any]:
     if recipe.dpi is not None:
         options["xres"] = options["yres"] = recipe.dpi / 25.4
     if recipe.compression in ("jpeg", "webp"):
-        options["Q"] = recipe.quality
+        options["Q"] = recipe.quality if quality is None else quality
     if recipe.compression in ("deflate", "lzw", "zstd"):
         options["predictor"] = "horizontal"
     return options

@@ -59,6 +59,8 @@ class ItemResult:
     #: The source's pages, and how many of them got a pyramid.
     pages: int = 1
     pages_done: int = 1
+    #: How its tiles were encoded (page 1's): ``jpeg-q85-420``, ``jpeg-q90-rgb``, ``deflate``...
+    encoding: str | None = None
 
 
 def _now() -> str:
@@ -85,6 +87,8 @@ class RunReport:
     pages_left_out: list[dict[str, Any]] = field(default_factory=list)
     left_out_count: int = 0
     left_out_pages: int = 0
+    #: Converted images by encoding (a quality floor chooses one per image).
+    encodings: dict[str, int] = field(default_factory=dict)
     _clock: float = field(default_factory=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -96,6 +100,8 @@ class RunReport:
             if item.outcome is Outcome.CONVERTED:
                 self.convert_seconds += item.seconds
                 _append(self.converted, item.source_key or item.marker_key)
+                if item.encoding:
+                    self.encodings[item.encoding] = self.encodings.get(item.encoding, 0) + 1
                 if item.pages_done < item.pages:
                     self._left_out(item)
             elif item.outcome is Outcome.REQUEUED:
@@ -132,6 +138,8 @@ class RunReport:
             _extend(self.pages_left_out, other.pages_left_out)
             self.left_out_count += other.left_out_count
             self.left_out_pages += other.left_out_pages
+            for label, count in other.encodings.items():
+                self.encodings[label] = self.encodings.get(label, 0) + count
             ages = [
                 a for a in (self.oldest_pending_age_s, other.oldest_pending_age_s) if a is not None
             ]
@@ -169,6 +177,7 @@ class RunReport:
             "bytes_out": self.bytes_out,
             "oldest_pending_age_s": self.oldest_pending_age_s,
             "converted": self.converted,
+            "encodings": dict(sorted(self.encodings.items())),
             "requeued": self.requeued,
             "failures": self.failures,
             "retry_later": self.retry_later,

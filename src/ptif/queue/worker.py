@@ -583,7 +583,7 @@ class Worker:
         self._note_pages(source_key, fetched.info.etag, pages, every)
         return ItemResult(
             "", Outcome.CONVERTED, source_key, bytes_in=fetched.info.size, bytes_out=bytes_out,
-            pages=pages, pages_done=pages if every else 1,
+            pages=pages, pages_done=pages if every else 1, encoding=result.encoding.label,
         )  # fmt: skip
 
     def _publish(
