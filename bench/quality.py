@@ -282,6 +282,9 @@ def main(argv: list[str]) -> int:
     others = {"vips-q85": vips(85)}
     if shutil.which("gdal_translate"):
         others["gdal-cog-q90"] = gdal
+    else:
+        print("gdal_translate not found (make system-deps installs gdal-bin): no GDAL column",
+              file=sys.stderr)  # fmt: skip
     rows: dict[str, dict[str, Outcome]] = {}
     large = None
     for name, src in sources(not args.skip_large):
