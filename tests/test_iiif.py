@@ -15,8 +15,8 @@ import pyvips
 from iiif_server import iiif_server, open_url, server_logs
 from PIL import Image, ImageStat
 
-from ptif.convert import ConversionResult, convert
-from ptif.convert.profiles import Recipe, get_profile
+from ptif.convert import ConversionResult, candidates, convert
+from ptif.convert.profiles import DEFAULT_RECIPE, Recipe, get_profile
 
 pytestmark = pytest.mark.iiif
 
@@ -34,6 +34,8 @@ class Case:
     colour: Colour
     suffix: str
     recipe: Recipe = field(default_factory=Recipe)
+    #: The chroma layouts the quality floor may choose (ptif's own writer), when not all.
+    chromas: tuple[str, ...] = candidates.CHROMAS
 
     @property
     def stem(self) -> str:
@@ -41,6 +43,8 @@ class Case:
 
     def __str__(self) -> str:
         recipe = f"{self.recipe.compression}-{self.recipe.tile_size}"
+        if self.recipe.min_quality is not None:
+            recipe += "-floor-" + "-".join(self.chromas)
         return f"{self.width}x{self.height}{self.suffix}-{recipe}"
 
 
@@ -88,6 +92,11 @@ CASES = (
     Case(3000, 2000, TEAL, ".png", Recipe(compression="none", tile_size=512)),
     Case(1001, 777, TEAL, ".jpg", Recipe(quality=75)),
     Case(3000, 2000, RED, ".jpg", get_profile("marble").resolve({})),
+    # the default profile: ptif's own writer, YCbCr 4:2:0 or 4:4:4 tiles
+    Case(3000, 2000, RED, ".jpg", DEFAULT_RECIPE),
+    Case(777, 1001, TEAL, ".png", DEFAULT_RECIPE),
+    Case(1001, 777, RED, ".png", DEFAULT_RECIPE, chromas=("444",)),
+    Case(200, 150, TEAL, ".png", DEFAULT_RECIPE, chromas=("444",)),
 )
 
 
@@ -115,7 +124,12 @@ def made(
     src = tmp_path_factory.mktemp("sources") / f"{case.stem}{case.suffix}"
     flat_image(case).write_to_file(str(src))
     dst = image_dir / f"{case.stem}.tif"
-    return Made(case, dst.name, convert(src, dst, case.recipe))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(candidates, "CHROMAS", case.chromas)
+        result = convert(src, dst, case.recipe)
+    if case.recipe.min_quality is not None:
+        assert result.encoding.chroma in case.chromas, result.encoding.label
+    return Made(case, dst.name, result)
 
 
 def assert_colour(image: Image.Image, expected: Colour) -> None:

@@ -1,5 +1,6 @@
-"""The default profile's quality floor: 4:2:0 JPEG tiles where they hold it, RGB Q90 where fine
-colour detail needs it; explicit settings mean what they say. Outputs are opened and measured."""
+"""The default profile's quality floor: the fewest bytes of 4:2:0 or 4:4:4 YCbCr tiles, at any
+quality, that hold it; explicit settings mean what they say (libvips' own tiles). Outputs are
+opened and measured."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ import tifffile
 from store_helpers import folder_bench, put_source, queue, reports
 
 from ptif.config import load_settings
+from ptif.convert import encoding
 from ptif.convert.encoding import ssim
 from ptif.convert.engine import convert, init_vips
 from ptif.convert.profiles import DEFAULT_MIN_QUALITY, get_profile
 from ptif.errors import ConfigError
 
 PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR = 2, 6
+SUBSAMPLING = {"420": (2, 2), "444": (1, 1)}
+#: The floor is measured on a sample of tiles: a whole image, or a part the sample weighs
+#: apart (its colourful tiles), lands within this of it.
+SAMPLED = 0.005
 
 
 def smooth_photo(path: Path) -> None:
@@ -55,6 +61,23 @@ def level0(path: Path) -> tuple[int, pyvips.Image]:
     return photometric, pyvips.Image.new_from_file(str(path), page=0)
 
 
+def subsampling(path: Path) -> set[tuple[int, int]]:
+    """Every level's YCbCrSubsampling."""
+    with tifffile.TiffFile(path) as tiff:
+        return {tuple(page.tags["YCbCrSubSampling"].value) for page in tiff.pages}
+
+
+def tile_bytes(path: Path) -> list[bytes]:
+    """Every tile of every level, as stored."""
+    found = []
+    with tifffile.TiffFile(path) as tiff, open(path, "rb") as handle:
+        for page in tiff.pages:
+            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+                handle.seek(offset)
+                found.append(handle.read(count))
+    return found
+
+
 def measured(src: Path, out: Path) -> float:
     return ssim(pyvips.Image.new_from_file(str(src)), level0(out)[1])
 
@@ -73,35 +96,64 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_smooth_photograph_gets_subsampled_tiles(images: dict[str, Path], tmp_path: Path) -> None:
     result = convert(images["photo"], tmp_path / "photo.tif")
     photometric, _ = level0(result.path)
-    assert photometric == PHOTOMETRIC_YCBCR
-    assert result.encoding.label.endswith("-420") and result.encoding.quality < 90
+    assert photometric == PHOTOMETRIC_YCBCR and subsampling(result.path) == {(2, 2)}
+    assert result.encoding.label == f"jpeg-q{result.encoding.quality}-420"
+    assert result.encoding.quality < 90
     assert result.metadata()["ptif-encoding"] == result.encoding.label
     assert result.to_dict()["encoding"] == result.encoding.label
     assert measured(images["photo"], result.path) >= DEFAULT_MIN_QUALITY
 
 
 @pytest.mark.parametrize("name", ["stars", "lines"])
-def test_fine_colour_detail_gets_rgb_q90(
+def test_fine_colour_detail_holds_the_floor_in_fewer_bytes_than_rgb_q90(
     images: dict[str, Path], tmp_path: Path, name: str
 ) -> None:
+    """libvips can only keep such detail with RGB tiles at Q90 and above; ptif's own writer
+    holds the floor with YCbCr, 4:4:4 where 4:2:0 cannot, in far fewer bytes."""
     result = convert(images[name], tmp_path / f"{name}.tif")
     photometric, _ = level0(result.path)
-    assert photometric == PHOTOMETRIC_RGB
-    assert result.encoding.label == "jpeg-q90-rgb"
-    assert result.metadata()["ptif-encoding"] == "jpeg-q90-rgb"
-    # what the floor avoided: the best 4:2:0 tiles lose it
-    subsampled = convert(images[name], tmp_path / "q89.tif", get_profile("default").with_overrides(
-        quality=89).recipe)  # fmt: skip
-    assert measured(images[name], subsampled.path) < DEFAULT_MIN_QUALITY
-    assert measured(images[name], result.path) > measured(images[name], subsampled.path)
+    assert photometric == PHOTOMETRIC_YCBCR
+    chroma = result.encoding.label.rsplit("-", 1)[1]
+    assert subsampling(result.path) == {SUBSAMPLING[chroma]}
+    assert measured(images[name], result.path) >= DEFAULT_MIN_QUALITY - SAMPLED
+    rgb = convert(images[name], tmp_path / "q90.tif", get_profile("default").with_overrides(
+        quality=90).recipe)  # fmt: skip
+    assert level0(rgb.path)[0] == PHOTOMETRIC_RGB
+    assert result.bytes < 0.8 * rgb.bytes
+
+
+def test_thin_coloured_lines_need_4_4_4(images: dict[str, Path], tmp_path: Path) -> None:
+    """4:2:0 at the top quality misses the floor on one-pixel coloured lines: 4:4:4 is chosen."""
+    result = convert(images["lines"], tmp_path / "lines.tif")
+    assert result.encoding.label.endswith("-444")
+    assert subsampling(result.path) == {(1, 1)}
 
 
 def test_explicit_quality_means_what_it_says(images: dict[str, Path], tmp_path: Path) -> None:
+    """--quality writes libvips' own tiles, byte for byte, as a plain tiffsave does."""
     recipe = get_profile("default").with_overrides(quality=90).recipe
     assert recipe.min_quality is None
     result = convert(images["photo"], tmp_path / "q90.tif", recipe)
     assert level0(result.path)[0] == PHOTOMETRIC_RGB
     assert result.encoding.label == "jpeg-q90-rgb" and result.encoding.ssim is None
+    plain = tmp_path / "plain.tif"
+    pyvips.Image.new_from_file(str(images["photo"])).tiffsave(
+        str(plain), tile=True, pyramid=True, tile_width=256, tile_height=256,
+        compression="jpeg", Q=90)  # fmt: skip
+    assert tile_bytes(result.path) == tile_bytes(plain)
+
+
+def test_images_too_large_to_hold_keep_libvips(
+    images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above HOLD_BYTES decoded, libvips writes the pyramid: 4:2:0 below Q90, else RGB Q90."""
+    monkeypatch.setattr(encoding, "HOLD_BYTES", 1000)
+    photo = convert(images["photo"], tmp_path / "photo.tif")
+    assert photo.encoding.chroma is None and photo.encoding.label.endswith("-420")
+    assert photo.encoding.quality in encoding.SUBSAMPLED_QUALITIES
+    stars = convert(images["stars"], tmp_path / "stars.tif")
+    assert stars.encoding.label == "jpeg-q90-rgb"
+    assert level0(stars.path)[0] == PHOTOMETRIC_RGB
 
 
 def test_marble_keeps_the_original_settings() -> None:
@@ -114,7 +166,8 @@ def test_floor_from_flag_environment_and_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert load_settings(environ={}).conversion_profile().recipe.min_quality == 0.94
+    floor = load_settings(environ={}).conversion_profile().recipe.min_quality
+    assert floor == DEFAULT_MIN_QUALITY
     (tmp_path / "ptif.toml").write_text("[ptif]\nrecipe = {min_quality = 0.9}\n")
     assert load_settings(environ={}).conversion_profile().recipe.min_quality == 0.9
     environ = {"PTIF_MIN_QUALITY": "0.97"}
@@ -156,8 +209,8 @@ def test_ssim_agrees_with_scikit_image(images: dict[str, Path]) -> None:
 
 def test_colour_detail_low_on_a_large_image_counts(tmp_path: Path) -> None:
     """The sample spreads over the whole image: a map's legend in the bottom rows of a large,
-    otherwise smooth scan keeps RGB tiles, so the legend itself holds the floor. (Sampled from
-    the top rows alone, it got 4:2:0 and the legend fell below the floor.)"""
+    otherwise smooth scan keeps 4:4:4 tiles, so the legend itself holds the floor. (Sampled
+    from the top rows alone, it got 4:2:0 and the legend fell below the floor.)"""
     init_vips()
     top, bottom = tmp_path / "top.png", tmp_path / "bottom.png"
     smooth_photo(top)
@@ -169,9 +222,9 @@ def test_colour_detail_low_on_a_large_image_counts(tmp_path: Path) -> None:
     source = tmp_path / "scan.png"
     scan.pngsave(str(source))
     result = convert(source, tmp_path / "scan.tif")
-    assert result.encoding.label == "jpeg-q90-rgb"
+    assert result.encoding.label.endswith("-444")
     _, written = level0(result.path)
-    assert ssim(legend, written.crop(0, 1200, 2400, 600)) >= DEFAULT_MIN_QUALITY
+    assert ssim(legend, written.crop(0, 1200, 2400, 600)) >= DEFAULT_MIN_QUALITY - SAMPLED
 
 
 def test_the_run_report_counts_each_encoding(images: dict[str, Path], tmp_path: Path) -> None:
@@ -184,6 +237,7 @@ def test_the_run_report_counts_each_encoding(images: dict[str, Path], tmp_path: 
     [stored] = reports(bench)
     counted = stored["encodings"]
     assert counted == report.to_dict()["encodings"]
-    assert counted["jpeg-q90-rgb"] == 1 and sum(counted.values()) == 2, counted
-    [subsampled] = [label for label in counted if label.endswith("-420")]
-    assert bench.images.head("photo.tif").metadata["ptif-encoding"] == subsampled
+    labels = [bench.images.head(f"{name}.tif").metadata["ptif-encoding"] for name in
+              ("photo", "stars")]  # fmt: skip
+    assert labels[0] != labels[1], "the floor chose each image's own encoding"
+    assert counted == {label: 1 for label in labels}, counted

@@ -46,6 +46,7 @@ from store_helpers import (
 )
 
 from ptif.console import ITEM_LOGGER
+from ptif.convert.engine import convert
 from ptif.queue.health import StoreLost
 from ptif.queue.layout import CLAIMS_PREFIX, marker_key
 from ptif.queue.outputs import output_key
@@ -223,12 +224,22 @@ def can_mount_tmpfs(where: Path) -> bool:
 #: What is full, the source that does not fit, and the tmpfs's size: a download that does not
 #: fit the work folder with room for its pyramid (2.6 MB, twice that is more than 4 MiB), a
 #: pyramid that does not (after its download did), and a pyramid that does not fit a folder
-#: images store.
+#: images store. The last two are sized from the pyramid itself (:func:`room_for`): the
+#: default's bytes follow its quality floor.
 FULL = {
     "download": ("work", (3000, 2000), "4m"),
-    "pyramid": ("work", (1500, 1000), "2m"),
-    "images-store": ("images", (1500, 1000), "1m"),
+    "pyramid": ("work", (1500, 1000), None),
+    "images-store": ("images", (1500, 1000), None),
 }
+
+
+def room_for(what: str, source: bytes, tmp: Path) -> str:
+    """A tmpfs size that holds ``what`` needs before the pyramid, and half the pyramid: the
+    download too on the work folder, nothing else on an images store."""
+    (tmp / "source.jpg").write_bytes(source)
+    pyramid = convert(tmp / "source.jpg", tmp / "pyramid.tif").bytes
+    before = len(source) if what == "work" else 0
+    return f"{(before + pyramid // 2) // 1024}k"
 
 
 def run_on_full_disk(bench: Bench, where: Path, size: str) -> subprocess.CompletedProcess[str]:
@@ -252,9 +263,10 @@ def test_a_full_disk_is_retried_and_never_counted(bench: Bench, full: str) -> No
     where = bench.tmp if what == "work" else Path(bench.urls["images"])
     if not can_mount_tmpfs(bench.root / "probe"):
         pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
-    put_source(bench.source, "full/big.jpg", jpeg(*size, seed=4, noise=True))
+    source = jpeg(*size, seed=4, noise=True)
+    put_source(bench.source, "full/big.jpg", source)
     queue(bench, "full/big.jpg")
-    done = run_on_full_disk(bench, where, room)
+    done = run_on_full_disk(bench, where, room or room_for(what, source, bench.root))
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     report = json_report(done)

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ptif.convert.limits import DEFAULT_MAX_SECONDS, DEFAULT_MAX_SOURCE, format_size, parse_size
-from ptif.convert.profiles import COMPRESSIONS, DEFAULT_MAX_PIXELS, PROFILES, RECIPE_SETTINGS
+from ptif.convert.profiles import (
+    COMPRESSIONS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_QUALITY,
+    PROFILES,
+    RECIPE_SETTINGS,
+)
 from ptif.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -82,7 +88,8 @@ def _add_tile_options(group: argparse._ArgumentGroup) -> None:
         type=number_range(0, above=True),
         metavar="SSIM",
         help="JPEG tiles: the quality floor, an SSIM against the source (default profile: "
-        "0.94); each image gets the fewest bytes that hold it, 4:2:0 below Q90 or RGB at Q90. "
+        f"{DEFAULT_MIN_QUALITY}); each image gets the fewest bytes that hold it, YCbCr 4:2:0 "
+        "or 4:4:4 at Q74 to Q95 (images over 256 MB decoded: 4:2:0 below Q90, else RGB Q90). "
         "--quality or --compression turn the floor off",
     )
 

@@ -345,14 +345,15 @@ class Deadline:
     __slots__ = ("_image", "_timer", "expired")
 
     def __init__(self, image: pyvips.Image, seconds: float) -> None:
-        self._image = image
+        self._image: pyvips.Image | None = image
         self.expired = False
         self._timer = threading.Timer(max(0.0, seconds), self._expire)
         self._timer.daemon = True
 
     def _expire(self) -> None:
         self.expired = True
-        self._image.set_kill(True)
+        if self._image is not None:
+            self._image.set_kill(True)
 
     def __enter__(self) -> Deadline:
         self._timer.start()
@@ -361,3 +362,6 @@ class Deadline:
     def __exit__(self, *exc_info: object) -> None:
         self._timer.cancel()
         self._timer.join()  # no thread outlives the conversion
+        # The timer holds this object (its callback) and this object the image: drop the image
+        # now, not at the next garbage collection, so a decoder's memory goes with it.
+        self._image = None

@@ -5,26 +5,30 @@ subsampling; at 90 and above, they are RGB JPEG, about three times the bytes for
 picture. 4:2:0 is invisible on most photographs but smears small coloured detail (stars, thin
 coloured lines on a map, red rubrication in a manuscript). So instead of one quality number,
 the default profile states a floor (``min_quality``, an SSIM) and each image gets the fewest
-bytes that hold it: 4:2:0 at the lowest quality of :data:`SUBSAMPLED_QUALITIES` that keeps the
-floor, else the recipe's own quality (90: RGB tiles).
+bytes that hold it.
 
-The choice is measured, not guessed: full-resolution tiles of the image are encoded with
-libvips' own TIFF writer (so they are the very bytes the pyramid will hold), decoded, and
-compared with the source's pixels by SSIM (:func:`ssim`, the definition of scikit-image's
-``structural_similarity``: 7x7 uniform windows, per channel, then the mean over channels).
+An image held in memory (8-bit grey or RGB, up to :data:`HOLD_BYTES` decoded: nearly every
+photograph, scan and page) is written by ptif's own writer (:mod:`ptif.convert.tiffwriter`),
+which encodes YCbCr 4:2:0 or 4:4:4 (or grey) at any quality; :mod:`ptif.convert.candidates`
+chooses among them, measured with that very writer's encoder.
 
-The sample represents the whole image and stays cheap: an image of up to :data:`HOLD_BYTES`
-decoded is held in memory (decoded once; the pyramid is then written from that copy), and
-:data:`SAMPLE_TILES` of its tiles are measured: a lattice spread over it, corners and edges
-included, plus the :data:`COLOURFUL_TILES` of most chroma detail (found on an eighth-size copy),
-so that a map's legend or a rubric low on the page counts. A larger image is sampled from its
-top :data:`BAND_TILE_ROWS` rows of tiles only, kept in memory and joined back on top of the rest
-of the pipeline, so that a sequential decode still runs once.
+A larger image, or one libvips must write for another reason, keeps libvips' writer and its
+choice: 4:2:0 at the lowest of :data:`SUBSAMPLED_QUALITIES` that holds the floor, measured on
+tiles written by libvips itself, else the recipe's own quality (90: RGB tiles). Such an image is
+sampled from its top :data:`BAND_TILE_ROWS` rows of tiles only, kept in memory and joined back
+on top of the rest of the pipeline, so that a sequential decode still runs once.
 
-What no sample can see: libvips pads a partial edge tile with black, and a decoder's chroma
-upsampling blends the last column (and row) of 4:2:0 tiles with it, so the very edge pixel of
-a saturated colour comes out up to a quarter less saturated. It is one pixel wide and SSIM does
-not see it; only RGB tiles avoid it.
+SSIM (:func:`ssim`; in numpy for ptif's own writer) is scikit-image's ``structural_similarity``: 7x7
+uniform windows, per channel, then the mean over channels, estimated on the windows of a
+7-pixel grid. The sample: :data:`SAMPLE_TILES` tiles on the pyramid's tile grid, a lattice
+spread over the image, corners and edges included, plus the :data:`COLOURFUL_TILES` of most
+chroma detail (found on an eighth-size copy), so that a map's legend or a rubric low on the page
+counts.
+
+What no sample can see in libvips' tiles: libvips pads a partial edge tile with black, and a
+decoder's chroma upsampling blends the last column (and row) of 4:2:0 tiles with it, so the very
+edge pixel of a saturated colour comes out up to a quarter less saturated. ptif's own writer
+repeats the edge instead (:func:`~ptif.convert.tiffwriter.pixel_tile`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ import pyvips
 
 from ptif.convert.profiles import Recipe
 
-#: 4:2:0 qualities, best first; the lowest that holds the floor is chosen.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from ptif.convert.tiffwriter import Pixels, Tiles
+
+#: libvips' 4:2:0 qualities (images libvips writes), best first; the lowest that holds the floor
+#: is chosen.
 SUBSAMPLED_QUALITIES = (89, 85, 80, 75)
 #: Images of up to this many bytes decoded are held in memory: tiles are then sampled from all
 #: of them, and the pyramid is written from the same copy (the source is decoded once).
@@ -52,23 +61,39 @@ _C2 = (0.03 * 255) ** 2
 
 class Encoding:
     """The tiles' encoding: JPEG at ``quality``; ``ssim`` is what the sample measured (``None``
-    when nothing was measured: no floor, or the fallback)."""
+    when nothing was measured: no floor, or the fallback). ``chroma`` (``420``, ``444``,
+    ``grey``) is set when ptif's own writer writes the tiles, ``None`` when libvips does."""
 
-    __slots__ = ("bands", "compression", "quality", "ssim")
+    __slots__ = ("bands", "chroma", "compression", "quality", "ssim")
 
-    def __init__(self, compression: str, quality: int, bands: int, ssim: float | None = None):
+    def __init__(
+        self,
+        compression: str,
+        quality: int,
+        bands: int,
+        ssim: float | None = None,
+        chroma: str | None = None,
+    ):
         self.compression = compression
         self.quality = quality
         self.bands = bands
         self.ssim = ssim
+        self.chroma = chroma
 
     @property
     def label(self) -> str:
-        """``jpeg-q89-420``, ``jpeg-q90-rgb``, ``jpeg-q85-grey``, ``deflate``..."""
+        """``jpeg-q74-420``, ``jpeg-q86-444``, ``jpeg-q90-rgb``, ``jpeg-q85-grey``..."""
         if self.compression != "jpeg":
             return self.compression
-        kind = "grey" if self.bands < 3 else "420" if self.quality < 90 else "rgb"
+        kind = self.chroma or ("grey" if self.bands < 3 else "420" if self.quality < 90 else "rgb")
         return f"jpeg-q{self.quality}-{kind}"
+
+    def tiles(self) -> Tiles:
+        """How ptif's own writer encodes each tile."""
+        from ptif.convert.tiffwriter import Tiles
+
+        assert self.chroma is not None
+        return Tiles(self.quality, self.chroma)
 
 
 def fixed(recipe: Recipe, bands: int) -> Encoding:
@@ -83,6 +108,40 @@ def choose(image: pyvips.Image, recipe: Recipe) -> tuple[pyvips.Image, Encoding]
         return image, fixed(recipe, image.bands)
     image, sample = _sample(image, recipe.tile_size)
     return image, _lowest_holding(sample, recipe)
+
+
+def holdable(image: pyvips.Image, recipe: Recipe) -> bool:
+    """Whether ptif's own writer writes this image: a floor to hold on 8-bit grey or RGB pixels
+    that fit in :data:`HOLD_BYTES`."""
+    return (
+        recipe.min_quality is not None
+        and recipe.compression == "jpeg"
+        and _measurable(image)
+        and image.width * image.height * image.bands <= HOLD_BYTES
+    )
+
+
+def hold(image: pyvips.Image) -> Pixels:
+    """The image decoded into memory, height x width x bands."""
+    import numpy as np  # before the decode: loaded after it, it lifts the decode's peak memory
+
+    data = image.write_to_memory()
+    return np.frombuffer(data, np.uint8).reshape(image.height, image.width, image.bands)
+
+
+def detached(image: pyvips.Image, pixels: Pixels) -> pyvips.Image:
+    """``pixels`` as a libvips image with ``image``'s resolution and carried metadata, and no
+    link to its pipeline: dropping that frees the decoder's memory (a progressive JPEG's
+    coefficients are as large as its pixels) before the pyramid is written."""
+    from ptif.convert.embedded import CARRIED
+
+    height, width, bands = pixels.shape
+    held = pyvips.Image.new_from_memory(pixels.data, width, height, bands, "uchar")
+    held = held.copy(interpretation=image.interpretation, xres=image.xres, yres=image.yres)
+    for name in CARRIED:
+        if image.get_typeof(name):
+            held.set_type(image.get_typeof(name), name, image.get(name))
+    return held
 
 
 def _measurable(image: pyvips.Image) -> bool:
@@ -149,14 +208,26 @@ def _tiles(image: pyvips.Image, tile: int, top: int, bottom: int) -> pyvips.Imag
     columns, rows = image.width // tile, (bottom - top) // tile
     if columns * rows <= SAMPLE_TILES:
         return image.crop(0, top, image.width, bottom - top)
-    spots = _lattice(columns, rows, SAMPLE_TILES - COLOURFUL_TILES)
-    for spot in _colourful(image.crop(0, top, columns * tile, rows * tile), tile):
-        if len(spots) >= SAMPLE_TILES:
-            break
-        if spot not in spots:
-            spots.append(spot)
-    crops = [image.crop(x * tile, top + y * tile, tile, tile) for x, y in spots]
+    chosen, _ = spots(image.crop(0, top, image.width, bottom - top), tile, rows)
+    crops = [image.crop(x * tile, top + y * tile, tile, tile) for x, y in chosen]
     return pyvips.Image.arrayjoin(crops, across=4).copy_memory()
+
+
+def spots(
+    image: pyvips.Image, tile: int, rows: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """:data:`SAMPLE_TILES` positions of whole tiles among the top ``rows`` rows of the grid
+    (a lattice spread over them, plus the tiles of most colour detail: the detail 4:2:0
+    smears), and the positions of those colourful tiles."""
+    columns = image.width // tile
+    chosen = _lattice(columns, rows, SAMPLE_TILES - COLOURFUL_TILES)
+    colourful = _colourful(image.crop(0, 0, columns * tile, rows * tile), tile)
+    for spot in colourful:
+        if len(chosen) >= SAMPLE_TILES:
+            break
+        if spot not in chosen:
+            chosen.append(spot)
+    return chosen, colourful
 
 
 def _lattice(columns: int, rows: int, count: int) -> list[tuple[int, int]]:

@@ -9,6 +9,7 @@ verified pyramid or nothing new.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -22,8 +23,8 @@ import pyvips
 from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
-from ptif.convert.embedded import embed
-from ptif.convert.encoding import Encoding, choose, fixed
+from ptif.convert.embedded import DESCRIPTION, embed
+from ptif.convert.encoding import Encoding, choose, detached, fixed, hold, holdable
 from ptif.convert.formats import Format, sniff
 from ptif.convert.iiif import iiif_metadata
 from ptif.convert.limits import Limits, check_source_size
@@ -35,8 +36,10 @@ from ptif.errors import DISK_FULL, OutputWriteError, PtifError, UndecodableError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any, Final
+
+    from ptif.convert.tiffwriter import Pixels
 
 log = logging.getLogger(__name__)
 
@@ -314,13 +317,25 @@ def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
 def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
-    image, encoding = _encoding(job, image, recipe)
+    pixels = _hold(job, image) if holdable(image, recipe) else None
+    if pixels is not None:
+        image = opened.image = detached(image, pixels)
+    if pixels is None:
+        image, encoding = _encoding(job, image, recipe)
+    else:
+        from ptif.convert.candidates import choose_tiles  # numpy, only for images held
+
+        encoding = choose_tiles(pixels, recipe)
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff, quality=encoding.quality)
     tiles = None if recipe.min_quality is None else encoding.label
     image = embed(image, recipe, options, job.provenance, warnings, tiles)
-    layout = _write_verified(job, image, options, levels, recipe.tile_size)
+    if pixels is None:
+        layout = _write_verified(job, _libvips_writer(job, image, options), levels, recipe, image)
+    else:
+        writer = _own_writer(job, image, pixels, encoding, options)
+        layout = _write_verified(job, writer, levels, recipe, image)
     for warning in warnings:
         log.warning("%s: %s", job.src, warning)
     return ConversionResult(
@@ -353,12 +368,18 @@ def _encoding(job: _Job, image: pyvips.Image, recipe: Recipe) -> tuple[pyvips.Im
         raise _classify_save_error(job, job.dst, error) from error
 
 
+def _hold(job: _Job, image: pyvips.Image) -> Pixels:
+    """The image decoded into memory for ptif's own writer, within the conversion's time."""
+    pixels: Pixels = _within_deadline(job, image, job.dst, lambda: hold(image))
+    return pixels
+
+
 def _write_verified(
     job: _Job,
-    image: pyvips.Image,
-    options: dict[str, Any],
+    save: Callable[[Path], None],
     levels: tuple[tuple[int, int], ...],
-    tile_size: int,
+    recipe: Recipe,
+    image: pyvips.Image,
 ) -> TiffLayout:
     """Save to a hidden temporary file beside the destination, verify it, then rename it into
     place: the destination holds a complete, verified pyramid or nothing new. Returns the
@@ -366,8 +387,8 @@ def _write_verified(
     _make_parent(job.dst)
     temp = job.dst.with_name(f".{job.dst.name}.{os.urandom(6).hex()}.ptif-partial")
     try:
-        _save(job, image, temp, options)
-        layout = verify_pyramid(temp, levels, tile_size, image.bands)
+        save(temp)
+        layout = verify_pyramid(temp, levels, recipe.tile_size, image.bands)
         _publish(temp, job.dst, job.durable)
     finally:
         _remove(temp)
@@ -390,19 +411,71 @@ def _make_parent(dst: Path) -> None:
         raise OutputWriteError(f"{dst}: cannot create its folder ({error.strerror})") from error
 
 
-def _save(job: _Job, image: pyvips.Image, temp: Path, options: dict[str, Any]) -> None:
-    """Write the pyramid; libvips is stopped when the conversion's time is up."""
+def _libvips_writer(
+    job: _Job, image: pyvips.Image, options: dict[str, Any]
+) -> Callable[[Path], None]:
+    """libvips writes the pyramid, and is stopped when the conversion's time is up."""
+
+    def save(temp: Path) -> None:
+        _within_deadline(job, image, temp, lambda: image.tiffsave(str(temp), **options))
+
+    return save
+
+
+def _within_deadline(job: _Job, image: pyvips.Image, where: Path, work: Callable[[], Any]) -> Any:
+    """``work``'s result; libvips' evaluation of ``image`` is stopped when the conversion's
+    time is up."""
     remaining = job.deadline - time.perf_counter()
     if remaining <= 0:
         raise too_slow(job.src, job.limits.max_seconds, time.perf_counter() - job.started)
     with Deadline(image, remaining) as deadline:
         try:
-            image.tiffsave(str(temp), **options)
+            return work()
         except pyvips.Error as error:
             if deadline.expired:
                 elapsed = time.perf_counter() - job.started
                 raise too_slow(job.src, job.limits.max_seconds, elapsed) from error
-            raise _classify_save_error(job, temp, error) from error
+            raise _classify_save_error(job, where, error) from error
+
+
+def _own_writer(
+    job: _Job, image: pyvips.Image, pixels: Pixels, encoding: Encoding, options: dict[str, Any]
+) -> Callable[[Path], None]:
+    """ptif's own writer (:mod:`ptif.convert.tiffwriter`) writes the pyramid from ``pixels``,
+    with what :func:`~ptif.convert.embedded.embed` put on ``image``."""
+    from ptif.convert.tiffwriter import Embedded, Expired, write_pyramid
+
+    carried = [
+        image.get(name) if image.get_typeof(name) else None for name in ("xmp-data", "iptc-data")
+    ]
+    embedded = Embedded(
+        description=image.get(DESCRIPTION),
+        icc=image.get("icc-profile-data"),
+        dpi=options.get("xres", image.xres) * 25.4,
+        xmp=carried[0],
+        iptc=carried[1],
+    )
+    levels = len(expected_levels(image.width, image.height, options["tile_width"]))
+
+    def save(temp: Path) -> None:
+        try:
+            write_pyramid(temp, pixels, levels, options["tile_width"], encoding.tiles(),
+                          embedded, bigtiff=options["bigtiff"], deadline=job.deadline)  # fmt: skip
+        except Expired as error:
+            elapsed = time.perf_counter() - job.started
+            raise too_slow(job.src, job.limits.max_seconds, elapsed) from error
+        except OSError as error:
+            raise _write_error(job, temp, error) from error
+
+    return save
+
+
+def _write_error(job: _Job, temp: Path, error: OSError) -> OutputWriteError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return OutputWriteError(
+            f"{temp.parent}: disk full while writing the pyramid of {job.src}", code=DISK_FULL
+        )
+    return OutputWriteError(f"{temp.parent}: cannot write the pyramid of {job.src} ({error})")
 
 
 def _classify_save_error(job: _Job, temp: Path, error: pyvips.Error) -> PtifError:

@@ -1,0 +1,271 @@
+"""ptif's own pyramid writer, for 8-bit grey or RGB images held in memory.
+
+libvips' TIFF writer has a cliff at Q90: below it JPEG tiles are YCbCr 4:2:0, at 90 and above
+they are RGB JPEG, about three times the bytes, with no colour decorrelation at all. 4:2:0
+smears fine colour detail (stars, thin coloured lines on a map), so the quality floor
+(:mod:`ptif.convert.encoding`) needs YCbCr 4:4:4 at any quality too. This module writes the
+pyramid with that choice: each tile is encoded by libjpeg-turbo (imagecodecs' ``jpeg8_encode``,
+optimised Huffman tables) on every core, and tifffile lays the file out.
+
+The file is the one libvips would write but for the tiles' bytes:
+
+- the levels are libvips' own: each is the 2x2 mean of the one above, rounded as libvips rounds
+  it (``(a + b + c + d + 2) >> 2``), sizes halved and rounded down down to one tile
+  (:func:`~ptif.convert.pyramid.expected_levels`);
+- each level's directory has what libvips writes: NewSubfileType reduced for levels below the
+  first, the recipe's tile size, Photometric YCbCr with its YCbCrSubsampling (2,2 or 1,1) or
+  MinIsBlack for grey, the ImageDescription, ICC profile, XMP and IPTC that
+  :func:`~ptif.convert.embedded.embed` put on the image, X/YResolution in pixels per inch,
+  Orientation, and BigTIFF when :func:`~ptif.convert.pyramid.needs_bigtiff` says so;
+- the quantisation tables, the same in every tile, sit once per level in JPEGTables; each tile
+  keeps its own optimised Huffman tables.
+
+A partial tile at the right or bottom edge repeats its last column and row a little past the
+edge, up to the JPEG block boundary (16 pixels for 4:2:0, 8 otherwise), then zeros: chroma
+upsampling then finds no black to blend into the edge pixels, as it does in libvips' tiles,
+for a few bytes.
+
+Images too large to hold (:data:`~ptif.convert.encoding.HOLD_BYTES`), or not 8-bit with 1 or 3
+bands, are written by libvips (:mod:`ptif.convert.engine`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ptif.errors import PtifError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from pathlib import Path
+    from typing import Any, Final
+
+    from numpy.typing import NDArray
+
+    Pixels = NDArray[np.uint8]
+
+#: The JPEG chroma layouts: YCbCr 4:2:0, YCbCr 4:4:4, or one grey channel.
+SUBSAMPLING = {"420": (2, 2), "444": (1, 1), "grey": None}
+#: Rows of the smaller level computed by one task when a level is halved.
+_HALVE_ROWS = 128
+_SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
+_APP0, _DQT, _SOS = 0xE0, 0xDB, 0xDA
+#: TIFF tags written beside tifffile's own: Orientation, XMP, IPTC (as libvips writes them).
+_ORIENTATION, _XMP, _IPTC = 274, 700, 33723
+
+
+class Expired(PtifError):
+    """The conversion's time ran out while its pyramid was being written."""
+
+
+class Tiles:
+    """How each tile is encoded: JPEG ``quality`` with ``chroma`` (``420``, ``444``, ``grey``)."""
+
+    __slots__ = ("chroma", "quality")
+
+    chroma: Final[str]
+    quality: Final[int]
+
+    def __init__(self, quality: int, chroma: str) -> None:
+        self.quality = quality
+        self.chroma = chroma
+
+    @property
+    def block(self) -> int:
+        """The JPEG block (MCU) side, in pixels."""
+        return 16 if self.chroma == "420" else 8
+
+    def encode(self, tile: Pixels, optimize: bool = True) -> bytes:
+        """One whole tile (``tile_size`` square, padded) as a complete JPEG stream, with
+        optimised Huffman tables unless ``optimize`` is false (the same pixels, a few percent
+        more bytes, a third of the CPU)."""
+        from imagecodecs import jpeg8_encode
+
+        if self.chroma == "grey":
+            return bytes(jpeg8_encode(tile[..., 0], level=self.quality, optimize=optimize))
+        return bytes(
+            jpeg8_encode(
+                tile,
+                level=self.quality,
+                colorspace="RGB",
+                outcolorspace="YCBCR",
+                subsampling=SUBSAMPLING[self.chroma],
+                optimize=optimize,
+            )
+        )
+
+    def encode_fast(self, tile: Pixels) -> bytes:
+        """:meth:`encode` with standard Huffman tables: what a trial of the floor measures."""
+        return self.encode(tile, optimize=False)
+
+
+class Embedded:
+    """What each level's directory says besides its pixels (see :mod:`ptif.convert.embedded`)."""
+
+    __slots__ = ("description", "dpi", "icc", "iptc", "xmp")
+
+    def __init__(
+        self, description: str, icc: bytes, dpi: float, xmp: bytes | None, iptc: bytes | None
+    ) -> None:
+        self.description = description
+        self.icc = icc
+        self.dpi = dpi
+        self.xmp = xmp
+        self.iptc = iptc
+
+    def extratags(self) -> list[tuple[int, int, int, Any, bool]]:
+        tags: list[tuple[int, int, int, Any, bool]] = [(_ORIENTATION, 3, 1, 1, True)]
+        if self.xmp:
+            tags.append((_XMP, 1, len(self.xmp), self.xmp, True))
+        if self.iptc:
+            # libtiff (and so libvips) keeps IPTC as 32-bit words: the block padded to four bytes.
+            padded = self.iptc + b"\0" * (-len(self.iptc) % 4)
+            tags.append((_IPTC, 4, len(padded) // 4, np.frombuffer(padded, "<u4"), True))
+        return tags
+
+
+def pixel_tile(pixels: Pixels, x: int, y: int, size: int, block: int) -> Pixels:
+    """The tile at column ``x``, row ``y`` of the grid, padded to ``size`` square: a partial
+    tile repeats its last column and row two pixels on and up to the next block boundary, then
+    zeros. (A decoder's smooth chroma upsampling blends an edge pixel's chroma with the next
+    sample's, two pixels on: black there would darken the edge.)"""
+    part = pixels[y * size : (y + 1) * size, x * size : (x + 1) * size]
+    height, width = part.shape[:2]
+    if (height, width) == (size, size):
+        return np.ascontiguousarray(part)
+    tile = np.zeros((size, size, pixels.shape[2]), np.uint8)
+    tile[:height, :width] = part
+    right = min(size, -(-(width + 2) // block) * block)
+    bottom = min(size, -(-(height + 2) // block) * block)
+    tile[:height, width:right] = part[:, -1:]
+    tile[height:bottom, :right] = tile[height - 1 : height, :right]
+    return tile
+
+
+def halve(pixels: Pixels, pool: ThreadPoolExecutor) -> Pixels:
+    """The next level down, as libvips' pyramid makes it: the rounded mean of each 2x2 block,
+    sides halved and rounded down."""
+    height, width = pixels.shape[0] // 2, pixels.shape[1] // 2
+    smaller = np.empty((height, width, pixels.shape[2]), np.uint8)
+
+    def rows(top: int) -> None:
+        bottom = min(height, top + _HALVE_ROWS)
+        above = pixels[2 * top : 2 * bottom : 2, : 2 * width]
+        below = pixels[2 * top + 1 : 2 * bottom : 2, : 2 * width]
+        total = above[:, 0::2].astype(np.uint16)
+        total += above[:, 1::2]
+        total += below[:, 0::2]
+        total += below[:, 1::2]
+        total += 2
+        total >>= 2
+        smaller[top:bottom] = total
+
+    list(pool.map(rows, range(0, height, _HALVE_ROWS)))
+    return smaller
+
+
+def split_tables(stream: bytes) -> tuple[bytes, bytes]:
+    """A JPEG stream's quantisation tables, and the stream without them nor its JFIF header
+    (a TIFF's tiles need neither: Photometric says what the channels are)."""
+    tables, kept, at = [], [stream[:2]], 2
+    while stream[at + 1] != _SOS:
+        end = at + 2 + int.from_bytes(stream[at + 2 : at + 4], "big")
+        if stream[at + 1] == _DQT:
+            tables.append(stream[at:end])
+        elif stream[at + 1] != _APP0:
+            kept.append(stream[at:end])
+        at = end
+    kept.append(stream[at:])
+    return b"".join(tables), b"".join(kept)
+
+
+def in_order(
+    pool: ThreadPoolExecutor,
+    work: Callable[[Any], bytes],
+    items: Iterable[Any],
+    check: Callable[[], None],
+) -> Iterator[bytes]:
+    """``work`` of each item, in the items' order, a few tasks ahead per core: both cores
+    encode while the file is written, and little is held at once. ``check`` runs before each
+    task is queued (it raises when the time is up)."""
+    ahead = 4 * (pool._max_workers or 1)
+    pending: deque[Any] = deque()
+    for item in items:
+        check()
+        pending.append(pool.submit(work, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def write_pyramid(
+    path: Path,
+    pixels: Pixels,
+    levels: int,
+    tile_size: int,
+    tiles: Tiles,
+    embedded: Embedded,
+    *,
+    bigtiff: bool,
+    deadline: float | None = None,
+) -> None:
+    """Write ``levels`` levels of ``pixels`` (height x width x bands, C order) to ``path``.
+
+    Raises :class:`Expired` once ``time.perf_counter()`` passes ``deadline``, and ``OSError``
+    when the file cannot be written (a full disk...)."""
+    import time
+
+    import tifffile
+
+    def check() -> None:
+        if deadline is not None and time.perf_counter() > deadline:
+            raise Expired("the conversion's time ran out while its pyramid was being written")
+
+    tables, _ = split_tables(
+        tiles.encode(np.zeros((tile_size, tile_size, pixels.shape[2]), np.uint8))
+    )
+
+    def tile_bytes(spot: tuple[Pixels, int, int]) -> bytes:
+        level, x, y = spot
+        own, rest = split_tables(tiles.encode(pixel_tile(level, x, y, tile_size, tiles.block)))
+        return rest if own == tables else _SOI + own + rest[2:]
+
+    with (
+        ThreadPoolExecutor(os.cpu_count() or 1) as pool,
+        tifffile.TiffWriter(path, bigtiff=bigtiff) as tif,
+    ):
+        level = pixels
+        for number in range(levels):
+            if number:
+                check()
+                level = halve(level, pool)
+            height, width, bands = level.shape
+            spots = (
+                (level, x, y)
+                for y in range(-(-height // tile_size))
+                for x in range(-(-width // tile_size))
+            )
+            tif.write(
+                in_order(pool, tile_bytes, spots, check),
+                shape=(height, width, bands) if bands == 3 else (height, width),
+                dtype=np.uint8,
+                photometric="rgb" if bands == 3 else "minisblack",
+                tile=(tile_size, tile_size),
+                compression="jpeg",
+                subsampling=SUBSAMPLING[tiles.chroma],
+                jpegtables=_SOI + tables + _EOI,
+                subfiletype=1 if number else None,
+                description=embedded.description,
+                iccprofile=embedded.icc,
+                resolution=(embedded.dpi, embedded.dpi),
+                resolutionunit="INCH",
+                extratags=embedded.extratags(),
+                software=False,
+                metadata=None,
+            )

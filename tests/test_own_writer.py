@@ -1,0 +1,188 @@
+"""ptif's own pyramid writer (ptif.convert.tiffwriter): the levels libvips would make, tiles
+other readers decode (libvips, libtiff's tiffinfo, tifffile), the directories libvips writes, and
+the same file through the engine as the default profile writes it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+import tifffile
+
+from ptif.convert.embedded import read_description
+from ptif.convert.engine import convert, init_vips
+from ptif.convert.pyramid import expected_levels
+from ptif.convert.tiffwriter import Embedded, Expired, Tiles, halve, write_pyramid
+
+PTIF = (sys.executable, "-m", "ptif")
+#: Mean absolute difference, per sample, between a noisy level and its tiles decoded at Q90.
+JPEG_ERROR = 4.0
+
+
+def textured(width: int, height: int, bands: int = 3) -> np.ndarray:
+    """Gradients with noise: every 2x2 mean rounds differently somewhere."""
+    xy = pyvips.Image.xyz(width, height).cast("float")
+    base = xy[0] / width * 180 + xy[1] / height * 60 + 10
+    noise = pyvips.Image.gaussnoise(width, height, sigma=12, seed=7)
+    layers = [base + noise, 255 - base + noise * 0.5, base * 0.5 + 60 + noise][:bands]
+    image = layers[0].bandjoin(layers[1:]) if bands > 1 else layers[0]
+    array: np.ndarray = image.cast("uchar").numpy()
+    return array.reshape(height, width, bands)
+
+
+def embedded(description: str = '{"ptif":"test"}') -> Embedded:
+    icc = pyvips.Operation.call("profile_load", "srgb")
+    return Embedded(description, icc, 300.0, b"<x:xmpmeta>rights</x:xmpmeta>", b"\x1c\x02\x05ab")
+
+
+def libvips_levels(pixels: np.ndarray, tmp_path: Path) -> list[np.ndarray]:
+    """The levels of libvips' own pyramid of ``pixels``, uncompressed."""
+    height, width, bands = pixels.shape
+    image = pyvips.Image.new_from_memory(pixels.tobytes(), width, height, bands, "uchar")
+    path = tmp_path / "libvips.tif"
+    image.tiffsave(str(path), tile=True, pyramid=True, tile_width=256, tile_height=256)
+    count = len(expected_levels(width, height, 256))
+    return [
+        pyvips.Image.tiffload(str(path), page=n).numpy().reshape(-1, w, bands)
+        for n, (w, _) in enumerate(expected_levels(width, height, 256))
+        if n < count
+    ]
+
+
+def written(pixels: np.ndarray, path: Path, tiles: Tiles, bigtiff: bool = False) -> Path:
+    height, width = pixels.shape[:2]
+    levels = len(expected_levels(width, height, 256))
+    write_pyramid(path, pixels, levels, 256, tiles, embedded(), bigtiff=bigtiff)
+    return path
+
+
+def test_levels_are_libvips_own_pixel_for_pixel(tmp_path: Path) -> None:
+    pixels = textured(1001, 777)
+    theirs = libvips_levels(pixels, tmp_path)
+    with ThreadPoolExecutor(2) as pool:
+        level = pixels
+        for number, expected in enumerate(theirs):
+            if number:
+                level = halve(level, pool)
+            assert level.shape == expected.shape
+            assert np.array_equal(level, expected), f"level {number} differs"
+
+
+@pytest.mark.parametrize(("chroma", "bands"), [("420", 3), ("444", 3), ("grey", 1)])
+def test_every_level_opens_in_libvips_close_to_the_source(
+    tmp_path: Path, chroma: str, bands: int
+) -> None:
+    pixels = textured(1001, 777, bands)
+    path = written(pixels, tmp_path / "own.tif", Tiles(90, chroma))
+    for number, expected in enumerate(libvips_levels(pixels, tmp_path)):
+        level = pyvips.Image.tiffload(str(path), page=number, fail_on="warning")
+        assert (level.width, level.height, level.bands) == (
+            expected.shape[1], expected.shape[0], bands)  # fmt: skip
+        got = level.numpy().reshape(expected.shape).astype(int)
+        error = np.abs(got - expected).mean()
+        assert error < JPEG_ERROR, (number, error)
+
+
+def test_directories_are_as_libvips_writes_them(tmp_path: Path) -> None:
+    path = written(textured(1001, 777), tmp_path / "own.tif", Tiles(86, "444"))
+    with tifffile.TiffFile(path) as tiff:
+        assert not tiff.is_bigtiff
+        for number, page in enumerate(tiff.pages):
+            tags = page.tags
+            assert (page.tilewidth, page.tilelength) == (256, 256)
+            subfile = tags["NewSubfileType"].value if "NewSubfileType" in tags else 0
+            assert subfile == (1 if number else 0)
+            assert tags["PhotometricInterpretation"].value == 6  # YCbCr
+            assert tags["YCbCrSubSampling"].value == (1, 1)
+            assert tags["Compression"].value == 7
+            assert tags["ImageDescription"].value == '{"ptif":"test"}'
+            assert tags["InterColorProfile"].value == pyvips.Operation.call("profile_load", "srgb")
+            assert bytes(tags["XMP"].value) == b"<x:xmpmeta>rights</x:xmpmeta>"
+            assert tags["IPTCNAA"].value is not None
+            assert tags["XResolution"].value == (300, 1) and tags["ResolutionUnit"].value == 2
+            assert tags["Orientation"].value == 1
+    assert pyvips.Image.new_from_file(str(path)).get("iptc-data")[:5] == b"\x1c\x02\x05ab"
+
+
+def test_libtiff_reads_every_directory_and_tile(tmp_path: Path) -> None:
+    """libtiff, which IIPImage and GDAL read with: tiffinfo walks every level and its
+    ImageDescription, and tiff2rgba (libtiff's RGBA reader) decodes every tile to the pixels
+    libvips reads."""
+    if shutil.which("tiffinfo") is None or shutil.which("tiff2rgba") is None:
+        pytest.skip("libtiff-tools is not installed; make system-deps installs it")
+    pixels = textured(1001, 777)
+    path = written(pixels, tmp_path / "own.tif", Tiles(80, "420"))
+    done = subprocess.run(["tiffinfo", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    levels = expected_levels(1001, 777, 256)
+    assert done.stdout.count("TIFF Directory at offset") == len(levels)
+    assert done.stdout.count("reduced-resolution image") == len(levels) - 1
+    assert done.stdout.count('ImageDescription: {"ptif":"test"}') == len(levels)
+    assert done.stdout.count("YCbCr Subsampling: 2, 2") == len(levels)
+    for width, height in levels:
+        assert f"Image Width: {width} Image Length: {height}" in done.stdout
+    rgba = tmp_path / "rgba.tif"
+    done = subprocess.run(["tiff2rgba", str(path), str(rgba)], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    for number in range(len(levels)):
+        theirs = pyvips.Image.tiffload(str(rgba), page=number).numpy()[..., :3]
+        ours = pyvips.Image.tiffload(str(path), page=number).numpy()
+        assert np.array_equal(theirs, ours), f"level {number}"
+
+
+def test_bigtiff(tmp_path: Path) -> None:
+    pixels = textured(600, 300)
+    path = written(pixels, tmp_path / "big.tif", Tiles(90, "444"), bigtiff=True)
+    assert path.read_bytes()[2:4] == b"\x2b\x00"
+    for number in range(len(expected_levels(600, 300, 256))):
+        assert pyvips.Image.tiffload(str(path), page=number).avg() > 0
+
+
+def test_partial_edge_tiles_keep_their_colour(tmp_path: Path) -> None:
+    """A saturated edge column and row come back saturated: no black is blended in."""
+    pixels = np.zeros((300, 300, 3), np.uint8)
+    pixels[...] = (255, 0, 128)
+    path = written(pixels, tmp_path / "edge.tif", Tiles(80, "420"))
+    decoded = pyvips.Image.tiffload(str(path)).numpy().astype(int)
+    assert np.abs(decoded[-1, :] - (255, 0, 128)).max() <= 6
+    assert np.abs(decoded[:, -1] - (255, 0, 128)).max() <= 6
+
+
+def test_a_deadline_passed_stops_the_writer(tmp_path: Path) -> None:
+    pixels = textured(600, 300)
+    with pytest.raises(Expired):
+        write_pyramid(tmp_path / "late.tif", pixels, 2, 256, Tiles(90, "444"), embedded(),
+                      bigtiff=False, deadline=0.0)  # fmt: skip
+
+
+def test_ptif_info_shows_what_the_default_wrote(tmp_path: Path) -> None:
+    init_vips()
+    src = tmp_path / "photo.png"
+    height, width = 900, 1200
+    pyvips.Image.new_from_memory(textured(width, height).tobytes(), width, height, 3,
+                                 "uchar").copy(interpretation="srgb").pngsave(str(src))  # fmt: skip
+    result = convert(src, tmp_path / "photo.tif")
+    assert result.encoding.chroma in ("420", "444")
+    done = subprocess.run([*PTIF, "info", "--json", str(result.path)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    info = json.loads(done.stdout)
+    text = json.dumps(info)
+    assert result.encoding.label in text
+    assert [list(level) for level in result.levels] == [
+        [level["width"], level["height"]] if isinstance(level, dict) else list(level)
+        for level in info["levels"]
+    ]
+    assert "256" in json.dumps(info.get("tile_size", info.get("tiles")))
+    assert "jpeg" in text
+    with tifffile.TiffFile(result.path) as tiff:
+        provenance = read_description(tiff.pages[0].description)
+    assert provenance is not None
+    assert provenance["encoding"]["tiles"] == result.encoding.label
