@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from ptif.convert.encoding import SAMPLE_TILES, Encoding, spots
+from ptif.convert.encoding import SAMPLE_TILES, WINDOW, Encoding, spots, ssim_windows
 from ptif.convert.tiffwriter import Tiles, pixel_tile
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -48,9 +48,6 @@ if TYPE_CHECKING:
 QUALITIES = tuple(range(74, 96))
 #: Chroma layouts of colour images, in the order they are tried.
 CHROMAS = ("420", "444")
-_WINDOW = 7
-_C1 = (0.01 * 255) ** 2
-_C2 = (0.03 * 255) ** 2
 
 
 class Found:
@@ -235,8 +232,8 @@ class Reference:
         self.pixels, self.spot, self.size, self.colourful = pixels, spot, size, colourful
         x, y = spot
         source = pixels[y * size : (y + 1) * size, x * size : (x + 1) * size]
-        self.height = source.shape[0] // _WINDOW * _WINDOW
-        self.width = source.shape[1] // _WINDOW * _WINDOW
+        self.height = source.shape[0] // WINDOW * WINDOW
+        self.width = source.shape[1] // WINDOW * WINDOW
         self.source = source[: self.height, : self.width].astype(np.float32)
         self.sx, self.sxx = _window_sums(self.source), _window_sums(self.source * self.source)
 
@@ -252,17 +249,9 @@ class Reference:
         bands = self.sx.shape[2]
         y = decoded.reshape(decoded.shape[0], decoded.shape[1], bands)
         y = y[: self.height, : self.width].astype(np.float32)
-        n = _WINDOW * _WINDOW
-        sy, syy = _window_sums(y), _window_sums(y * y)
-        sxy = _window_sums(self.source * y)
-        mx, my = self.sx / n, sy / n
-        correction = n / (n - 1)  # sample (co)variances, as scikit-image
-        vx = (self.sxx / n - mx * mx) * correction
-        vy = (syy / n - my * my) * correction
-        cxy = (sxy / n - mx * my) * correction
-        top = (mx * my * 2 + _C1) * (cxy * 2 + _C2)
-        bottom = (mx * mx + my * my + _C1) * (vx + vy + _C2)
-        values = top / bottom
+        n = WINDOW * WINDOW
+        sy, syy, sxy = _window_sums(y), _window_sums(y * y), _window_sums(self.source * y)
+        values = ssim_windows(self.sx / n, sy / n, self.sxx / n, syy / n, sxy / n)
         return float(values.sum(dtype=np.float64)), int(values.size)
 
 
@@ -270,8 +259,8 @@ def _window_sums(values: Any) -> Any:
     """Sums over the 7x7 windows of a 7-pixel grid of a height x width x bands array whose
     sides are multiples of 7."""
     height, width, bands = values.shape
-    rows = values.reshape(height // _WINDOW, _WINDOW, width * bands).sum(axis=1)
-    return rows.reshape(height // _WINDOW, width // _WINDOW, _WINDOW, bands).sum(axis=2)
+    rows = values.reshape(height // WINDOW, WINDOW, width * bands).sum(axis=1)
+    return rows.reshape(height // WINDOW, width // WINDOW, WINDOW, bands).sum(axis=2)
 
 
 def sample_spots(pixels: Pixels, tile: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

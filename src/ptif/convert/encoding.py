@@ -12,11 +12,13 @@ photograph, scan and page) is written by ptif's own writer (:mod:`ptif.convert.t
 which encodes YCbCr 4:2:0 or 4:4:4 (or grey) at any quality; :mod:`ptif.convert.candidates`
 chooses among them, measured with that very writer's encoder.
 
-A larger image, or one libvips must write for another reason, keeps libvips' writer and its
-choice: 4:2:0 at the lowest of :data:`SUBSAMPLED_QUALITIES` that holds the floor, measured on
-tiles written by libvips itself, else the recipe's own quality (90: RGB tiles). Such an image is
-sampled from its top :data:`BAND_TILE_ROWS` rows of tiles only, kept in memory and joined back
-on top of the rest of the pipeline, so that a sequential decode still runs once.
+A larger image, or an image not 8-bit grey or RGB, keeps libvips' writer and its choice: 4:2:0
+at the lowest of :data:`SUBSAMPLED_QUALITIES` that holds the floor, measured on tiles written
+by libvips itself, else the recipe's own quality (90: RGB tiles). A large image is sampled from
+its top :data:`BAND_TILE_ROWS` rows of tiles only, kept in memory and joined back on top of the
+rest of the pipeline, so that a sequential decode still runs once. An EPS rendering streams
+from its file (no header vouches for its size, so nothing of it is held): libvips writes it at
+the recipe's own quality, unmeasured.
 
 SSIM (:func:`ssim`; in numpy for ptif's own writer) is scikit-image's ``structural_similarity``: 7x7
 uniform windows, per channel, then the mean over channels, estimated on the windows of a
@@ -39,6 +41,8 @@ from ptif.convert.profiles import Recipe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
+    from typing import Any
+
     from ptif.convert.tiffwriter import Pixels, Tiles
 
 #: libvips' 4:2:0 qualities (images libvips writes), best first; the lowest that holds the floor
@@ -54,7 +58,8 @@ BAND_TILE_ROWS = 2
 SAMPLE_TILES = 16
 COLOURFUL_TILES = 4
 _SCOUT = 8
-_WINDOW = 7
+#: SSIM's window side, and its stabilising constants for 8-bit data.
+WINDOW = 7
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
 
@@ -101,10 +106,19 @@ def fixed(recipe: Recipe, bands: int) -> Encoding:
     return Encoding(recipe.compression, recipe.quality, bands)
 
 
-def choose(image: pyvips.Image, recipe: Recipe) -> tuple[pyvips.Image, Encoding]:
+def choose(
+    image: pyvips.Image, recipe: Recipe, streamed: bool = False
+) -> tuple[pyvips.Image, Encoding]:
     """The image to write (the same pixels; part of it may now sit in memory) and its
-    encoding: the recipe's own unless it states a floor."""
-    if recipe.min_quality is None or recipe.compression != "jpeg" or not _measurable(image):
+    encoding, for libvips' writer: the recipe's own unless it states a floor. A ``streamed``
+    image (an EPS rendering) holds nothing in memory, so nothing is measured: the recipe's
+    own quality."""
+    if (
+        recipe.min_quality is None
+        or recipe.compression != "jpeg"
+        or streamed
+        or not _measurable(image)
+    ):
         return image, fixed(recipe, image.bands)
     image, sample = _sample(image, recipe.tile_size)
     return image, _lowest_holding(sample, recipe)
@@ -146,7 +160,7 @@ def detached(image: pyvips.Image, pixels: Pixels) -> pyvips.Image:
 
 def _measurable(image: pyvips.Image) -> bool:
     return bool(image.format == "uchar" and image.bands in (1, 3) and min(image.width,
-                image.height) > _WINDOW)  # fmt: skip
+                image.height) > WINDOW)  # fmt: skip
 
 
 def _lowest_holding(sample: pyvips.Image, recipe: Recipe) -> Encoding:
@@ -266,17 +280,23 @@ def ssim(a: pyvips.Image, b: pyvips.Image) -> float:
     pixel: 49 times less work, within about 0.002 of the full figure on a sample's tiles."""
     # One lazy expression, evaluated once by avg(): each copy_memory() would start a pipeline.
     x, y = a.cast("float"), b.cast("float")
-    width, height = a.width // _WINDOW * _WINDOW, a.height // _WINDOW * _WINDOW
+    width, height = a.width // WINDOW * WINDOW, a.height // WINDOW * WINDOW
 
     def mean(image: pyvips.Image) -> pyvips.Image:
-        return image.crop(0, 0, width, height).shrink(_WINDOW, _WINDOW)
+        return image.crop(0, 0, width, height).shrink(WINDOW, WINDOW)
 
-    n = _WINDOW * _WINDOW
+    values = ssim_windows(mean(x), mean(y), mean(x * x), mean(y * y), mean(x * y))
+    return float(values.avg())
+
+
+def ssim_windows(mx: Any, my: Any, mxx: Any, myy: Any, mxy: Any) -> Any:
+    """SSIM of each window from the windows' means of x, y, x², y² and xy: libvips images or
+    numpy arrays alike."""
+    n = WINDOW * WINDOW
     correction = n / (n - 1)  # sample (co)variances, as scikit-image
-    mx, my = mean(x), mean(y)
-    vx = (mean(x * x) - mx * mx) * correction
-    vy = (mean(y * y) - my * my) * correction
-    cxy = (mean(x * y) - mx * my) * correction
+    vx = (mxx - mx * mx) * correction
+    vy = (myy - my * my) * correction
+    cxy = (mxy - mx * my) * correction
     top = (mx * my * 2 + _C1) * (cxy * 2 + _C2)
     bottom = (mx * mx + my * my + _C1) * (vx + vy + _C2)
-    return float((top / bottom).avg())
+    return top / bottom

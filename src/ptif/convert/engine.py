@@ -317,11 +317,13 @@ def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
 def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
-    pixels = _hold(job, image) if holdable(image, recipe) else None
+    pixels = None
+    if not opened.streamed and holdable(image, recipe):
+        pixels = _hold(job, image)
     if pixels is not None:
         image = opened.image = detached(image, pixels)
     if pixels is None:
-        image, encoding = _encoding(job, image, recipe)
+        image, encoding = _encoding(job, image, recipe, opened.streamed)
     else:
         from ptif.convert.candidates import choose_tiles  # numpy, only for images held
 
@@ -359,11 +361,13 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
     )
 
 
-def _encoding(job: _Job, image: pyvips.Image, recipe: Recipe) -> tuple[pyvips.Image, Encoding]:
+def _encoding(
+    job: _Job, image: pyvips.Image, recipe: Recipe, streamed: bool
+) -> tuple[pyvips.Image, Encoding]:
     """The tiles' encoding (:mod:`ptif.convert.encoding`); its sample is the first pixels
     decoded, so a broken source fails here as it would while writing."""
     try:
-        return choose(image, recipe)
+        return choose(image, recipe, streamed)
     except pyvips.Error as error:
         raise _classify_save_error(job, job.dst, error) from error
 

@@ -42,16 +42,22 @@ log = logging.getLogger(__name__)
 class Opened:
     """One page of a source, ready for the pixel pipeline."""
 
-    __slots__ = ("decoder", "image", "pages")
+    __slots__ = ("decoder", "image", "pages", "streamed")
 
     image: pyvips.Image
     pages: int
     decoder: str
+    #: The pipeline must stream the pixels, never hold them: an EPS rendering, whose size no
+    #: header vouches for, is read back from its file as the pyramid is written.
+    streamed: bool
 
-    def __init__(self, image: pyvips.Image, pages: int, decoder: str) -> None:
+    def __init__(
+        self, image: pyvips.Image, pages: int, decoder: str, streamed: bool = False
+    ) -> None:
         self.image = image
         self.pages = pages
         self.decoder = decoder
+        self.streamed = streamed
 
 
 class OpenRequest:
@@ -327,7 +333,7 @@ def _open_eps(request: OpenRequest) -> Opened:
         check_budget(request.path, *size, request.max_pixels)
     image = _render_eps(request)
     check_budget(request.path, image.width, image.height, request.max_pixels)
-    return Opened(_with_dpi(image, RENDER_DPI), 1, "Ghostscript")
+    return Opened(_with_dpi(image, RENDER_DPI), 1, "Ghostscript", streamed=True)
 
 
 def _render_eps(request: OpenRequest) -> pyvips.Image:

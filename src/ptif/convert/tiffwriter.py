@@ -25,8 +25,10 @@ edge, up to the JPEG block boundary (16 pixels for 4:2:0, 8 otherwise), then zer
 upsampling then finds no black to blend into the edge pixels, as it does in libvips' tiles,
 for a few bytes.
 
-Images too large to hold (:data:`~ptif.convert.encoding.HOLD_BYTES`), or not 8-bit with 1 or 3
-bands, are written by libvips (:mod:`ptif.convert.engine`).
+Images too large to hold (:data:`~ptif.convert.encoding.HOLD_BYTES`), EPS renderings (which
+stream from their file), images not 8-bit with 1 or 3 bands, and recipes without a quality
+floor (explicit ``--quality`` or ``--compression``, ``marble``) are written by libvips
+(:mod:`ptif.convert.engine`).
 """
 
 from __future__ import annotations
@@ -227,15 +229,7 @@ def write_pyramid(
         if deadline is not None and time.perf_counter() > deadline:
             raise Expired("the conversion's time ran out while its pyramid was being written")
 
-    tables, _ = split_tables(
-        tiles.encode(np.zeros((tile_size, tile_size, pixels.shape[2]), np.uint8))
-    )
-
-    def tile_bytes(spot: tuple[Pixels, int, int]) -> bytes:
-        level, x, y = spot
-        own, rest = split_tables(tiles.encode(pixel_tile(level, x, y, tile_size, tiles.block)))
-        return rest if own == tables else _SOI + own + rest[2:]
-
+    tables, tile_bytes = _encoder(tiles, tile_size, pixels.shape[2])
     with (
         ThreadPoolExecutor(os.cpu_count() or 1) as pool,
         tifffile.TiffWriter(path, bigtiff=bigtiff) as tif,
@@ -245,27 +239,50 @@ def write_pyramid(
             if number:
                 check()
                 level = halve(level, pool)
-            height, width, bands = level.shape
+            height, width = level.shape[:2]
             spots = (
                 (level, x, y)
                 for y in range(-(-height // tile_size))
                 for x in range(-(-width // tile_size))
             )
-            tif.write(
-                in_order(pool, tile_bytes, spots, check),
-                shape=(height, width, bands) if bands == 3 else (height, width),
-                dtype=np.uint8,
-                photometric="rgb" if bands == 3 else "minisblack",
-                tile=(tile_size, tile_size),
-                compression="jpeg",
-                subsampling=SUBSAMPLING[tiles.chroma],
-                jpegtables=_SOI + tables + _EOI,
-                subfiletype=1 if number else None,
-                description=embedded.description,
-                iccprofile=embedded.icc,
-                resolution=(embedded.dpi, embedded.dpi),
-                resolutionunit="INCH",
-                extratags=embedded.extratags(),
-                software=False,
-                metadata=None,
-            )
+            options = _directory(level.shape, number, tiles, tables, embedded)
+            tif.write(in_order(pool, tile_bytes, spots, check), tile=(tile_size, tile_size),
+                      **options)  # fmt: skip
+
+
+def _encoder(
+    tiles: Tiles, tile_size: int, bands: int
+) -> tuple[bytes, Callable[[tuple[Pixels, int, int]], bytes]]:
+    """The quantisation tables every tile shares, and what encodes the tile at a spot (level,
+    column, row) without them."""
+    tables, _ = split_tables(tiles.encode(np.zeros((tile_size, tile_size, bands), np.uint8)))
+
+    def tile_bytes(spot: tuple[Pixels, int, int]) -> bytes:
+        level, x, y = spot
+        own, rest = split_tables(tiles.encode(pixel_tile(level, x, y, tile_size, tiles.block)))
+        return rest if own == tables else _SOI + own + rest[2:]
+
+    return tables, tile_bytes
+
+
+def _directory(
+    shape: tuple[int, ...], number: int, tiles: Tiles, tables: bytes, embedded: Embedded
+) -> dict[str, Any]:
+    """tifffile's arguments for level ``number``'s directory, as libvips writes it."""
+    height, width, bands = shape
+    return {
+        "shape": (height, width, bands) if bands == 3 else (height, width),
+        "dtype": np.uint8,
+        "photometric": "rgb" if bands == 3 else "minisblack",  # rgb: stored as YCbCr
+        "compression": "jpeg",
+        "subsampling": SUBSAMPLING[tiles.chroma],
+        "jpegtables": _SOI + tables + _EOI,
+        "subfiletype": 1 if number else None,
+        "description": embedded.description,
+        "iccprofile": embedded.icc,
+        "resolution": (embedded.dpi, embedded.dpi),
+        "resolutionunit": "INCH",
+        "extratags": embedded.extratags(),
+        "software": False,
+        "metadata": None,
+    }
