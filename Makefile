@@ -61,10 +61,12 @@ format: setup
 bench: setup
 	$(BIN)/python -m compileall -q src/ptif
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
-	$(BIN)/python bench/quality.py
+	$(MAKE) bench-quality
 
-## bench-quality: bytes and SSIM of the default profile against libvips Q90/Q85 and GDAL's COG
-bench-quality: setup
+## bench-quality: bytes, SSIM and conversion time of the default profile against libvips Q90/Q85
+## and GDAL's COG (gdal-bin, from system-deps), with verdicts on the profile's four targets
+bench-quality: setup system-deps
+	$(BIN)/python -m compileall -q src/ptif
 	$(BIN)/python bench/quality.py
 
 ## clean: what setup, the demo, the benchmarks and the linters made; never ./ptif-data (a real
