@@ -27,7 +27,7 @@ from store_helpers import (
 from ptif.errors import STORE_UNREACHABLE, PtifError
 from ptif.queue.failures import FailureRecord, write_failure
 from ptif.queue.layout import CLAIMS_PREFIX, claim_key, failed_key, marker_key
-from ptif.queue.leases import Busy, ClaimSweeper, Lease, acquire, parse_claim
+from ptif.queue.leases import Busy, ClaimSweeper, Lease, LeaseKeeper, acquire, parse_claim
 from ptif.queue.markers import new_marker
 from ptif.queue.outputs import output_key
 from ptif.stores import FolderStore
@@ -188,6 +188,26 @@ def test_finished_claims_go_in_one_batched_delete(tmp_path: Path) -> None:
     stale = Lease(process, taken.subject, "me", 60, etag="0" * 32)
     sweeper.add(stale)  # the third: a full batch, swept at once
     assert keys(process, CLAIMS_PREFIX) == sorted([taken.key, leases[3].key])  # type: ignore[union-attr]
+
+
+def test_a_renewal_racing_the_hand_over_to_the_sweeper_does_not_keep_the_claim(
+    tmp_path: Path,
+) -> None:
+    """The lease keeper renews from a list of the leases it held when its tick began: one
+    finished and handed to the sweeper meanwhile is not written again, so the batched delete
+    (if it still matches) removes it instead of leaving it held until it expires."""
+    process = FolderStore(tmp_path / "process")
+    keeper, sweeper = LeaseKeeper(60), ClaimSweeper(process)
+    lease = acquire(process, "a/x.tif", "me", 60)
+    assert isinstance(lease, Lease)
+    keeper.hold(lease)
+    ticking = keeper.held()  # the keeper's tick begins ...
+    keeper.drop(lease)  # ... as the item ends
+    sweeper.add(lease)
+    for held in ticking:
+        held.renew()
+    sweeper.sweep()
+    assert keys(process, CLAIMS_PREFIX) == []
 
 
 def test_claims_a_worker_left_waiting_for_its_sweep_are_taken_over(bench: Bench) -> None:

@@ -111,6 +111,8 @@ class Lease:
     lost: bool = field(default=False)
     #: Whether :attr:`tries` includes the attempt in hand (until it is released).
     counting: bool = field(default=True)
+    #: Let go (released, or handed to the sweeper): a renewal that comes late writes nothing.
+    ended: bool = field(default=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -136,9 +138,18 @@ class Lease:
         return json.dumps(body | self.tries.fields(), ensure_ascii=False).encode()
 
     def renew(self) -> None:
-        """Push the expiry forward; raises :class:`LeaseLost` if someone else holds it."""
+        """Push the expiry forward, unless the lease was let go meanwhile; raises
+        :class:`LeaseLost` if someone else holds it."""
         with self._lock:
-            self._write(self._body())
+            if not self.ended:
+                self._write(self._body())
+
+    def end(self) -> str:
+        """Let go of the lease without a write of its own (its claim is deleted with others):
+        no renewal writes it again. The eTag of its last write."""
+        with self._lock:
+            self.ended = True
+            return self.etag
 
     def _write(self, body: bytes) -> None:
         try:
@@ -178,6 +189,7 @@ class Lease:
             self._release_keeping()
             return
         with self._lock:
+            self.ended = True
             try:
                 self.store.delete(self.key, if_match=self.etag)
             except (PreconditionFailed, ObjectMissing):
@@ -206,6 +218,7 @@ class Lease:
     def _release_keeping(self) -> None:
         self.counting = False
         with self._lock:
+            self.ended = True
             try:
                 self.store.put_bytes(self.key, self._encode("", 0.0), if_match=self.etag)
             except (PreconditionFailed, ObjectMissing):
@@ -380,8 +393,9 @@ class ClaimSweeper(_Periodic):
 
     def add(self, lease: Lease) -> None:
         """Delete ``lease``'s claim with the next sweep."""
+        etag = lease.end()
         with self._lock:
-            self._waiting.append((lease.key, lease.etag))
+            self._waiting.append((lease.key, etag))
             full = len(self._waiting) >= self.batch
         if full:
             self.sweep()
