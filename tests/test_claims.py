@@ -171,6 +171,27 @@ def test_a_claim_naming_failures_is_released_not_deleted(tmp_path: Path) -> None
     assert isinstance(taken, Lease) and taken.has_failure("a/x.png")
 
 
+def test_a_claim_naming_many_failed_sources_stays_small_and_still_knows_them(
+    tmp_path: Path,
+) -> None:
+    """Any number of uploads share one output (``x.a``, ``x.b``, … are all ``x.tif``) and each
+    may fail: the claim, read and written whole at every take, renewal and release, names a
+    bounded number of them, then says any source may have a record; each stays known."""
+    process = FolderStore(tmp_path / "process")
+    lease = acquire(process, "a/x.tif", "me", 60, marker=MARKER, etag="e1")
+    assert isinstance(lease, Lease)
+    sources = [f"a/x.{n:04d}{'e' * 900}" for n in range(200)]
+    for source in sources:
+        lease.note_failure(source)
+    lease.forget_failure(sources[-1])  # converted at last: its own record is gone
+    lease.release()
+    data, _ = process.get_bytes(claim_key("a/x.tif"))
+    assert len(data) < 32 * 1024
+    taken = acquire(process, "a/x.tif", "next", 60, marker=MARKER, etag="e2")
+    assert isinstance(taken, Lease) and not taken.done()
+    assert all(taken.has_failure(source) for source in sources)
+
+
 # the batched delete of finished claims ----------------------------------------------------------
 
 

@@ -23,7 +23,9 @@ The claim also knows which sources of its output key have a failure record (``fa
 a worker names the source in the claim before it files the record, and a claim that names one
 is never deleted, only released, until that source converts (or is found current) and its
 record is removed. So a conversion removes a failure record only where one may exist, and needs
-no request for it otherwise.
+no request for it otherwise. Any number of uploads may share one output key (``x.a``, ``x.b``):
+a claim names at most :data:`MAX_NAMED_FAILURES` of them, then :data:`ANY_SOURCE`, after which
+every conversion of that output removes its source's record, if any, as before.
 
 Claims are ptif's own data, so one that is not what ptif writes (not JSON, a field of the
 wrong type, an expiry further ahead than any lease may run) is garbage: it counts as expired,
@@ -59,6 +61,13 @@ class LeaseLost(PtifError):
     """Another worker holds the marker now (ours expired, or the store lost track)."""
 
     code = LEASE_LOST
+
+
+#: How many sources a claim names as having a failure record; it is read and written whole.
+MAX_NAMED_FAILURES = 16
+#: Named instead of more sources: any source of the output may have a failure record. No source
+#: key holds a NUL.
+ANY_SOURCE = "\0any"
 
 
 @dataclass(frozen=True)
@@ -167,14 +176,18 @@ class Lease:
         """Name ``source_key`` in the claim as having a failure record, before it is filed
         (and renew); raises :class:`LeaseLost` if someone else holds it."""
         with self._lock:
-            if source_key in self.tries.failed:
+            if self.has_failure(source_key):
                 return
-            self.tries = replace(self.tries, failed=(*self.tries.failed, source_key))
+            named = self.tries.failed
+            failed = (
+                (*named, source_key) if len(named) < MAX_NAMED_FAILURES else (*named, ANY_SOURCE)
+            )
+            self.tries = replace(self.tries, failed=failed)
             self._write(self._body())
 
     def has_failure(self, source_key: str) -> bool:
-        """Whether ``source_key`` may have a failure record (the claim names it)."""
-        return source_key in self.tries.failed
+        """Whether ``source_key`` may have a failure record (the claim names it, or any)."""
+        return source_key in self.tries.failed or ANY_SOURCE in self.tries.failed
 
     def forget_failure(self, source_key: str) -> None:
         """``source_key``'s failure record is gone; the release writes it down."""
