@@ -10,6 +10,7 @@ import json
 import logging
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -232,3 +233,34 @@ def test_an_endpoint_that_is_no_agent_is_a_refusal_logged_never_a_crash(
     finally:
         hostile.server.shutdown()
         hostile.server.server_close()
+
+
+def test_a_worker_leaving_is_not_held_by_an_endpoint_that_answers_a_byte_at_a_time() -> None:
+    """An answer that trickles in (each byte within the socket timeout, never the whole) does
+    not keep a stopping worker from exiting: clearing protection waits a bounded time."""
+    trickling = threading.Event()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            trickling.set()
+            with contextlib.suppress(OSError):
+                for _ in range(600):
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                    time.sleep(1)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        guard = Protection(f"http://127.0.0.1:{server.server_address[1]}/api/t", lambda: True)
+        guard.protected = True
+        stopping = threading.Thread(target=guard.stop, daemon=True)
+        stopping.start()
+        assert trickling.wait(30)
+        stopping.join(120)
+        assert not stopping.is_alive()
+    finally:
+        server.shutdown()
+        server.server_close()

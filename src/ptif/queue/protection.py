@@ -99,7 +99,11 @@ class Protection:
         if self._thread is not None:
             self._thread.join(REQUEST_TIMEOUT_S * 2)
         if self.protected:
-            self._set(False)
+            # An answer that trickles in never times out: the worker leaves without it, and
+            # the protection expires by itself.
+            clearing = threading.Thread(target=self._set, args=(False,), daemon=True)
+            clearing.start()
+            clearing.join(REQUEST_TIMEOUT_S * 2)
 
     def poke(self) -> None:
         """A claim was just taken: look now rather than at the next tick, so that protection
