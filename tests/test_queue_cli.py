@@ -463,6 +463,16 @@ def test_json_output_escapes_what_a_terminal_acts_on_and_reads_back_exact(bench:
     assert [row["key"] for row in json.loads(outputs[1].stdout)] == [key]
 
 
+def test_json_output_all_ascii_escapes_delete_too(bench: Bench) -> None:
+    """JSON writes DEL (U+007F) raw, in output that is otherwise plain ASCII as well."""
+    key = "z\x7f\x7f.jpg"
+    put_source(bench.source, key, b"not an image")
+    assert run_ptif(bench, "mark").returncode == 0
+    done = run_ptif(bench, "process", "--json")
+    assert all(c.isprintable() for c in done.stdout.strip()), ascii(done.stdout)
+    assert json_report(done)["failures"][0]["key"] == key
+
+
 def test_dry_run_key_lists_cannot_drive_the_terminal(bench: Bench) -> None:
     """``mark``, ``reconcile`` and ``retry --dry-run`` list keys one a line on stdout: a key
     holding escape sequences is listed escaped, and a key with spaces and accents as it is."""

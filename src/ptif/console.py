@@ -61,7 +61,7 @@ def json_text(value: Any, indent: int | None = None) -> str:
     import json  # only JSON needs it; a one-shot convert starts faster without it
 
     text = json.dumps(value, ensure_ascii=False, indent=indent)
-    if text.isascii():
+    if text.isascii() and "\x7f" not in text:  # JSON escapes every other ASCII control
         return text
     return "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
 
