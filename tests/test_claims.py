@@ -192,6 +192,20 @@ def test_a_claim_naming_many_failed_sources_stays_small_and_still_knows_them(
     assert all(taken.has_failure(source) for source in sources)
 
 
+def test_a_garbage_claim_taken_over_keeps_the_failure_records_it_names(tmp_path: Path) -> None:
+    """A claim from a worker whose clock ran days ahead is garbage (its expiry is further than
+    any lease runs) and is taken over; the sources it names as failed stay known, so their
+    records still go when they convert."""
+    process = FolderStore(tmp_path / "process")
+    body = {"subject": "a/x.tif", "owner": "ahead:1", "expires": time.time() + 5 * 86400,
+            "attempts": 1, "failedSources": ["a/x.png"]}  # fmt: skip
+    process.put_bytes(claim_key("a/x.tif"), json.dumps(body).encode())
+    taken = acquire(process, "a/x.tif", "me", 60, marker=MARKER, etag="e1")
+    assert isinstance(taken, Lease)
+    assert taken.has_failure("a/x.png") and not taken.has_failure("a/x.jpg")
+    assert claim_body(process, "a/x.tif")["failedSources"] == ["a/x.png"]
+
+
 # the batched delete of finished claims ----------------------------------------------------------
 
 

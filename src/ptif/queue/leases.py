@@ -266,7 +266,7 @@ def acquire(
         holder, before = parse_claim(data)
     except BadClaim as garbage:
         log.warning("%s: replacing the claim %s: %s", subject, lease.key, garbage)
-        holder, before = Busy(GARBAGE, 0.0), Tries()
+        holder, before = Busy(GARBAGE, 0.0), Tries(failed=_failed_sources(data))
     if holder.expires > time.time():
         return holder
     earlier = before.of(marker, etag)
@@ -318,7 +318,7 @@ def parse_claim(data: bytes) -> tuple[Busy, Tries]:
         raise BadClaim(f"'attempts' is {_shown(attempts)}, not a whole number ≥ 0")
     text = _text_fields(body)
     failed = body.get("failedSources", [])
-    if not isinstance(failed, list) or not all(isinstance(key, str) and key for key in failed):
+    if not _are_sources(failed):
         raise BadClaim(f"'failedSources' is {_shown(failed)}, not a list of source keys")
     tries = Tries(
         text["markerKey"], text["markerETag"], attempts, text["lastError"],
@@ -350,6 +350,24 @@ def _time(value: object) -> float | None:
 
 def _is_whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _are_sources(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(key, str) and key for key in value)
+
+
+def _failed_sources(data: bytes) -> tuple[str, ...]:
+    """What a garbage claim names as failed, if that field itself reads (a claim written by a
+    worker whose clock ran ahead, say): those records stay known to whoever takes it over."""
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return ()
+    failed = body.get("failedSources") if isinstance(body, dict) else None
+    if not _are_sources(failed):
+        return ()
+    assert isinstance(failed, list)
+    return tuple(failed) if len(failed) <= MAX_NAMED_FAILURES else (ANY_SOURCE,)
 
 
 def _shown(value: object) -> str:
