@@ -27,7 +27,7 @@ from store_helpers import (
 from ptif.errors import STORE_UNREACHABLE, PtifError
 from ptif.queue.failures import FailureRecord, write_failure
 from ptif.queue.layout import CLAIMS_PREFIX, claim_key, failed_key, marker_key
-from ptif.queue.leases import Busy, ClaimSweeper, Lease, acquire, parse_claim
+from ptif.queue.leases import Busy, ClaimSweeper, Lease, LeaseKeeper, acquire, parse_claim
 from ptif.queue.markers import new_marker
 from ptif.queue.outputs import output_key
 from ptif.stores import FolderStore
@@ -171,6 +171,41 @@ def test_a_claim_naming_failures_is_released_not_deleted(tmp_path: Path) -> None
     assert isinstance(taken, Lease) and taken.has_failure("a/x.png")
 
 
+def test_a_claim_naming_many_failed_sources_stays_small_and_still_knows_them(
+    tmp_path: Path,
+) -> None:
+    """Any number of uploads share one output (``x.a``, ``x.b``, … are all ``x.tif``) and each
+    may fail: the claim, read and written whole at every take, renewal and release, names a
+    bounded number of them, then says any source may have a record; each stays known."""
+    process = FolderStore(tmp_path / "process")
+    lease = acquire(process, "a/x.tif", "me", 60, marker=MARKER, etag="e1")
+    assert isinstance(lease, Lease)
+    sources = [f"a/x.{n:04d}{'e' * 900}" for n in range(200)]
+    for source in sources:
+        lease.note_failure(source)
+    lease.forget_failure(sources[-1])  # converted at last: its own record is gone
+    lease.release()
+    data, _ = process.get_bytes(claim_key("a/x.tif"))
+    assert len(data) < 32 * 1024
+    taken = acquire(process, "a/x.tif", "next", 60, marker=MARKER, etag="e2")
+    assert isinstance(taken, Lease) and not taken.done()
+    assert all(taken.has_failure(source) for source in sources)
+
+
+def test_a_garbage_claim_taken_over_keeps_the_failure_records_it_names(tmp_path: Path) -> None:
+    """A claim from a worker whose clock ran days ahead is garbage (its expiry is further than
+    any lease runs) and is taken over; the sources it names as failed stay known, so their
+    records still go when they convert."""
+    process = FolderStore(tmp_path / "process")
+    body = {"subject": "a/x.tif", "owner": "ahead:1", "expires": time.time() + 5 * 86400,
+            "attempts": 1, "failedSources": ["a/x.png"]}  # fmt: skip
+    process.put_bytes(claim_key("a/x.tif"), json.dumps(body).encode())
+    taken = acquire(process, "a/x.tif", "me", 60, marker=MARKER, etag="e1")
+    assert isinstance(taken, Lease)
+    assert taken.has_failure("a/x.png") and not taken.has_failure("a/x.jpg")
+    assert claim_body(process, "a/x.tif")["failedSources"] == ["a/x.png"]
+
+
 # the batched delete of finished claims ----------------------------------------------------------
 
 
@@ -188,6 +223,26 @@ def test_finished_claims_go_in_one_batched_delete(tmp_path: Path) -> None:
     stale = Lease(process, taken.subject, "me", 60, etag="0" * 32)
     sweeper.add(stale)  # the third: a full batch, swept at once
     assert keys(process, CLAIMS_PREFIX) == sorted([taken.key, leases[3].key])  # type: ignore[union-attr]
+
+
+def test_a_renewal_racing_the_hand_over_to_the_sweeper_does_not_keep_the_claim(
+    tmp_path: Path,
+) -> None:
+    """The lease keeper renews from a list of the leases it held when its tick began: one
+    finished and handed to the sweeper meanwhile is not written again, so the batched delete
+    (if it still matches) removes it instead of leaving it held until it expires."""
+    process = FolderStore(tmp_path / "process")
+    keeper, sweeper = LeaseKeeper(60), ClaimSweeper(process)
+    lease = acquire(process, "a/x.tif", "me", 60)
+    assert isinstance(lease, Lease)
+    keeper.hold(lease)
+    ticking = keeper.held()  # the keeper's tick begins ...
+    keeper.drop(lease)  # ... as the item ends
+    sweeper.add(lease)
+    for held in ticking:
+        held.renew()
+    sweeper.sweep()
+    assert keys(process, CLAIMS_PREFIX) == []
 
 
 def test_claims_a_worker_left_waiting_for_its_sweep_are_taken_over(bench: Bench) -> None:

@@ -5,9 +5,12 @@ The ECS agent is played by a small HTTP server on loopback that answers as the a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -170,3 +173,94 @@ def test_a_worker_off_ecs_or_not_following_never_calls_the_agent(
     assert run_ptif(bench, "process", "-q", env=env).returncode == 0  # the daily task
     verify_output(bench, "one/small.jpg", (300, 200))
     assert agent.bodies == []
+
+
+class Hostile:
+    """An endpoint that is no ECS agent: each connection gets ``answer``'s bytes as they are
+    (no HTTP, a body cut short, JSON nested past Python's recursion limit, a huge body)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.requests = 0
+        hostile = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                hostile.requests += 1
+                self.rfile.readline()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(hostile.answer)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}/api/task-id"
+
+
+def _http(body: bytes, length: int | None = None) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body) if length is None else length}\r\n"
+    return head.encode() + b"Connection: close\r\n\r\n" + body
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n",  # the variable names some other service's port
+        _http(b'{"protection": {', length=4096),  # cut short
+        _http(b"[" * 200_000),  # nesting no JSON reader follows
+        _http(b'{"failure": "' + b"x" * (64 << 20) + b'"}'),  # far more than any answer
+    ],
+    ids=["not-http", "cut-short", "deeply-nested", "huge"],
+)
+def test_an_endpoint_that_is_no_agent_is_a_refusal_logged_never_a_crash(
+    answer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever answers at the agent's address, turning protection on or off is logged and
+    retried later; it never raises, so the thread keeps ticking and a worker's exit (which
+    clears protection) ends with its own report, not a traceback."""
+    hostile = Hostile(answer)
+    thread = threading.Thread(target=hostile.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        clock = Clock()
+        guard = Protection(hostile.uri, lambda: True, clock)
+        with caplog.at_level(logging.WARNING, logger="ptif.protection"):
+            guard.tick()
+            guard.protected = True  # as if an earlier answer had been a good one
+            guard.stop()
+        assert hostile.requests == 2 and guard.failures == 2 and not guard.protected
+        assert "could not turn task scale-in protection on" in caplog.text
+        assert len(caplog.text) < 4000
+    finally:
+        hostile.server.shutdown()
+        hostile.server.server_close()
+
+
+def test_a_worker_leaving_is_not_held_by_an_endpoint_that_answers_a_byte_at_a_time() -> None:
+    """An answer that trickles in (each byte within the socket timeout, never the whole) does
+    not keep a stopping worker from exiting: clearing protection waits a bounded time."""
+    trickling = threading.Event()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            trickling.set()
+            with contextlib.suppress(OSError):
+                for _ in range(600):
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                    time.sleep(1)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        guard = Protection(f"http://127.0.0.1:{server.server_address[1]}/api/t", lambda: True)
+        guard.protected = True
+        stopping = threading.Thread(target=guard.stop, daemon=True)
+        stopping.start()
+        assert trickling.wait(30)
+        stopping.join(120)
+        assert not stopping.is_alive()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,8 +4,11 @@ their exit codes, their output and what they leave in the stores."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import pty
 import signal
 import subprocess
 import time
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 from corpus import Corpus, jpeg
+from PIL import Image
 from pyramids import read_pyramid
 from s3_server import (
     ACCESS_KEY,
@@ -415,6 +419,33 @@ def test_a_key_cannot_drive_the_operators_terminal(bench: Bench) -> None:
     assert "x\\x1b]0;PWNED\\x07\\x1b[2J\\x202e.jpg" in line
 
 
+def test_log_lines_on_a_terminal_cannot_be_driven_by_a_key(bench: Bench) -> None:
+    """On a terminal, ``ptif process`` logs plain text lines, not JSON: a warning naming an
+    uploaded key (a multi-page TIFF whose later pages are left out) shows it escaped."""
+    key = "t\x1b]0;PWNED\x07\u202e.tif"
+    pages = io.BytesIO()
+    first, second = Image.new("RGB", (64, 48), "red"), Image.new("RGB", (64, 48), "blue")
+    first.save(pages, format="TIFF", save_all=True, append_images=[second])
+    put_source(bench.source, key, pages.getvalue())
+    assert run_ptif(bench, "mark").returncode == 0
+    control, terminal = pty.openpty()  # stderr a terminal: text log lines and a progress bar
+    with open(control, "rb", buffering=0) as screen:
+        done = subprocess.run(
+            [*PTIF, "process"], env=bench.env(), cwd=bench.root, stdout=subprocess.PIPE,
+            stderr=terminal, timeout=120, check=False,
+        )  # fmt: skip
+        os.close(terminal)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything written is read
+            while chunk := screen.read(65536):
+                shown += chunk
+    assert done.returncode == 0, shown.decode(errors="replace")
+    text = shown.decode()
+    assert "pages; only page 1 was converted" in text, ascii(text)
+    assert "\x1b]0;" not in text and "\x07" not in text and "\u202e" not in text, ascii(text)
+    assert "t\\x1b]0;PWNED\\x07\\x202e.tif" in text, ascii(text)
+
+
 def test_json_output_escapes_what_a_terminal_acts_on_and_reads_back_exact(bench: Bench) -> None:
     """``--json`` is read on terminals too: C1 controls (U+009B is a CSI) and a right-to-left
     override are written as ``\\u`` escapes, which read back as the very key."""
@@ -430,6 +461,16 @@ def test_json_output_escapes_what_a_terminal_acts_on_and_reads_back_exact(bench:
         assert all(c.isprintable() for c in done.stdout.strip()), ascii(done.stdout)
     assert json_report(outputs[0])["failures"][0]["key"] == key
     assert [row["key"] for row in json.loads(outputs[1].stdout)] == [key]
+
+
+def test_json_output_all_ascii_escapes_delete_too(bench: Bench) -> None:
+    """JSON writes DEL (U+007F) raw, in output that is otherwise plain ASCII as well."""
+    key = "z\x7f\x7f.jpg"
+    put_source(bench.source, key, b"not an image")
+    assert run_ptif(bench, "mark").returncode == 0
+    done = run_ptif(bench, "process", "--json")
+    assert all(c.isprintable() for c in done.stdout.strip()), ascii(done.stdout)
+    assert json_report(done)["failures"][0]["key"] == key
 
 
 def test_dry_run_key_lists_cannot_drive_the_terminal(bench: Bench) -> None:

@@ -231,6 +231,50 @@ def test_an_s3_download_onto_a_full_disk_is_disk_full(
     assert "big.bin" in done.stdout and "Traceback" not in done.stderr
 
 
+SECOND_DOWNLOAD = """
+import dataclasses, hashlib, sys
+from pathlib import Path
+from ptif.errors import PtifError
+from ptif.queue.fetch import fetch
+from ptif.stores import FolderStore
+
+class KmsLike(FolderStore):
+    # an eTag of 32 hex digits that is not the MD5 of the bytes, as SSE-KMS objects have
+    def get_file(self, key, path, max_bytes=None):
+        info = super().get_file(key, path, max_bytes)
+        return dataclasses.replace(info, etag=hashlib.md5(info.etag.encode()).hexdigest())
+
+try:
+    fetched = fetch(KmsLike(sys.argv[1], read_only=True), "kms.bin", Path(sys.argv[2]) / "source")
+    print("fetched", fetched.info.size)
+except PtifError as error:
+    print(error.code, error)
+"""
+
+
+@pytest.mark.usefixtures("tmpfs")
+def test_a_source_downloaded_twice_has_the_room_its_first_download_had(tmp_path: Path) -> None:
+    """An eTag that is no MD5 of the bytes (SSE-KMS) makes the worker download the source a
+    second time, over the first copy: that copy's space is the second one's too. 3 MiB on an
+    8 MiB disk fits once with room for its pyramid, so it fits the second time as well."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "kms.bin").write_bytes(os.urandom(3 << 20))
+    where = tmp_path / "small"
+    where.mkdir()
+    script = 'mount -t tmpfs -o size=8m,mode=0777 tmpfs "$1" && shift && exec "$@"'
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", str(where), sys.executable, "-c"]
+        + [SECOND_DOWNLOAD, str(source), str(where)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["fetched", str(3 << 20)], done.stdout
+
+
 def test_a_folder_store_says_too_big_before_reading(tmp_path: Path) -> None:
     store = FolderStore(tmp_path / "source")
     bench_path = tmp_path / "source" / "s.jpg"

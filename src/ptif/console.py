@@ -39,6 +39,20 @@ _EXTRA_KEYS = (
 )
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on escaped (``\\x1b``), spaces and
+    letters of any script kept: how keys are listed, one a line."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+class TextFormatter(logging.Formatter):
+    """Plain log lines, for a terminal: what a message quotes (keys are anyone's choice) is
+    escaped as :func:`printable` does, line breaks (a traceback's) kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
 def json_text(value: Any, indent: int | None = None) -> str:
     """``value`` as JSON that a terminal shows as it is: letters of every script kept, and each
     character a terminal acts on (C1 controls, bidirectional overrides, line separators) written
@@ -47,7 +61,7 @@ def json_text(value: Any, indent: int | None = None) -> str:
     import json  # only JSON needs it; a one-shot convert starts faster without it
 
     text = json.dumps(value, ensure_ascii=False, indent=indent)
-    if text.isascii():
+    if text.isascii() and "\x7f" not in text:  # JSON escapes every other ASCII control
         return text
     return "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
 
@@ -75,7 +89,7 @@ def configure_logging(verbose: int, quiet: bool, *, json_lines: bool) -> None:
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("ptif: %(levelname)s: %(message)s"))
+        handler.setFormatter(TextFormatter("ptif: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

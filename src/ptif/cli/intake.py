@@ -23,8 +23,7 @@ from ptif.cli.common import (
     settings_from,
     stop_on_signals,
 )
-from ptif.cli.main import printable
-from ptif.console import json_text
+from ptif.console import json_text, printable
 
 if TYPE_CHECKING:
     from ptif.config import Settings

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 
 from ptif import __version__
-from ptif.console import configure_logging
+from ptif.console import configure_logging, printable
 from ptif.errors import STORE_UNREACHABLE, ConfigError, PtifError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -115,12 +115,6 @@ def _add_output_options(parser: argparse.ArgumentParser, default: Any) -> None:
     group.add_argument(
         "-q", "--quiet", action="store_true", default=default, help="only errors on stderr"
     )
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal would act on escaped (``\\x1b``), spaces and
-    letters of any script kept: how keys are listed, one a line."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def one_line(text: str) -> str:

@@ -24,8 +24,8 @@ from ptif.cli.common import (
     settings_from,
     stop_on_signals,
 )
-from ptif.cli.main import one_line, printable
-from ptif.console import json_text
+from ptif.cli.main import one_line
+from ptif.console import json_text, printable
 from ptif.errors import CODES
 
 # Only the parsers are built at import; everything else loads inside the command that needs it,

@@ -216,8 +216,13 @@ def _get(
     max_bytes: int | None,
     opened: Callable[[ObjectInfo], None] | None,
 ) -> ObjectInfo:
-    """One download, bounded by ``max_bytes`` and by the room the work folder has for it."""
-    room = _usage(key, path.parent).free // ROOM_FACTOR
+    """One download, bounded by ``max_bytes`` and by the room the work folder has for it. A
+    copy already at ``path`` (a second download) is replaced by it: its space counts as free."""
+    try:
+        replaced = path.stat().st_size
+    except FileNotFoundError:
+        replaced = 0
+    room = (_usage(key, path.parent).free + replaced) // ROOM_FACTOR
     limit = room if max_bytes is None else min(max_bytes, room)
     try:
         info = store.get_file(key, path, limit)

@@ -23,7 +23,9 @@ The claim also knows which sources of its output key have a failure record (``fa
 a worker names the source in the claim before it files the record, and a claim that names one
 is never deleted, only released, until that source converts (or is found current) and its
 record is removed. So a conversion removes a failure record only where one may exist, and needs
-no request for it otherwise.
+no request for it otherwise. Any number of uploads may share one output key (``x.a``, ``x.b``):
+a claim names at most :data:`MAX_NAMED_FAILURES` of them, then :data:`ANY_SOURCE`, after which
+every conversion of that output removes its source's record, if any, as before.
 
 Claims are ptif's own data, so one that is not what ptif writes (not JSON, a field of the
 wrong type, an expiry further ahead than any lease may run) is garbage: it counts as expired,
@@ -59,6 +61,13 @@ class LeaseLost(PtifError):
     """Another worker holds the marker now (ours expired, or the store lost track)."""
 
     code = LEASE_LOST
+
+
+#: How many sources a claim names as having a failure record; it is read and written whole.
+MAX_NAMED_FAILURES = 16
+#: Named instead of more sources: any source of the output may have a failure record. No source
+#: key holds a NUL.
+ANY_SOURCE = "\0any"
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,8 @@ class Lease:
     lost: bool = field(default=False)
     #: Whether :attr:`tries` includes the attempt in hand (until it is released).
     counting: bool = field(default=True)
+    #: Let go (released, or handed to the sweeper): a renewal that comes late writes nothing.
+    ended: bool = field(default=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -136,9 +147,18 @@ class Lease:
         return json.dumps(body | self.tries.fields(), ensure_ascii=False).encode()
 
     def renew(self) -> None:
-        """Push the expiry forward; raises :class:`LeaseLost` if someone else holds it."""
+        """Push the expiry forward, unless the lease was let go meanwhile; raises
+        :class:`LeaseLost` if someone else holds it."""
         with self._lock:
-            self._write(self._body())
+            if not self.ended:
+                self._write(self._body())
+
+    def end(self) -> str:
+        """Let go of the lease without a write of its own (its claim is deleted with others):
+        no renewal writes it again. The eTag of its last write."""
+        with self._lock:
+            self.ended = True
+            return self.etag
 
     def _write(self, body: bytes) -> None:
         try:
@@ -156,14 +176,18 @@ class Lease:
         """Name ``source_key`` in the claim as having a failure record, before it is filed
         (and renew); raises :class:`LeaseLost` if someone else holds it."""
         with self._lock:
-            if source_key in self.tries.failed:
+            if self.has_failure(source_key):
                 return
-            self.tries = replace(self.tries, failed=(*self.tries.failed, source_key))
+            named = self.tries.failed
+            failed = (
+                (*named, source_key) if len(named) < MAX_NAMED_FAILURES else (*named, ANY_SOURCE)
+            )
+            self.tries = replace(self.tries, failed=failed)
             self._write(self._body())
 
     def has_failure(self, source_key: str) -> bool:
-        """Whether ``source_key`` may have a failure record (the claim names it)."""
-        return source_key in self.tries.failed
+        """Whether ``source_key`` may have a failure record (the claim names it, or any)."""
+        return source_key in self.tries.failed or ANY_SOURCE in self.tries.failed
 
     def forget_failure(self, source_key: str) -> None:
         """``source_key``'s failure record is gone; the release writes it down."""
@@ -178,6 +202,7 @@ class Lease:
             self._release_keeping()
             return
         with self._lock:
+            self.ended = True
             try:
                 self.store.delete(self.key, if_match=self.etag)
             except (PreconditionFailed, ObjectMissing):
@@ -206,6 +231,7 @@ class Lease:
     def _release_keeping(self) -> None:
         self.counting = False
         with self._lock:
+            self.ended = True
             try:
                 self.store.put_bytes(self.key, self._encode("", 0.0), if_match=self.etag)
             except (PreconditionFailed, ObjectMissing):
@@ -240,7 +266,7 @@ def acquire(
         holder, before = parse_claim(data)
     except BadClaim as garbage:
         log.warning("%s: replacing the claim %s: %s", subject, lease.key, garbage)
-        holder, before = Busy(GARBAGE, 0.0), Tries()
+        holder, before = Busy(GARBAGE, 0.0), Tries(failed=_failed_sources(data))
     if holder.expires > time.time():
         return holder
     earlier = before.of(marker, etag)
@@ -292,7 +318,7 @@ def parse_claim(data: bytes) -> tuple[Busy, Tries]:
         raise BadClaim(f"'attempts' is {_shown(attempts)}, not a whole number ≥ 0")
     text = _text_fields(body)
     failed = body.get("failedSources", [])
-    if not isinstance(failed, list) or not all(isinstance(key, str) and key for key in failed):
+    if not _are_sources(failed):
         raise BadClaim(f"'failedSources' is {_shown(failed)}, not a list of source keys")
     tries = Tries(
         text["markerKey"], text["markerETag"], attempts, text["lastError"],
@@ -324,6 +350,24 @@ def _time(value: object) -> float | None:
 
 def _is_whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _are_sources(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(key, str) and key for key in value)
+
+
+def _failed_sources(data: bytes) -> tuple[str, ...]:
+    """What a garbage claim names as failed, if that field itself reads (a claim written by a
+    worker whose clock ran ahead, say): those records stay known to whoever takes it over."""
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return ()
+    failed = body.get("failedSources") if isinstance(body, dict) else None
+    if not _are_sources(failed):
+        return ()
+    assert isinstance(failed, list)
+    return tuple(failed) if len(failed) <= MAX_NAMED_FAILURES else (ANY_SOURCE,)
 
 
 def _shown(value: object) -> str:
@@ -380,8 +424,9 @@ class ClaimSweeper(_Periodic):
 
     def add(self, lease: Lease) -> None:
         """Delete ``lease``'s claim with the next sweep."""
+        etag = lease.end()
         with self._lock:
-            self._waiting.append((lease.key, lease.etag))
+            self._waiting.append((lease.key, etag))
             full = len(self._waiting) >= self.batch
         if full:
             self.sweep()

@@ -19,6 +19,7 @@ on, and SIGTERM still releases the work in hand.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ IDLE_TICKS = 3
 REQUEST_TIMEOUT_S = 5.0
 #: After a refused or failed request, the next try waits this long.
 RETRY_SECONDS = 60.0
+#: The agent answers in a few hundred bytes; a longer answer is read no further.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class Protection:
@@ -96,7 +99,11 @@ class Protection:
         if self._thread is not None:
             self._thread.join(REQUEST_TIMEOUT_S * 2)
         if self.protected:
-            self._set(False)
+            # An answer that trickles in never times out: the worker leaves without it, and
+            # the protection expires by itself.
+            clearing = threading.Thread(target=self._set, args=(False,), daemon=True)
+            clearing.start()
+            clearing.join(REQUEST_TIMEOUT_S * 2)
 
     def poke(self) -> None:
         """A claim was just taken: look now rather than at the next tick, so that protection
@@ -123,8 +130,13 @@ class Protection:
         )
         try:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
-                answer = json.loads(response.read() or b"{}")
-        except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
+                data = response.read(MAX_ANSWER_BYTES + 1)
+            if len(data) > MAX_ANSWER_BYTES:
+                raise ValueError(f"an answer of more than {MAX_ANSWER_BYTES:,} bytes")
+            answer = json.loads(data or b"{}")
+        # URLError, HTTPError and timeouts are OSErrors; whatever else answers there (no HTTP,
+        # a body cut short, JSON nested past the recursion limit) is refused the same way
+        except (OSError, ValueError, http.client.HTTPException, RecursionError) as error:
             self._failed(enabled, _reason(error))
             return
         refused = answer.get("failure") or answer.get("error") if isinstance(answer, dict) else None
@@ -157,4 +169,4 @@ def _reason(error: BaseException) -> str:
         return f"HTTP {error.code} {error.reason}"
     if isinstance(error, urllib.error.URLError):
         return str(error.reason)
-    return str(error) or type(error).__name__
+    return (str(error) or type(error).__name__)[:300]
