@@ -257,3 +257,29 @@ def test_claims_a_worker_left_waiting_for_its_sweep_are_taken_over(bench: Bench)
     assert bench.run().converted == ["s/x.jpg"]
     verify_output(bench, "s/x.jpg", SMALL)
     assert keys(bench.process, CLAIMS_PREFIX) == [] and pending(bench) == []
+
+
+def test_the_lease_keeper_outlives_an_unexpected_error(tmp_path: Path) -> None:
+    """A renewal that raises something ptif does not expect is logged and the keeper goes on:
+    its thread used to die, the leases were never renewed again, and once they expired a second
+    worker could take and convert the same image."""
+    store = FolderStore(tmp_path)
+    got = acquire(store, "x.tif", "me", 30.0, marker="queue/x.json", etag="e")
+    assert isinstance(got, Lease)
+    renewed = []
+
+    class Surprising:
+        subject = got.subject
+
+        def renew(self) -> None:
+            renewed.append(time.monotonic())
+            if len(renewed) == 1:
+                raise RuntimeError("a surprise")
+            got.renew()
+
+    with LeaseKeeper(0.3) as keeper:
+        keeper.hold(Surprising())  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while len(renewed) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(renewed) >= 3

@@ -394,7 +394,10 @@ class _Periodic:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # a thread that died here would stop renewing leases for good
+                log.exception("%s: one round failed; trying again next round", self._thread.name)
 
     def tick(self) -> None:
         raise NotImplementedError
