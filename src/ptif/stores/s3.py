@@ -262,14 +262,20 @@ class S3Store:
         return _info(key, response, response["ContentLength"])
 
     def list(
-        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+        self,
+        prefix: str = "",
+        *,
+        start_after: str = "",
+        recursive: bool = True,
+        page_size: int | None = None,
     ) -> Iterator[ObjectInfo]:
         args = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
         if start_after:
             args["StartAfter"] = self.prefix + start_after
         if not recursive:
             args["Delimiter"] = "/"
-        pages = self.client.get_paginator("list_objects_v2").paginate(**args)
+        paging = {"PaginationConfig": {"PageSize": page_size}} if page_size else {}
+        pages = self.client.get_paginator("list_objects_v2").paginate(**args, **paging)
         with self._errors("list", prefix):
             for page in pages:
                 for item in page.get("Contents", ()):
