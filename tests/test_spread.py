@@ -211,12 +211,14 @@ def crowd_on(store: Store, count: int, workers: int, seed: int) -> Crowd:
     return crowd
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
 def test_eight_workers_on_a_folder_queue_seldom_meet(tmp_path: Path, seed: int) -> None:
     crowd = crowd_on(open_store(str(tmp_path)), 2 * PAGE + 300, 8, seed)
     assert crowd.lost <= 0.05 * crowd.reaches, (crowd.lost, crowd.reaches)
 
 
+@pytest.mark.slow
 def test_eight_workers_on_an_s3_queue_seldom_meet(s3_server: S3Server) -> None:
     store = open_store(f"s3://{s3_server.new_bucket()}", endpoint_url=s3_server.endpoint_url)
     crowd = crowd_on(store, 600, 8, seed=4)

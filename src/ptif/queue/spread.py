@@ -126,16 +126,14 @@ class _Walk:
     def markers(self) -> Iterator[ObjectInfo]:
         size = len(self.page)
         at = self.spread._rng.randrange(size)
-        # the page was listed just now: as good as a first look from there
-        seen = {(at + n) % size for n in range(AHEAD_MIN)}
-        ahead = 2 * AHEAD_MIN
+        seen, ahead = self._listed_now(at), 2 * AHEAD_MIN
         self.spread._new_stretch()
         while self.left:
             if at not in self.left or self.spread._lost_race():
                 start = self._jump()
                 if start is None:
                     return
-                at, seen, ahead = start, set(), AHEAD_MIN
+                at, seen, ahead = start, self._listed_now(start), 2 * AHEAD_MIN
                 continue
             if at not in seen:
                 seen, clear = self._look(at, ahead)
@@ -146,6 +144,10 @@ class _Walk:
             self.spread._take(self.keys[at])
             yield self.page[at]
             at = (at + 1) % size
+
+    def _listed_now(self, at: int) -> set[int]:
+        """The places of a first look from ``at``, when the page was just listed (again)."""
+        return {(at + n) % len(self.page) for n in range(AHEAD_MIN)}
 
     def _look(self, at: int, count: int) -> tuple[set[int], bool]:
         """List up to ``count`` markers from place ``at``; forget those missing. Returns the
