@@ -156,9 +156,9 @@ class Crowd:
                 self._step(worker, worker.later.pop() if worker.later else None)
 
     def _step(self, worker: SteppedWorker, recheck: ObjectInfo | None = None) -> None:
-        if len(worker.hand) == HAND or (worker.listing_ended and not recheck):
-            if worker.hand:
-                self._finish(worker, worker.hand.popleft())
+        full = len(worker.hand) == HAND or (worker.listing_ended and not recheck)
+        if full and worker.hand:
+            self._finish(worker, worker.hand.popleft())
         if recheck is None and not worker.listing_ended:
             recheck = next(worker.order, None)
             worker.listing_ended = recheck is None
