@@ -17,8 +17,10 @@ random place onwards, one marker after the other, as long as the next one is sti
   of the look: :meth:`Spread.lost`) lists the page again, and the next stretch starts where the
   next meeting is furthest away: at the start of a run of queued markers this worker walked up
   to itself (nobody else comes from there), or in the middle of one that another worker is
-  walking into, leaving :data:`HEAD_MARGIN` markers to it. A race lost by a marker of an
-  earlier stretch (one still in hand when the stretch ended) is no news: it moves nothing.
+  walking into, leaving :data:`HEAD_MARGIN` markers to it (give or take a quarter, and not
+  always in the longest run: workers whose stretches end together see the same page, and
+  would all go to the same place). A race lost by a marker of an earlier stretch (one still
+  in hand when the stretch ended) is no news: it moves nothing.
 - **Leaving the ends to their walkers.** When the runs left are so short that each is most
   likely in another worker's hands, the page's last markers are not reached for: they are
   :attr:`Spread.deferred`, for the worker to look at again a little later (one LIST request
@@ -63,6 +65,7 @@ class Spread:
         #: The stretch each marker of the page in hand was taken in, and those lost.
         self._taken: dict[str, int] = {}
         self._beaten: set[str] = set()
+        self._held: dict[str, int] = {}
         self._lost = False
         #: Markers left to other workers for now: look at them again later.
         self.deferred: list[ObjectInfo] = []
@@ -89,6 +92,14 @@ class Spread:
                 after, page = page[-1].key, []
         if page:
             yield from _Walk(self, page, after, relist).markers()
+
+    def held(self, key: str) -> int:
+        """Marker ``key`` is held by another worker: how many times it was found so before,
+        in this pass."""
+        with self._lock:
+            times = self._held.get(key, 0)
+            self._held[key] = times + 1
+            return times
 
     def shuffle(self, markers: list[ObjectInfo]) -> None:
         """Put ``markers`` in an order of this worker's own (in place)."""
@@ -175,12 +186,15 @@ class _Walk:
         if not self.left:
             return None
         self.spread._new_stretch()
-        best = max(_runs(sorted(self.left)), key=self._room)
-        if self._room(best) <= 0:
+        rooms = {run: self._room(run) for run in _runs(sorted(self.left))}
+        most = max(rooms.values())
+        if most <= 0:
             self.spread.deferred += [self.page[p] for p in sorted(self.left)]
             self.left.clear()
             return None
-        return self._start(best)
+        # Not always the one best: workers whose stretches end together see the same page.
+        runs = [run for run, room in rooms.items() if room >= most / 2]
+        return self._start(self.spread._rng.choices(runs, [rooms[r] for r in runs])[0])
 
     def _walked_up_to(self, run: tuple[int, int]) -> bool:
         """Whether this worker took the marker before the run (going round the page), and did
@@ -201,10 +215,14 @@ class _Walk:
         return (length - HEAD_MARGIN) / 2
 
     def _start(self, run: tuple[int, int]) -> int:
+        """The run's start if this worker walked up to it, else about its middle (past the
+        head another worker may hold), give or take a quarter of it."""
         start, end = run
         if self._walked_up_to(run):
             return start
-        return start + HEAD_MARGIN + (end - start + 1 - HEAD_MARGIN) // 2
+        usable = end - start + 1 - HEAD_MARGIN
+        quarter = usable // 4
+        return start + HEAD_MARGIN + usable // 2 + self.spread._rng.randint(-quarter, quarter)
 
 
 def _runs(places: list[int]) -> list[tuple[int, int]]:

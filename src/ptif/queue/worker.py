@@ -93,8 +93,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How soon to look again at a marker another worker holds: most finish in seconds.
+#: How soon to look again at a marker another worker holds: most finish in seconds. Each time
+#: it is still held, twice as long (up to 2**BUSY_BACKOFF times, or its lease's expiry).
 BUSY_RECHECK_SECONDS = 2.0
+BUSY_BACKOFF = 4
 #: The names of an item's two files in its work folder.
 SOURCE_NAME, PYRAMID_NAME = "source", "pyramid.tif"
 
@@ -400,7 +402,8 @@ class Worker:
             etag=etag,
         )
         if isinstance(got, Busy):
-            recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS)
+            times = min(self._spread.held(info.key), BUSY_BACKOFF)
+            recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS * 2**times)
             return ItemResult(info.key, Outcome.BUSY, marker.key, busy_until=recheck)
         self._keeper.hold(got)
         result = None
