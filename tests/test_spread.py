@@ -108,6 +108,12 @@ def test_the_ends_of_runs_others_walk_into_are_left_for_later() -> None:
     assert sorted(number(i) for i in spread.deferred) == [10, 11, 30]
 
 
+def test_a_marker_found_held_again_is_counted_each_time() -> None:
+    spread = Spread(random.Random(1))
+    assert [spread.held("rbsc/a.json") for _ in range(3)] == [0, 1, 2]
+    assert spread.held("rbsc/b.json") == 0
+
+
 # several workers, stepped in turn --------------------------------------------------------------
 
 #: Markers a worker holds at once (``ptif process --workers 1``: two threads).
@@ -129,8 +135,9 @@ class SteppedWorker:
 
 class Crowd:
     """Workers on one queue in ``store``, stepped in turn: each step, a worker with both hands
-    full finishes its oldest marker (deletes it and its claim), then reaches for its next one:
-    a read of the marker (gone: a race lost), then a create-if-absent claim (taken: lost)."""
+    full (or its listing ended) finishes its oldest marker (deletes it and its claim), then
+    reaches for its next one: a read of the marker (gone: a race lost), then a create-if-absent
+    claim (taken: lost)."""
 
     def __init__(self, store: Store, workers: int, seed: int) -> None:
         self.store = store
@@ -156,8 +163,7 @@ class Crowd:
                 self._step(worker, worker.later.pop() if worker.later else None)
 
     def _step(self, worker: SteppedWorker, recheck: ObjectInfo | None = None) -> None:
-        full = len(worker.hand) == HAND or (worker.listing_ended and not recheck)
-        if full and worker.hand:
+        if (len(worker.hand) == HAND or worker.listing_ended) and worker.hand:
             self._finish(worker, worker.hand.popleft())
         if recheck is None and not worker.listing_ended:
             recheck = next(worker.order, None)

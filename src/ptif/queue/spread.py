@@ -10,9 +10,9 @@ random place onwards, one marker after the other, as long as the next one is sti
 
 - **Looking ahead.** Before walking on, a worker lists the few markers ahead of it (one LIST
   request of :data:`AHEAD_MIN` keys, twice as many each time none was missing, up to
-  :data:`AHEAD_MAX`). A marker missing there was finished by another worker: the stretch ends
-  before it, with no request for it, since the marker after it is most likely the one that
-  worker holds now.
+  :data:`AHEAD_MAX`, or :data:`AHEAD_CROWDED` once it has met another worker on the page). A
+  marker missing there was finished by another worker: the stretch ends before it, with no
+  request for it, since the marker after it is most likely the one that worker holds now.
 - **Jumping.** A stretch that ends (a gap ahead, the end of the page, or a race lost in spite
   of the look: :meth:`Spread.lost`) lists the page again, and the next stretch starts where the
   next meeting is furthest away: at the start of a run of queued markers this worker walked up
@@ -45,8 +45,9 @@ from ptif.stores.base import ObjectInfo, Store
 
 #: Markers per page: what one LIST request returns.
 PAGE = 1000
-#: Markers listed by the first look ahead of a stretch, and by the longest.
-AHEAD_MIN, AHEAD_MAX = 8, 128
+#: Markers listed by the first look ahead of a stretch, and by the longest: once this worker has
+#: met another on the page, the longest is AHEAD_CROWDED (a look goes stale as others jump in).
+AHEAD_MIN, AHEAD_CROWDED, AHEAD_MAX = 8, 16, 128
 #: Markers at the head of a run, after a gap, likely in the hands of the worker that made it.
 HEAD_MARGIN = 2
 
@@ -130,6 +131,7 @@ class _Walk:
         self.relist = relist
         self.left = set(range(len(page)))  # neither taken by this worker nor seen gone
         self.mine: set[int] = set()
+        self.crowded = False  # met another worker on this page
         with spread._lock:
             spread._taken.clear()
             spread._beaten.clear()
@@ -145,10 +147,13 @@ class _Walk:
                 if start is None:
                     return
                 at, seen, ahead = start, self._listed_now(start), 2 * AHEAD_MIN
+                self.crowded = True
                 continue
             if at not in seen:
                 seen, clear = self._look(at, ahead)
-                ahead = min(ahead * 2, AHEAD_MAX) if clear else AHEAD_MIN
+                self.crowded |= not clear
+                most = AHEAD_CROWDED if self.crowded else AHEAD_MAX
+                ahead = min(ahead * 2, most) if clear else AHEAD_MIN
                 continue
             self.left.discard(at)
             self.mine.add(at)
