@@ -44,6 +44,14 @@ class Listed:
         return found[:most] if most is not None else found
 
 
+def walk(count: int, seed: int) -> tuple[list[ObjectInfo], Listed, Spread, Iterator[ObjectInfo]]:
+    """``count`` markers queued, and one worker's order of them."""
+    listed = markers(count)
+    queue = Listed(listed)
+    spread = Spread(random.Random(seed))
+    return listed, queue, spread, spread.order(iter(listed), queue.relist)
+
+
 def test_one_worker_takes_every_marker_once_with_a_few_looks_ahead() -> None:
     listed = markers(PAGE + 250)
     queue = Listed(listed)
@@ -58,10 +66,7 @@ def test_one_worker_takes_every_marker_once_with_a_few_looks_ahead() -> None:
 
 
 def test_a_gap_seen_ahead_ends_the_stretch_before_it() -> None:
-    listed = markers(100)
-    queue = Listed(listed)
-    spread = Spread(random.Random(5))
-    order = spread.order(iter(listed), queue.relist)
+    listed, queue, spread, order = walk(100, seed=5)
     first = number(next(order))
     # another worker finishes the ten markers from 20 places on, and is at work on the next
     gone = {(first + 20 + n) % 100 for n in range(10)}
@@ -77,10 +82,7 @@ def test_a_gap_seen_ahead_ends_the_stretch_before_it() -> None:
 
 
 def test_a_lost_race_of_the_stretch_moves_on_one_of_an_earlier_stretch_does_not() -> None:
-    listed = markers(200)
-    queue = Listed(listed)
-    spread = Spread(random.Random(8))
-    order = spread.order(iter(listed), queue.relist)
+    _, _, spread, order = walk(200, seed=8)
     first = next(order)
     spread.lost("rbsc/99999.jpg.json")  # not taken in this stretch: no news
     second = next(order)
@@ -94,10 +96,7 @@ def test_a_lost_race_of_the_stretch_moves_on_one_of_an_earlier_stretch_does_not(
 
 
 def test_the_ends_of_runs_others_walk_into_are_left_for_later() -> None:
-    listed = markers(40)
-    queue = Listed(listed)
-    spread = Spread(random.Random(2))
-    order = spread.order(iter(listed), queue.relist)
+    listed, queue, spread, order = walk(40, seed=2)
     first = next(order)
     # meanwhile others finished all but two short runs, each behind a marker they finished
     others = [n for n in range(40) if n not in (number(first), 10, 11, 30)]
