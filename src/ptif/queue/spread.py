@@ -23,11 +23,11 @@ random place onwards, one marker after the other, as long as the next one is sti
   in hand when the stretch ended) is no news: it moves nothing.
 - **Leaving the ends to their walkers.** When the runs left are so short that each is most
   likely in another worker's hands, the page's last markers are not reached for: they are
-  :attr:`Spread.deferred`, for the worker to look at again a little later (one LIST request
-  shows which of them are still queued).
+  :attr:`Spread.deferred`, for the worker to look at again once its listing is done (one
+  LIST request shows which of them are still queued; most are gone by then).
 
 One worker alone never meets another: it walks each page once from its random start round to
-it, with a look ahead per :data:`AHEAD_MAX` markers (about 0.02 LIST requests per image).
+it, with a look ahead per :data:`AHEAD_MAX` markers (about 0.01 LIST requests per image).
 
 This is only an order: which worker converts a marker is still decided by its claim, and every
 marker of the listing is either taken, seen gone, or deferred.
