@@ -107,6 +107,18 @@ def test_the_ends_of_runs_others_walk_into_are_left_for_later() -> None:
     assert sorted(number(i) for i in spread.deferred) == [10, 11, 30]
 
 
+def test_markers_queued_since_the_listing_neither_stall_a_walk_nor_hide_the_rest() -> None:
+    listed, queue, spread, order = walk(50, seed=3)
+    first = next(order)
+    for info in listed:  # a look of up to 128 markers shows none of those listed
+        for n in range(200):
+            new = f"{info.key}.new-{n:03d}"
+            queue.queued[new] = ObjectInfo(new, 10, "e", NOW)
+    rest = list(order)
+    assert sorted(i.key for i in [first, *rest]) == [i.key for i in listed]
+    assert spread.deferred == [] and spread.relists == 0
+
+
 def test_a_marker_found_held_again_is_counted_each_time() -> None:
     spread = Spread(random.Random(1))
     assert [spread.held("rbsc/a.json") for _ in range(3)] == [0, 1, 2]

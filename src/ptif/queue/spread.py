@@ -35,7 +35,6 @@ marker of the listing is either taken, seen gone, or deferred.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import random
 import threading
@@ -127,6 +126,7 @@ class _Walk:
         self.spread = spread
         self.page = page
         self.keys = [info.key for info in page]
+        self.places = {key: place for place, key in enumerate(self.keys)}
         self.after = after  # the key before the page
         self.relist = relist
         self.left = set(range(len(page)))  # neither taken by this worker nor seen gone
@@ -171,11 +171,14 @@ class _Walk:
         self.spread.looks += 1
         before = self.keys[at - 1] if at else self.after
         found = self.relist(before, self.keys[-1], count)
+        listed = {info.key for info in found}
+        ours = [self.places[key] for key in listed if key in self.places]
         if len(found) < count:
             until = len(self.page)
-        else:
-            until = bisect.bisect_right(self.keys, found[-1].key)
-        listed = {info.key for info in found}
+        elif max(ours, default=-1) >= at:  # up to the last listed, in the store's order
+            until = max(ours) + 1
+        else:  # only markers queued since the page was listed: trust the page for this one
+            return {at}, True
         missing = {p for p in range(at, until) if p in self.left and self.keys[p] not in listed}
         self.left -= missing
         return set(range(at, until)) - missing, not missing
