@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.session
+import botocore.utils
 import pytest
 from fault_proxy import Fault, FaultProxy, Request, Rule
 from s3_server import S3Server, free_ports
@@ -267,6 +268,33 @@ def test_listing_streams_page_by_page(
     rest = [info.key for info in listing]
     assert [names[0], *rest] == names
     assert calls() >= 2
+
+
+def test_a_listing_of_a_few_keys_asks_for_a_few(
+    store: Store, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    names = [f"k{n:02}" for n in range(30)]
+    put_many(store, names)
+    calls = _count_listing_calls(store, monkeypatch, request)
+    listing = store.list(start_after="k04", page_size=8)
+    assert [next(listing).key for _ in range(8)] == names[5:13]
+    assert calls() <= 1
+    assert [info.key for info in listing] == names[13:]  # the rest, a few at a time
+    if isinstance(store, S3Store):
+        assert calls() == 4
+
+
+def test_s3_times_read_as_botocore_reads_them() -> None:
+    """Listings' and heads' times are read with the standard library, in botocore's stead."""
+    forms = [
+        "2026-01-31T12:00:00.000Z", "2026-01-31T12:00:00Z", "2026-01-31T13:00:00+01:00",
+        "Sat, 31 Jan 2026 12:00:00 GMT", "1769860800", 1769860800, 1769860800.5,
+        "2026-01-31T12:00:00",  # no zone: as botocore reads it
+    ]  # fmt: skip
+    for form in forms:
+        assert s3_module._parse_time(form) == botocore.utils.parse_timestamp(form), form
+    with pytest.raises(ValueError):
+        s3_module._parse_time("yesterday-ish")
 
 
 def _count_listing_calls(

@@ -250,10 +250,17 @@ class WatchedStore:
         self._call("check", "", self.inner.check_conditional_writes)
 
     def list(
-        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+        self,
+        prefix: str = "",
+        *,
+        start_after: str = "",
+        recursive: bool = True,
+        page_size: int | None = None,
     ) -> Iterator[ObjectInfo]:
         self._health.check(self.role)
-        listing = self.inner.list(prefix, start_after=start_after, recursive=recursive)
+        listing = self.inner.list(
+            prefix, start_after=start_after, recursive=recursive, page_size=page_size
+        )
         while True:
             item = self._call("list", prefix, lambda: next(listing, None), proves=_found)
             if item is None:

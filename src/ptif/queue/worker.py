@@ -84,7 +84,7 @@ from ptif.queue.outputs import (
 )
 from ptif.queue.pages import clear_left_out, note_left_out
 from ptif.queue.reports import ItemResult, Outcome, RunReport
-from ptif.queue.spread import Spread
+from ptif.queue.spread import Spread, relister, still_queued
 from ptif.queue.workdir import item_folder, work_folder
 from ptif.stores.base import ObjectInfo, ObjectMissing, PreconditionFailed, Store, UnsafeKey
 from ptif.timeutil import format_time
@@ -94,8 +94,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How soon to look again at a marker another worker holds: most finish in seconds.
+#: How soon to look again at a marker another worker holds: most finish in seconds. Each time
+#: it is still held, twice as long (up to 2**BUSY_BACKOFF times, or its lease's expiry).
 BUSY_RECHECK_SECONDS = 2.0
+BUSY_BACKOFF = 4
 #: The names of an item's two files in its work folder.
 SOURCE_NAME, PYRAMID_NAME = "source", "pyramid.tif"
 
@@ -257,10 +259,20 @@ class Worker:
             log.warning("could not save the run report %s: %s", report.name, error)
 
     def _pass(self, pool: ThreadPoolExecutor, options: RunOptions, report: RunReport) -> None:
+        """The listing, then what was busy or left to other workers, once it is due."""
         busy: list[tuple[float, ObjectInfo]] = []
         self._spread = Spread()
         try:
             self._submit_all(pool, self._listing(options, report), options, report, busy)
+            later = time.time() + BUSY_RECHECK_SECONDS
+            busy += [(later, info) for info in self._spread.deferred]
+            while busy and not self._stop.is_set():
+                due_at = min(until for until, _ in busy)
+                if self._stop.wait(max(0.0, due_at - time.time()) + 0.5):
+                    break
+                due = [info for until, info in busy if until <= time.time()]
+                busy[:] = [(until, info) for until, info in busy if until > time.time()]
+                self._submit_all(pool, iter(self._queued_now(due)), options, report, busy)
         except StoreLost:
             return
         except PtifError as error:
@@ -268,13 +280,12 @@ class Worker:
                 raise
             self.health.declare("process", self.stores.process, error)  # no queue, no run
             return
-        while busy and not self._stop.is_set():
-            due_at = min(until for until, _ in busy)
-            if self._stop.wait(max(0.0, due_at - time.time()) + 0.5):
-                break
-            due = [info for until, info in busy if until <= time.time()]
-            busy[:] = [(until, info) for until, info in busy if until > time.time()]
-            self._submit_all(pool, iter(due), options, report, busy)
+
+    def _queued_now(self, markers: list[ObjectInfo]) -> list[ObjectInfo]:
+        """Those of ``markers`` still queued, in an order of this worker's own."""
+        found = still_queued(self.stores.process, self.queue, markers)
+        self._spread.shuffle(found)
+        return found
 
     def _submit_all(
         self,
@@ -284,7 +295,9 @@ class Worker:
         report: RunReport,
         busy: list[tuple[float, ObjectInfo]],
     ) -> None:
-        width = self.settings.workers * 4
+        # As many items in hand as threads: the next marker is chosen as a thread is free to
+        # take it, so a stretch that ends leaves no markers of it queued in the pool.
+        width = self.settings.workers * 2
         window = threading.BoundedSemaphore(width)
         try:
             for info in markers:
@@ -323,7 +336,7 @@ class Worker:
         busy: list[tuple[float, ObjectInfo]],
     ) -> None:
         if item.outcome in (Outcome.BUSY, Outcome.GONE):
-            self._spread.lost()  # another worker is on this stretch of the queue
+            self._spread.lost(info.key)  # another worker may be on this stretch of the queue
         if item.outcome is Outcome.BUSY and item.busy_until is not None:
             busy.append((item.busy_until, info))
             return
@@ -340,9 +353,10 @@ class Worker:
         at too (and skipped if their ``key`` is elsewhere): hashed ones under ``_long/``, and the
         original system's, named by basename at the top of the queue."""
         scoped = self.queue + options.prefix
-        first = self.stores.process.list(scoped)
+        first: Iterator[ObjectInfo] = self.stores.process.list(scoped)
         if options.limit is None:  # with a limit, the first markers listed, as before
-            first = self._spread.order(first, lambda after, last: self._relist(scoped, after, last))
+            markers = (info for info in first if info.key.endswith(".json"))
+            first = self._spread.order(markers, relister(self.stores.process, scoped))
         listings = [first]
         if options.prefix:
             listings.append(self.stores.process.list(self.queue + HASHED_FOLDER))
@@ -359,18 +373,12 @@ class Worker:
                         return
                     count += 1
                     yield info
+            for info in self._spread.deferred:  # taken later, in this pass
+                report.saw_pending(info.modified)
+                count += 1
         finally:
             if self.on_listed and not self._stop.is_set():
                 self.on_listed(count)
-
-    def _relist(self, prefix: str, after: str, last: str) -> list[ObjectInfo]:
-        """The markers under ``prefix`` after ``after`` up to ``last``, as they are now."""
-        found = []
-        for info in self.stores.process.list(prefix, start_after=after):
-            if info.key > last:
-                break
-            found.append(info)
-        return found
 
     # one marker ------------------------------------------------------------------------------
 
@@ -408,7 +416,8 @@ class Worker:
             etag=etag,
         )
         if isinstance(got, Busy):
-            recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS)
+            times = min(self._spread.held(info.key), BUSY_BACKOFF)
+            recheck = min(got.expires, time.time() + BUSY_RECHECK_SECONDS * 2**times)
             return ItemResult(info.key, Outcome.BUSY, marker.key, busy_until=recheck)
         self._keeper.hold(got)
         if self.on_claim:

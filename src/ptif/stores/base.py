@@ -177,11 +177,18 @@ class Store(Protocol):
         ...
 
     def list(
-        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+        self,
+        prefix: str = "",
+        *,
+        start_after: str = "",
+        recursive: bool = True,
+        page_size: int | None = None,
     ) -> Iterator[ObjectInfo]:
         """Objects under ``prefix``, in key order (UTF-8 byte order), streamed page by page.
         ``metadata`` is empty in listings. With ``recursive=False``, only the keys with no
-        ``/`` after ``prefix``: the files of one folder, not of its subfolders."""
+        ``/`` after ``prefix``: the files of one folder, not of its subfolders. ``page_size``:
+        at most that many keys per request, for a caller that reads only the first few (a
+        store that lists without requests may ignore it)."""
         ...
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:

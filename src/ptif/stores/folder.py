@@ -202,7 +202,12 @@ class FolderStore:
         return st if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) else None
 
     def list(
-        self, prefix: str = "", *, start_after: str = "", recursive: bool = True
+        self,
+        prefix: str = "",
+        *,
+        start_after: str = "",
+        recursive: bool = True,
+        page_size: int | None = None,
     ) -> Iterator[ObjectInfo]:
         folder, _, _ = prefix.rpartition("/")
         parts = self._segments(folder) if folder else []
