@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ptif.console import json_text
+from ptif.console import json_text, printable
 from ptif.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -142,8 +142,7 @@ def _text(info: dict[str, Any]) -> str:
         lines.append("  provenance  none recorded (not from a ptif store)")
     if info.get("verified"):
         lines.append("  verified  ok: as the worker checks before an upload")
-    return "\n".join("".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
-                     for line in lines)  # fmt: skip
+    return "\n".join(printable(line) for line in lines)
 
 
 COMMANDS = (add_info,)

@@ -599,11 +599,13 @@ def _failure(budget: Budget, status: int, output: ChildOutput) -> PtifError:
 
 
 def _reason(text: str, status: int, signal_name: str | None) -> str:
+    from ptif.console import printable
+
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     said = next((line for line in lines if "Error:" in line), lines[-1] if lines else "")
     # The decoder's words are the file's (a PostScript program prints what it likes): no
     # control characters reach the operator's terminal, the log or the failure record.
-    said = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in said[:300])
+    said = printable(said[:300])
     if signal_name:
         return f"{said}; killed by {signal_name}" if said else f"crashed ({signal_name})"
     if status == 0:
