@@ -196,19 +196,17 @@ def _busy(
             lower_bound=lower - 1,
             upper_bound=None if upper is None else upper - 1,
         )
-    alarm = cloudwatch.Alarm(
+    return _backlog_alarm(
         scope,
         "BacklogAlarm",
-        alarm_description=f"ptif: markers are queued; the worker service runs one task per "
+        settings,
+        action,
+        f"ptif: markers are queued; the worker service runs one task per "
         f"{settings.backlog_per_task} of them, up to {settings.max_tasks}",
-        metric=backlog_metric(settings),
         threshold=1,
-        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        evaluation_periods=1,
-        treat_missing_data=cloudwatch.TreatMissingData.MISSING,
+        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        periods=1,
     )
-    alarm.add_alarm_action(actions.ApplicationScalingAction(action))
-    return alarm
 
 
 def _idle(
@@ -217,15 +215,40 @@ def _idle(
     """No marker for :data:`IDLE_MINUTES` minutes: down to the minimum."""
     action = _exact_count(scope, "ScaleInWhenIdle", target)
     action.add_adjustment(adjustment=minimum, upper_bound=0)
-    alarm = cloudwatch.Alarm(
+    return _backlog_alarm(
         scope,
         "QueueEmptyAlarm",
-        alarm_description=f"ptif: the queue has been empty for {IDLE_MINUTES} minutes; the "
+        settings,
+        action,
+        f"ptif: the queue has been empty for {IDLE_MINUTES} minutes; the "
         f"worker service goes down to {minimum} task(s)",
-        metric=backlog_metric(settings),
         threshold=0,
-        comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
-        evaluation_periods=IDLE_MINUTES,
+        comparison=cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
+        periods=IDLE_MINUTES,
+    )
+
+
+def _backlog_alarm(
+    scope: Construct,
+    name: str,
+    settings: InfraSettings,
+    action: appscaling.StepScalingAction,
+    description: str,
+    *,
+    threshold: int,
+    comparison: cloudwatch.ComparisonOperator,
+    periods: int,
+) -> cloudwatch.Alarm:
+    """An alarm on the backlog metric that sets the worker count through ``action``; a missing
+    metric changes nothing."""
+    alarm = cloudwatch.Alarm(
+        scope,
+        name,
+        alarm_description=description,
+        metric=backlog_metric(settings),
+        threshold=threshold,
+        comparison_operator=comparison,
+        evaluation_periods=periods,
         treat_missing_data=cloudwatch.TreatMissingData.MISSING,
     )
     alarm.add_alarm_action(actions.ApplicationScalingAction(action))
