@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ptif.convert.cores import available as _cores
 from ptif.convert.formats import READ_EXTENSIONS
 from ptif.convert.limits import (
     DEFAULT_MAX_SECONDS,
@@ -90,7 +91,7 @@ class Settings:
     queue_prefix: str = DEFAULT_QUEUE_PREFIX
     profile: str = "default"
     recipe: dict[str, Any] = field(default_factory=dict)
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=_cores)
     lease_seconds: float = 120.0
     max_attempts: int = 5
     min_age: float = 0.0

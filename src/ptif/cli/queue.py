@@ -26,6 +26,7 @@ from ptif.cli.common import (
 )
 from ptif.cli.main import one_line
 from ptif.console import json_text, printable
+from ptif.convert.cores import available
 from ptif.errors import CODES
 
 # Only the parsers are built at import; everything else loads inside the command that needs it,
@@ -53,7 +54,7 @@ def add_process(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "--workers",
         type=int_range(1),
         metavar="N",
-        help=f"parallel conversions (default: CPU count, {os.cpu_count()})",
+        help=f"parallel conversions (default: the cores ptif may use, {available()})",
     )
     parser.add_argument(
         "--images-mode",

@@ -26,10 +26,10 @@ The search stays cheap, since the trials must not cost more than the pyramid sav
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
+from ptif.convert import cores
 from ptif.convert.encoding import SAMPLE_TILES, WINDOW, Encoding, spots, ssim_windows
 from ptif.convert.tiffwriter import Tiles, pixel_tile
 
@@ -121,7 +121,7 @@ def choose_tiles(pixels: Pixels, recipe: Recipe) -> Encoding:
     floor = recipe.min_quality
     assert floor is not None
     bands = pixels.shape[2]
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(cores.threads()) as pool:
         chosen, colourful = sample_spots(pixels, recipe.tile_size)
         references = list(
             pool.map(lambda s: Reference(pixels, s, recipe.tile_size, s in colourful), chosen)

@@ -33,12 +33,12 @@ floor (explicit ``--quality`` or ``--compression``, ``marble``) are written by l
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ptif.convert import cores
 from ptif.errors import PtifError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
@@ -231,7 +231,7 @@ def write_pyramid(
 
     tables, tile_bytes = _encoder(tiles, tile_size, pixels.shape[2])
     with (
-        ThreadPoolExecutor(os.cpu_count() or 1) as pool,
+        ThreadPoolExecutor(cores.threads()) as pool,
         tifffile.TiffWriter(path, bigtiff=bigtiff) as tif,
     ):
         level = pixels

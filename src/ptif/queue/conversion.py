@@ -9,7 +9,6 @@ when a run starts, so importing the queue package (``ptif status``, the Lambda) 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +42,8 @@ def convert_labelled(
 
 
 def tune_libvips(workers: int) -> None:
-    """Share the cores between parallel conversions instead of oversubscribing them."""
-    import pyvips
+    """Share the cores between parallel conversions instead of oversubscribing them: libvips'
+    threads and ptif's own writer's (:mod:`ptif.convert.cores`)."""
+    from ptif.convert import cores
 
-    pyvips.concurrency_set(max(1, (os.cpu_count() or 1) // workers))
+    cores.share(workers)

@@ -1,0 +1,68 @@
+"""How many threads a conversion takes: the cores the process may use, shared between the
+conversions that run at once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ptif.convert import cores
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2.0),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage"}, None),
+        ({}, None),
+    ],
+)
+def test_the_cgroup_quota_is_read_from_either_cgroup_version(
+    tmp_path: Path, files: dict[str, str], quota: float | None
+) -> None:
+    assert cores._cgroup_quota(write(tmp_path, files)) == quota
+
+
+def test_a_quota_below_the_affinity_mask_bounds_the_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(cores, "_CGROUP", write(tmp_path, {"cpu.max": "150000 100000"}))
+    assert cores.available() == 2  # 1.5 cores: two threads, one of them half the time
+    monkeypatch.setattr(cores, "_CGROUP", tmp_path / "none")
+    assert cores.available() == 8
+
+
+def test_the_affinity_mask_bounds_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    assert cores.available() == 1
+
+
+def test_conversions_at_once_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyvips
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(cores, "_CGROUP", Path("/nonexistent"))
+    before = pyvips.concurrency_get()
+    try:
+        cores.share(2)
+        assert (cores.threads(), pyvips.concurrency_get()) == (4, 4)
+        cores.share(16)
+        assert (cores.threads(), pyvips.concurrency_get()) == (1, 1)
+    finally:
+        cores.share(1)
+        pyvips.concurrency_set(before)
+    assert cores.threads() == 8
