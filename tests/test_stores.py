@@ -162,6 +162,33 @@ def test_metadata_with_control_characters(store: Store) -> None:
     assert head is not None and dict(head.metadata) == meta
 
 
+def test_the_longest_key_of_accented_letters_fits_the_pyramids_metadata(store: Store) -> None:
+    """The longest source key the queue takes (1,024 bytes), in two-byte letters: the
+    pyramid's metadata, sent as encoded words, a third longer, still fits S3's 2 KB."""
+    from ptif.queue.outputs import output_metadata
+
+    key = "é" * 508 + ".png"
+    sides = {"width": "123456", "height": "123456", "iiif-width": "123456",
+             "iiif-height": "123456", "iiif-pages": "10", "pages": "10"}  # fmt: skip
+    conversion = {**sides, "iiif-tilesize": "256", "ptif-recipe": "0" * 12,
+                  "ptif-encoding": "jpeg-q100-444"}  # fmt: skip
+    meta = output_metadata(conversion, key, f'"{"0" * 32}-10000"', page=999, pages=999,
+                           source_pages=999)  # fmt: skip
+    sent = {k: s3_module._encode_value(v) for k, v in meta.items()}
+    assert len(sent["ptif-source-key"]) > 1350
+    assert sum(len(k) + len(v) for k, v in sent.items()) <= 2048
+    store.put_bytes("long/x.tif", b"x", metadata=meta)
+    head = store.head("long/x.tif")
+    assert head is not None and dict(head.metadata) == meta
+
+
+def test_metadata_past_2_kb_as_sent_is_refused_before_any_request() -> None:
+    """1,400 bytes of text fit as text but not as the encoded word S3 counts (1,880)."""
+    assert len(s3_module._encode_metadata({"k": "é" * 700})["k"]) == 1880
+    with pytest.raises(ValueError, match="as sent"):
+        s3_module._encode_metadata({"k": "é" * 700, "other": "x" * 200})
+
+
 def test_missing_objects(store: Store, tmp_path: Path) -> None:
     with pytest.raises(ObjectMissing):
         store.get_bytes("nothing/here")

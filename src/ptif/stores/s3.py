@@ -46,6 +46,7 @@ from botocore.config import Config
 
 from ptif.errors import DISK_FULL, UNSUPPORTED, ConfigError, PtifError
 from ptif.stores.base import (
+    MAX_METADATA_BYTES,
     ObjectInfo,
     ObjectMissing,
     ObjectTooBig,
@@ -771,8 +772,13 @@ def _utc(moment: datetime) -> datetime:
 
 def _encode_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """HTTP headers carry ASCII, so other text goes as an RFC 2047 encoded word, the form AWS
-    itself returns such values in."""
-    return {k: _encode_value(v) for k, v in normalize_metadata(metadata).items()}
+    itself returns such values in. S3's 2 KB counts the headers as sent, so the encoded words
+    are what must fit (a third more than their text)."""
+    encoded = {k: _encode_value(v) for k, v in normalize_metadata(metadata).items()}
+    size = sum(len(k) + len(v) for k, v in encoded.items())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata takes {size} bytes as sent; S3 allows {MAX_METADATA_BYTES}")
+    return encoded
 
 
 def _encode_value(value: str) -> str:
