@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -62,10 +63,17 @@ def written(pixels: np.ndarray, path: Path, tiles: Tiles, bigtiff: bool = False)
     return path
 
 
-def test_levels_are_libvips_own_pixel_for_pixel(tmp_path: Path) -> None:
-    pixels = textured(1001, 777)
+@pytest.mark.parametrize(
+    ("width", "height", "bands", "threads"),
+    [(1001, 777, 3, 2), (1001, 777, 3, 1), (777, 1025, 1, 2), (1024, 515, 1, 1)],
+)
+def test_levels_are_libvips_own_pixel_for_pixel(
+    tmp_path: Path, width: int, height: int, bands: int, threads: int
+) -> None:
+    """Odd sides and even ones, grey and colour, halved on a pool or on the caller's thread."""
+    pixels = textured(width, height, bands)
     theirs = libvips_levels(pixels, tmp_path)
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
         level = pixels
         for number, expected in enumerate(theirs):
             if number:

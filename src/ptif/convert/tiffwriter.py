@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 #: The JPEG chroma layouts: YCbCr 4:2:0, YCbCr 4:4:4, or one grey channel.
 SUBSAMPLING = {"420": (2, 2), "444": (1, 1), "grey": None}
 #: Rows of the smaller level computed by one task when a level is halved.
-_HALVE_ROWS = 128
+_HALVE_ROWS = 256
 _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
 _APP0, _DQT, _SOS = 0xE0, 0xDB, 0xDA
 #: TIFF tags written beside tifffile's own: Orientation, XMP, IPTC (as libvips writes them).
@@ -149,25 +149,26 @@ def pixel_tile(pixels: Pixels, x: int, y: int, size: int, block: int) -> Pixels:
     return tile
 
 
-def halve(pixels: Pixels, pool: ThreadPoolExecutor) -> Pixels:
+def halve(pixels: Pixels, pool: ThreadPoolExecutor | None) -> Pixels:
     """The next level down, as libvips' pyramid makes it: the rounded mean of each 2x2 block,
-    sides halved and rounded down."""
-    height, width = pixels.shape[0] // 2, pixels.shape[1] // 2
-    smaller = np.empty((height, width, pixels.shape[2]), np.uint8)
+    sides halved and rounded down. Pillow's ``reduce(2)`` computes exactly that mean, at a
+    third of numpy's CPU, on slabs of whole rows (contiguous: no copy to hand them over);
+    it rounds an odd side up, so the last column of an odd width is cut off."""
+    from PIL import Image
+
+    height, width, bands = pixels.shape[0] // 2, pixels.shape[1] // 2, pixels.shape[2]
+    mode = "RGB" if bands == 3 else "L"
+    smaller = np.empty((height, width, bands), np.uint8)
 
     def rows(top: int) -> None:
         bottom = min(height, top + _HALVE_ROWS)
-        above = pixels[2 * top : 2 * bottom : 2, : 2 * width]
-        below = pixels[2 * top + 1 : 2 * bottom : 2, : 2 * width]
-        total = above[:, 0::2].astype(np.uint16)
-        total += above[:, 1::2]
-        total += below[:, 0::2]
-        total += below[:, 1::2]
-        total += 2
-        total >>= 2
-        smaller[top:bottom] = total
+        slab = np.ascontiguousarray(pixels[2 * top : 2 * bottom])
+        size = (pixels.shape[1], 2 * (bottom - top))
+        reduced = Image.frombuffer(mode, size, slab, "raw", mode, 0, 1).reduce(2)
+        done = np.frombuffer(reduced.tobytes(), np.uint8).reshape(bottom - top, -1, bands)
+        smaller[top:bottom] = done[:, :width]
 
-    list(pool.map(rows, range(0, height, _HALVE_ROWS)))
+    list(_map(pool, rows, range(0, height, _HALVE_ROWS)))
     return smaller
 
 
@@ -263,6 +264,11 @@ def _encoder(
         return rest if own == tables else _SOI + own + rest[2:]
 
     return tables, tile_bytes
+
+
+def _map(pool: ThreadPoolExecutor | None, work: Callable[[Any], Any], items: Iterable[Any]) -> Any:
+    """``work`` of each item, on the pool's threads when there is a pool."""
+    return map(work, items) if pool is None else pool.map(work, items)
 
 
 def _directory(
