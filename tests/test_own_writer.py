@@ -17,9 +17,16 @@ import pytest
 import pyvips
 import tifffile
 
+from ptif.convert import cores
 from ptif.convert.embedded import read_description
 from ptif.convert.pyramid import expected_levels
-from ptif.convert.tiffwriter import Embedded, Expired, Tiles, halve, write_pyramid
+from ptif.convert.tiffwriter import (
+    Embedded,
+    Expired,
+    Tiles,
+    halve,
+    write_pyramid,
+)
 
 PTIF = (sys.executable, "-m", "ptif")
 #: Mean absolute difference, per sample, between a noisy level and its tiles decoded at Q90.
@@ -80,6 +87,56 @@ def test_levels_are_libvips_own_pixel_for_pixel(
                 level = halve(level, pool)
             assert level.shape == expected.shape
             assert np.array_equal(level, expected), f"level {number} differs"
+
+
+def tile_streams(path: Path, page: int = 0) -> tuple[bytes, list[bytes]]:
+    """A directory's JPEGTables and its tiles' bytes, as the file holds them."""
+    with tifffile.TiffFile(path) as tiff:
+        level = tiff.pages[page]
+        tables = bytes(level.tags["JPEGTables"].value)
+        handle = tiff.filehandle
+        tiles = []
+        for offset, count in zip(level.dataoffsets, level.databytecounts, strict=True):
+            handle.seek(offset)
+            tiles.append(handle.read(count))
+    return tables, tiles
+
+
+def markers(stream: bytes) -> list[int]:
+    """The markers of a JPEG stream up to its scan (or its end, for tables alone)."""
+    found, at = [stream[1]], 2
+    while at < len(stream) and stream[at + 1] not in (0xDA, 0xD9):
+        found.append(stream[at + 1])
+        at += 2 + int.from_bytes(stream[at + 2 : at + 4], "big")
+    return [*found, stream[at + 1]]
+
+
+@pytest.mark.parametrize(("chroma", "bands"), [("420", 3), ("grey", 1)])
+def test_tables_sit_once_per_level_and_tiles_are_abbreviated(
+    tmp_path: Path, chroma: str, bands: int
+) -> None:
+    """As libtiff writes JPEG tiles: quantisation and Huffman tables in JPEGTables, each tile
+    start of image, frame header and scan, nothing else."""
+    path = written(textured(700, 600, bands), tmp_path / "own.tif", Tiles(84, chroma))
+    dqt, dht = (2, 4) if bands == 3 else (1, 2)
+    for page, count in enumerate((9, 4, 1)):
+        tables, tiles = tile_streams(path, page)
+        assert markers(tables) == [0xD8, *[0xDB] * dqt, *[0xC4] * dht, 0xD9]
+        assert len(tiles) == count
+        for tile in tiles:
+            assert markers(tile) == [0xD8, 0xC0, 0xDA]
+            assert tile.endswith(b"\xff\xd9")
+
+
+def test_one_thread_writes_the_same_file_as_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pixels = textured(1001, 777)
+    files = []
+    for threads in (1, 2):
+        monkeypatch.setattr(cores, "threads", lambda threads=threads: threads)
+        files.append(written(pixels, tmp_path / f"{threads}.tif", Tiles(80, "444")).read_bytes())
+    assert files[0] == files[1]
 
 
 @pytest.mark.parametrize(("chroma", "bands"), [("420", 3), ("444", 3), ("grey", 1)])
