@@ -25,6 +25,7 @@ from ptif.convert.tiffwriter import (
     Expired,
     Tiles,
     halve,
+    pixel_tile,
     write_pyramid,
 )
 
@@ -137,6 +138,28 @@ def test_one_thread_writes_the_same_file_as_two(
         monkeypatch.setattr(cores, "threads", lambda threads=threads: threads)
         files.append(written(pixels, tmp_path / f"{threads}.tif", Tiles(80, "444")).read_bytes())
     assert files[0] == files[1]
+
+
+def test_tiles_already_encoded_are_written_as_they_are(tmp_path: Path) -> None:
+    """A ready stream with the level's tables is the tile; one of another quality or chroma is
+    not used (the level's JPEGTables would not decode it): that tile is encoded again."""
+    pixels = textured(600, 300)
+    tiles = Tiles(80, "420")
+    white = np.full_like(pixels, 255)
+    ready = {
+        (0, 0): tiles.encode_fast(pixel_tile(white, 0, 0, 256, tiles.block)),
+        (1, 0): Tiles(81, "420").encode_fast(pixel_tile(white, 1, 0, 256, tiles.block)),
+        (2, 0): Tiles(80, "444").encode_fast(pixel_tile(white, 2, 0, 256, 8)),
+    }
+    path = tmp_path / "ready.tif"
+    write_pyramid(path, pixels, 2, 256, tiles, embedded(), bigtiff=False, ready=ready)
+    level = pyvips.Image.tiffload(str(path), fail_on="warning").numpy().astype(int)
+    assert (level[:256, :256] >= 250).all()
+    for x in (1, 2):
+        part = np.s_[:256, 256 * x : 256 * (x + 1)]
+        assert np.abs(level[part] - pixels[part]).mean() < JPEG_ERROR, x
+    smaller = pyvips.Image.tiffload(str(path), page=1).numpy().astype(int)
+    assert np.abs(smaller - halve(pixels, None)).mean() < JPEG_ERROR  # made from the pixels
 
 
 @pytest.mark.parametrize(("chroma", "bands"), [("420", 3), ("444", 3), ("grey", 1)])

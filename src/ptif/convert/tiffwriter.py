@@ -48,7 +48,7 @@ from ptif.errors import PtifError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from pathlib import Path
     from typing import Any, Final
 
@@ -253,8 +253,14 @@ def write_pyramid(
     *,
     bigtiff: bool,
     deadline: float | None = None,
+    ready: Mapping[tuple[int, int], bytes] | None = None,
 ) -> None:
     """Write ``levels`` levels of ``pixels`` (height x width x bands, C order) to ``path``.
+
+    ``ready`` holds tiles of the first level already encoded, keyed by (column, row): complete
+    JPEG streams as :meth:`Tiles.encode_fast` returns them for :func:`pixel_tile`. Each is
+    written as it is when its tables are the level's (the same quality and chroma), else the
+    tile is encoded again.
 
     Raises :class:`Expired` once ``time.perf_counter()`` passes ``deadline``, and ``OSError``
     when the file cannot be written (a full disk...)."""
@@ -277,7 +283,7 @@ def write_pyramid(
             if number:
                 check()
                 level = halve(level, pool)
-            chunks = _Level(level, tile_size, tiles, shared)
+            chunks = _Level(level, tile_size, tiles, shared, None if number else ready)
             options = _directory(level.shape, number, tiles, shared.tables, embedded)
             tif.write(in_order(pool, chunks.encoded, chunks.starts(), check),
                       tile=(tile_size, tile_size), **options)  # fmt: skip
@@ -287,10 +293,18 @@ class _Level:
     """One level's tiles, encoded :data:`_CHUNK_TILES` at a time (one task each) in the order
     of the file: row by row, left to right."""
 
-    __slots__ = ("columns", "count", "pixels", "shared", "size", "tiles")
+    __slots__ = ("columns", "count", "pixels", "ready", "shared", "size", "tiles")
 
-    def __init__(self, pixels: Pixels, size: int, tiles: Tiles, shared: Shared) -> None:
-        self.pixels, self.size, self.tiles, self.shared = pixels, size, tiles, shared
+    def __init__(
+        self,
+        pixels: Pixels,
+        size: int,
+        tiles: Tiles,
+        shared: Shared,
+        ready: Mapping[tuple[int, int], bytes] | None,
+    ) -> None:
+        self.pixels, self.size, self.tiles, self.shared, self.ready = (
+            pixels, size, tiles, shared, ready)  # fmt: skip
         self.columns = -(-pixels.shape[1] // size)
         self.count = self.columns * -(-pixels.shape[0] // size)
 
@@ -303,6 +317,11 @@ class _Level:
         return [self.tile(number % columns, number // columns) for number in range(start, end)]
 
     def tile(self, x: int, y: int) -> bytes:
+        stream = self.ready.get((x, y)) if self.ready else None
+        if stream is not None:
+            kept = self.shared.abbreviated(stream)
+            if kept is not None:
+                return kept
         stream = self.tiles.encode_fast(pixel_tile(self.pixels, x, y, self.size, self.tiles.block))
         kept = self.shared.abbreviated(stream)
         # Never seen (the encoder writes the same markers for the same settings), and still
