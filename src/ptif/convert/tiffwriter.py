@@ -143,7 +143,8 @@ def pixel_tile(pixels: Pixels, x: int, y: int, size: int, block: int) -> Pixels:
     """The tile at column ``x``, row ``y`` of the grid, padded to ``size`` square: a partial
     tile repeats its last column and row two pixels on and up to the next block boundary, then
     zeros. (A decoder's smooth chroma upsampling blends an edge pixel's chroma with the next
-    sample's, two pixels on: black there would darken the edge.)"""
+    sample's, two pixels on: black there would darken the edge.) A whole tile is a view of
+    ``pixels``, not a copy: the encoder reads rows at any stride."""
     part = pixels[y * size : (y + 1) * size, x * size : (x + 1) * size]
     height, width = part.shape[:2]
     if (height, width) == (size, size):
