@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,17 @@ import pytest
 import pyvips
 import tifffile
 
+from ptif.convert import cores
 from ptif.convert.embedded import read_description
 from ptif.convert.pyramid import expected_levels
-from ptif.convert.tiffwriter import Embedded, Expired, Tiles, halve, write_pyramid
+from ptif.convert.tiffwriter import (
+    Embedded,
+    Expired,
+    Tiles,
+    halve,
+    pixel_tile,
+    write_pyramid,
+)
 
 PTIF = (sys.executable, "-m", "ptif")
 #: Mean absolute difference, per sample, between a noisy level and its tiles decoded at Q90.
@@ -62,16 +71,98 @@ def written(pixels: np.ndarray, path: Path, tiles: Tiles, bigtiff: bool = False)
     return path
 
 
-def test_levels_are_libvips_own_pixel_for_pixel(tmp_path: Path) -> None:
-    pixels = textured(1001, 777)
+@pytest.mark.parametrize(
+    ("width", "height", "bands", "threads"),
+    [(1001, 777, 3, 2), (1001, 777, 3, 1), (777, 1025, 1, 2), (1024, 515, 1, 1)],
+)
+def test_levels_are_libvips_own_pixel_for_pixel(
+    tmp_path: Path, width: int, height: int, bands: int, threads: int
+) -> None:
+    """Odd sides and even ones, grey and colour, halved on a pool or on the caller's thread."""
+    pixels = textured(width, height, bands)
     theirs = libvips_levels(pixels, tmp_path)
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
         level = pixels
         for number, expected in enumerate(theirs):
             if number:
                 level = halve(level, pool)
             assert level.shape == expected.shape
             assert np.array_equal(level, expected), f"level {number} differs"
+
+
+def tile_streams(path: Path, page: int = 0) -> tuple[bytes, list[bytes]]:
+    """A directory's JPEGTables and its tiles' bytes, as the file holds them."""
+    with tifffile.TiffFile(path) as tiff:
+        level = tiff.pages[page]
+        tables = bytes(level.tags["JPEGTables"].value)
+        handle = tiff.filehandle
+        tiles = []
+        for offset, count in zip(level.dataoffsets, level.databytecounts, strict=True):
+            handle.seek(offset)
+            tiles.append(handle.read(count))
+    return tables, tiles
+
+
+def markers(stream: bytes) -> list[int]:
+    """The markers of a JPEG stream up to its scan (or its end, for tables alone)."""
+    found, at = [stream[1]], 2
+    while at < len(stream) and stream[at + 1] not in (0xDA, 0xD9):
+        found.append(stream[at + 1])
+        at += 2 + int.from_bytes(stream[at + 2 : at + 4], "big")
+    return [*found, stream[at + 1]]
+
+
+@pytest.mark.parametrize(("chroma", "bands"), [("420", 3), ("grey", 1)])
+def test_tables_sit_once_per_level_and_tiles_are_abbreviated(
+    tmp_path: Path, chroma: str, bands: int
+) -> None:
+    """As libtiff writes JPEG tiles: quantisation and Huffman tables in JPEGTables, each tile
+    start of image, frame header and scan, nothing else; tifffile decodes each level to the
+    pixels libvips decodes."""
+    path = written(textured(700, 600, bands), tmp_path / "own.tif", Tiles(84, chroma))
+    dqt, dht = (2, 4) if bands == 3 else (1, 2)
+    for page, count in enumerate((9, 4, 1)):
+        tables, tiles = tile_streams(path, page)
+        assert markers(tables) == [0xD8, *[0xDB] * dqt, *[0xC4] * dht, 0xD9]
+        assert len(tiles) == count
+        for tile in tiles:
+            assert markers(tile) == [0xD8, 0xC0, 0xDA]
+            assert tile.endswith(b"\xff\xd9")
+        theirs = pyvips.Image.tiffload(str(path), page=page).numpy()
+        assert np.array_equal(tifffile.imread(path, key=page).reshape(theirs.shape), theirs)
+
+
+def test_one_thread_writes_the_same_file_as_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pixels = textured(1001, 777)
+    files = []
+    for threads in (1, 2):
+        monkeypatch.setattr(cores, "threads", lambda threads=threads: threads)
+        files.append(written(pixels, tmp_path / f"{threads}.tif", Tiles(80, "444")).read_bytes())
+    assert files[0] == files[1]
+
+
+def test_tiles_already_encoded_are_written_as_they_are(tmp_path: Path) -> None:
+    """A ready stream with the level's tables is the tile; one of another quality or chroma is
+    not used (the level's JPEGTables would not decode it): that tile is encoded again."""
+    pixels = textured(600, 300)
+    tiles = Tiles(80, "420")
+    white = np.full_like(pixels, 255)
+    ready = {
+        (0, 0): tiles.encode_fast(pixel_tile(white, 0, 0, 256, tiles.block)),
+        (1, 0): Tiles(81, "420").encode_fast(pixel_tile(white, 1, 0, 256, tiles.block)),
+        (2, 0): Tiles(80, "444").encode_fast(pixel_tile(white, 2, 0, 256, 8)),
+    }
+    path = tmp_path / "ready.tif"
+    write_pyramid(path, pixels, 2, 256, tiles, embedded(), bigtiff=False, ready=ready)
+    level = pyvips.Image.tiffload(str(path), fail_on="warning").numpy().astype(int)
+    assert (level[:256, :256] >= 250).all()
+    for x in (1, 2):
+        part = np.s_[:256, 256 * x : 256 * (x + 1)]
+        assert np.abs(level[part] - pixels[part]).mean() < JPEG_ERROR, x
+    smaller = pyvips.Image.tiffload(str(path), page=1).numpy().astype(int)
+    assert np.abs(smaller - halve(pixels, None)).mean() < JPEG_ERROR  # made from the pixels
 
 
 @pytest.mark.parametrize(("chroma", "bands"), [("420", 3), ("444", 3), ("grey", 1)])

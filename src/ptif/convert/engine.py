@@ -445,10 +445,16 @@ def _within_deadline(job: _Job, image: pyvips.Image, where: Path, work: Callable
 
 
 def _own_writer(
-    job: _Job, image: pyvips.Image, pixels: Pixels, encoding: Encoding, options: dict[str, Any]
+    job: _Job,
+    image: pyvips.Image,
+    pixels: Pixels,
+    encoding: Encoding,
+    options: dict[str, Any],
+    ready: Mapping[tuple[int, int], bytes] | None = None,
 ) -> Callable[[Path], None]:
     """ptif's own writer (:mod:`ptif.convert.tiffwriter`) writes the pyramid from ``pixels``,
-    with what :func:`~ptif.convert.embedded.embed` put on ``image``."""
+    with what :func:`~ptif.convert.embedded.embed` put on ``image``; ``ready`` are tiles of
+    the first level already encoded (:func:`~ptif.convert.tiffwriter.write_pyramid`)."""
     from ptif.convert.tiffwriter import Embedded, Expired, write_pyramid
 
     carried = [
@@ -466,7 +472,8 @@ def _own_writer(
     def save(temp: Path) -> None:
         try:
             write_pyramid(temp, pixels, levels, options["tile_width"], encoding.tiles(),
-                          embedded, bigtiff=options["bigtiff"], deadline=job.deadline)  # fmt: skip
+                          embedded, bigtiff=options["bigtiff"], deadline=job.deadline,
+                          ready=ready)  # fmt: skip
         except Expired as error:
             elapsed = time.perf_counter() - job.started
             raise too_slow(job.src, job.limits.max_seconds, elapsed) from error
