@@ -255,3 +255,31 @@ def test_the_run_report_counts_each_encoding(images: dict[str, Path], tmp_path: 
               ("photo", "stars")]  # fmt: skip
     assert labels[0] != labels[1], "the floor chose each image's own encoding"
     assert counted == {label: 1 for label in labels}, counted
+
+
+def test_the_pick_hands_back_its_sample_tiles_as_the_writer_encodes_them(
+    images: dict[str, Path],
+) -> None:
+    """The pick's trial streams are the pyramid's level-0 tiles when it is written with
+    standard Huffman tables: each is byte for byte the writer's encoding of that tile, keyed
+    by its column and row. A small image is sampled whole (edge tiles included), a large one
+    in up to :data:`~ptif.convert.encoding.SAMPLE_TILES` tiles."""
+    from ptif.convert.candidates import choose_tiles, sample_spots
+    from ptif.convert.tiffwriter import pixel_tile
+
+    recipe = get_profile("default").recipe
+    size = recipe.tile_size
+    photo = pyvips.Image.new_from_file(str(images["photo"]))
+    for image, whole in ((photo, True), (photo.resize(2), False)):
+        pixels = image.numpy()
+        ready: dict[tuple[int, int], bytes] = {}
+        tiles = choose_tiles(pixels, recipe, ready).tiles()
+        grid = {(x, y) for y in range(-(-image.height // size))
+                for x in range(-(-image.width // size))}  # fmt: skip
+        if whole:
+            assert set(ready) == grid
+        else:
+            assert set(ready) == set(sample_spots(pixels, size)[0]) < grid
+            assert len(ready) <= encoding.SAMPLE_TILES
+        for (x, y), stream in ready.items():
+            assert stream == tiles.encode_fast(pixel_tile(pixels, x, y, size, tiles.block))

@@ -319,9 +319,7 @@ def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
 def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
-    pixels = None
-    if not opened.streamed and holdable(image, recipe):
-        pixels = _hold(job, image)
+    pixels = _hold(job, image) if not opened.streamed and holdable(image, recipe) else None
     if pixels is not None:
         image = opened.image = detached(image, pixels)
     if pixels is None:
@@ -329,7 +327,8 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
     else:
         from ptif.convert.candidates import choose_tiles  # numpy, only for images held
 
-        encoding = choose_tiles(pixels, recipe)
+        ready: dict[tuple[int, int], bytes] = {}  # the pick's sample tiles, already encoded
+        encoding = choose_tiles(pixels, recipe, ready)
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff, quality=encoding.quality)
