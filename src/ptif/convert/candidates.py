@@ -66,6 +66,9 @@ SLOPE = 0.4
 #: keeps; on so many tiles, the lattice is the sample's larger part.)
 SCOUT_TILES = 256
 SCOUT_STEP = 16
+#: A later layout is tried only if its lowest quality saves this share of the pick's bytes:
+#: a smaller saving is not worth its trials.
+SAVING = 0.1
 #: A quality that holds is taken once the lowest that holds lies at most this many steps below.
 STEPS_ABOVE = 1
 
@@ -176,14 +179,15 @@ def _fewest_bytes(trials: Trials, chromas: tuple[str, ...], floor: float) -> Fou
 def _under(trials: Trials, chroma: str, best: Found) -> int | None:
     """About the highest quality below ``best``'s whose sample bytes as ``chroma`` stay under
     ``best``'s (a later layout at the pick's quality or above takes more bytes: 4:4:4 than
-    4:2:0), or ``None`` when even the lowest quality's do not. Found by encoding alone (no
-    decode, no SSIM): the lowest quality, then where its bytes reach ``best``'s if they
-    rise with the quality as ``best``'s layout's do (their ratio is nearly constant), then,
-    if that quality's bytes pass the bound, where ``log(bytes)`` crosses it between the two."""
+    4:2:0), or ``None`` when even the lowest quality's do not save :data:`SAVING` of them.
+    Found by encoding alone (no decode, no SSIM): the lowest quality, then where its bytes
+    reach ``best``'s if they rise with the quality as ``best``'s layout's do (their ratio is
+    nearly constant), then, if that quality's bytes pass the bound, where ``log(bytes)``
+    crosses it between the two."""
     picked = best.encoding
     assert picked.chroma is not None
     low, high = QUALITIES[0], picked.quality  # bytes under at low, not at high
-    if low >= high or trials.size(low, chroma) >= best.bytes:
+    if low >= high or trials.size(low, chroma) >= best.bytes * (1 - SAVING):
         return None
     under = math.log(trials.size(low, chroma))
     rise = (math.log(best.bytes) - math.log(trials.size(low, picked.chroma))) / (high - low)
@@ -340,23 +344,26 @@ def _window_sums(values: Any) -> Any:
 
 def sample_spots(pixels: Pixels, tile: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """The sample's tiles (column, row on the pyramid's grid), and the colourful ones among
-    them: every tile of an image of no more than :data:`~ptif.convert.encoding.SAMPLE_TILES`
-    whole tiles, edge tiles included, else whole tiles spread over it
-    (:func:`~ptif.convert.encoding.spots`). On an image of more than :data:`SCOUT_TILES`
-    tiles, the colourful ones are found on every :data:`SCOUT_STEP`-th pixel of every
+    them: every tile of an image of no more than half :data:`~ptif.convert.encoding.SAMPLE_TILES`
+    whole tiles, edge tiles included, else a third of its whole tiles, at least half
+    :data:`~ptif.convert.encoding.SAMPLE_TILES` and at most all of them, spread over it
+    (:func:`~ptif.convert.encoding.spots`): a trial of a sample as large as the image costs
+    three times the pyramid's level 0. On an image of more than :data:`SCOUT_TILES` tiles,
+    the colourful ones are found on every :data:`SCOUT_STEP`-th pixel of every
     :data:`SCOUT_STEP`-th row."""
     import pyvips
 
     height, width, bands = pixels.shape
     columns, rows = width // tile, height // tile
-    if columns * rows <= SAMPLE_TILES:
+    if columns * rows <= SAMPLE_TILES // 2:
         every = [(x, y) for y in range(-(-height // tile)) for x in range(-(-width // tile))]
         return every, []
+    count = min(SAMPLE_TILES, max(SAMPLE_TILES // 2, columns * rows // 3))
     whole = pyvips.Image.new_from_memory(pixels.data, width, height, bands, "uchar")
     if columns * rows <= SCOUT_TILES:
-        return spots(whole, tile, rows)
+        return spots(whole, tile, rows, count=count)
     step = max(1, min(SCOUT_STEP, tile // 4))
     small = np.ascontiguousarray(pixels[: rows * tile : step, : columns * tile : step])
     scout = pyvips.Image.new_from_memory(small.data, small.shape[1], small.shape[0], bands,
                                          "uchar")  # fmt: skip
-    return spots(whole, tile, rows, scout)
+    return spots(whole, tile, rows, scout, count)

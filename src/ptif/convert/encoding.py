@@ -230,20 +230,24 @@ def _tiles(image: pyvips.Image, tile: int, top: int, bottom: int) -> pyvips.Imag
 
 
 def spots(
-    image: pyvips.Image, tile: int, rows: int, scout: pyvips.Image | None = None
+    image: pyvips.Image,
+    tile: int,
+    rows: int,
+    scout: pyvips.Image | None = None,
+    count: int = SAMPLE_TILES,
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """:data:`SAMPLE_TILES` positions of whole tiles among the top ``rows`` rows of the grid
-    (a lattice spread over them, plus the tiles of most colour detail: the detail 4:2:0
-    smears), and the positions of those colourful tiles. The colour detail is found on
-    ``scout`` when given (those rows of whole tiles, each tile a few pixels square), else on
-    a copy :data:`SCOUT` times smaller on each side."""
+    """``count`` positions of whole tiles among the top ``rows`` rows of the grid (a lattice
+    spread over them, plus the tiles of most colour detail: the detail 4:2:0 smears), and the
+    positions of those colourful tiles. The colour detail is found on ``scout`` when given
+    (those rows of whole tiles, each tile a few pixels square), else on a copy :data:`SCOUT`
+    times smaller on each side."""
     columns = image.width // tile
-    chosen = _lattice(columns, rows, SAMPLE_TILES - COLOURFUL_TILES)
+    chosen = _lattice(columns, rows, count - COLOURFUL_TILES)
     if scout is None:
         scout = image.crop(0, 0, columns * tile, rows * tile).shrink(SCOUT, SCOUT)
     colourful = _colourful(scout, scout.width // columns, columns, rows)
     for spot in colourful:
-        if len(chosen) >= SAMPLE_TILES:
+        if len(chosen) >= count:
             break
         if spot not in chosen:
             chosen.append(spot)
