@@ -25,9 +25,12 @@ The search stays cheap, since the trials must not cost more than the pyramid sav
   the floor once they bracket it. The search stops when the line puts the lowest quality that
   holds within :data:`STEPS_ABOVE` of the lowest known to hold: a step of quality costs a few
   percent of bytes, a trial costs as much as encoding the sample three times;
-- 4:4:4 only below the 4:2:0 pick's quality and bytes: the highest quality under those bytes is
-  found by encoding alone (no decode, no SSIM), and measured first; if it misses the floor, no
-  4:4:4 candidate can win.
+- 4:4:4 only below the 4:2:0 pick's quality and bytes, and only if its lowest quality saves
+  :data:`SAVING` of them: about the highest quality under those bytes is found by encoding
+  alone (no decode, no SSIM), and measured first; if it misses the floor, no 4:4:4 candidate
+  can win;
+- a mid-sized image is sampled in a third of its whole tiles, not all of them
+  (:func:`sample_spots`).
 """
 
 from __future__ import annotations
