@@ -275,3 +275,28 @@ def test_ptif_info_shows_what_the_default_wrote(tmp_path: Path) -> None:
                           check=True).stdout  # fmt: skip
     count = len(expected_levels(width, height, 256))
     assert "256x256, jpeg" in text and label in text and f"levels    {count}:" in text
+
+
+@pytest.mark.parametrize(("width", "height"), [(600, 400), (1800, 1200)])
+def test_the_trials_tiles_make_the_same_file_as_encoding_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int, height: int
+) -> None:
+    """The quality floor's sample tiles, handed to the writer, are the very tiles it would
+    encode: the file is byte for byte the one written without them."""
+    import ptif.convert.engine as engine
+    from ptif.convert.engine import convert
+
+    src = tmp_path / "src.png"
+    pyvips.Image.new_from_array(textured(width, height)).pngsave(str(src))
+    handed: list[int] = []
+    own_writer = engine._own_writer
+
+    def without_ready(*args: object) -> object:
+        handed.append(len(args[5]))  # type: ignore[arg-type]
+        return own_writer(*args[:5])  # type: ignore[arg-type]
+
+    convert(src, tmp_path / "with.tif")
+    monkeypatch.setattr(engine, "_own_writer", without_ready)
+    convert(src, tmp_path / "without.tif")
+    assert handed and handed[0] >= 4
+    assert (tmp_path / "with.tif").read_bytes() == (tmp_path / "without.tif").read_bytes()

@@ -119,7 +119,9 @@ def test_fine_colour_detail_holds_the_floor_in_fewer_bytes_than_rgb_q90(
     rgb = convert(images[name], tmp_path / "q90.tif", get_profile("default").with_overrides(
         quality=90).recipe)  # fmt: skip
     assert level0(rgb.path)[0] == PHOTOMETRIC_RGB
-    assert result.bytes < 0.8 * rgb.bytes
+    # one-pixel lines on flat paper are the worst case of standard Huffman tables (about 10%
+    # more than tables fitted to the tile): still a sixth under RGB Q90
+    assert result.bytes < 0.85 * rgb.bytes
 
 
 def test_thin_coloured_lines_need_4_4_4(images: dict[str, Path], tmp_path: Path) -> None:
@@ -255,3 +257,31 @@ def test_the_run_report_counts_each_encoding(images: dict[str, Path], tmp_path: 
               ("photo", "stars")]  # fmt: skip
     assert labels[0] != labels[1], "the floor chose each image's own encoding"
     assert counted == {label: 1 for label in labels}, counted
+
+
+def test_the_pick_hands_back_its_sample_tiles_as_the_writer_encodes_them(
+    images: dict[str, Path],
+) -> None:
+    """The pick's trial streams are the pyramid's level-0 tiles when it is written with
+    standard Huffman tables: each is byte for byte the writer's encoding of that tile, keyed
+    by its column and row. A small image is sampled whole (edge tiles included), a larger one
+    in some of its whole tiles."""
+    from ptif.convert.candidates import choose_tiles, sample_spots
+    from ptif.convert.tiffwriter import pixel_tile
+
+    recipe = get_profile("default").recipe
+    size = recipe.tile_size
+    photo = pyvips.Image.new_from_file(str(images["photo"]))
+    for image, whole in ((photo.crop(0, 0, 600, 400), True), (photo, False)):
+        pixels = image.numpy()
+        ready: dict[tuple[int, int], bytes] = {}
+        tiles = choose_tiles(pixels, recipe, ready).tiles()
+        grid = {(x, y) for y in range(-(-image.height // size))
+                for x in range(-(-image.width // size))}  # fmt: skip
+        if whole:
+            assert set(ready) == grid
+        else:
+            assert set(ready) == set(sample_spots(pixels, size)[0]) < grid
+            assert len(ready) <= encoding.SAMPLE_TILES
+        for (x, y), stream in ready.items():
+            assert stream == tiles.encode_fast(pixel_tile(pixels, x, y, size, tiles.block))

@@ -57,7 +57,8 @@ BAND_TILE_ROWS = 2
 #: Tiles measured: a lattice over the image, plus this many of the most colourful.
 SAMPLE_TILES = 16
 COLOURFUL_TILES = 4
-_SCOUT = 8
+#: The colourful tiles are found on a copy of the image this many times smaller on each side.
+SCOUT = 8
 #: SSIM's window side, and its stabilising constants for 8-bit data.
 WINDOW = 7
 _C1 = (0.01 * 255) ** 2
@@ -229,16 +230,24 @@ def _tiles(image: pyvips.Image, tile: int, top: int, bottom: int) -> pyvips.Imag
 
 
 def spots(
-    image: pyvips.Image, tile: int, rows: int
+    image: pyvips.Image,
+    tile: int,
+    rows: int,
+    scout: pyvips.Image | None = None,
+    count: int = SAMPLE_TILES,
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """:data:`SAMPLE_TILES` positions of whole tiles among the top ``rows`` rows of the grid
-    (a lattice spread over them, plus the tiles of most colour detail: the detail 4:2:0
-    smears), and the positions of those colourful tiles."""
+    """``count`` positions of whole tiles among the top ``rows`` rows of the grid (a lattice
+    spread over them, plus the tiles of most colour detail: the detail 4:2:0 smears), and the
+    positions of those colourful tiles. The colour detail is found on ``scout`` when given
+    (those rows of whole tiles, each tile a few pixels square), else on a copy :data:`SCOUT`
+    times smaller on each side."""
     columns = image.width // tile
-    chosen = _lattice(columns, rows, SAMPLE_TILES - COLOURFUL_TILES)
-    colourful = _colourful(image.crop(0, 0, columns * tile, rows * tile), tile)
+    chosen = _lattice(columns, rows, count - COLOURFUL_TILES)
+    if scout is None:
+        scout = image.crop(0, 0, columns * tile, rows * tile).shrink(SCOUT, SCOUT)
+    colourful = _colourful(scout, scout.width // columns, columns, rows)
     for spot in colourful:
-        if len(chosen) >= SAMPLE_TILES:
+        if len(chosen) >= count:
             break
         if spot not in chosen:
             chosen.append(spot)
@@ -256,16 +265,15 @@ def _lattice(columns: int, rows: int, count: int) -> list[tuple[int, int]]:
     return [(x, y) for y in spread(down, rows) for x in spread(across, columns)]
 
 
-def _colourful(area: pyvips.Image, tile: int) -> list[tuple[int, int]]:
-    """Tiles of ``area`` (a whole number of them), most chroma detail first: the mean local
-    deviation of R-G and B-G, on an eighth-size copy."""
-    if area.bands < 3:
+def _colourful(small: pyvips.Image, cells: int, columns: int, rows: int) -> list[tuple[int, int]]:
+    """Of ``rows`` x ``columns`` tiles, the most chroma detail first: the mean local deviation
+    of R-G and B-G on ``small``, the tiles at ``cells`` pixels square."""
+    if small.bands < 3:
         return []
-    small = area.shrink(_SCOUT, _SCOUT).cast("float")
+    small = small.cast("float")
     chroma = small[0].bandjoin(small[2]) - small[1]
     detail = (chroma - chroma.gaussblur(1)).abs()
-    cells = tile // _SCOUT
-    scores = detail.crop(0, 0, detail.width // cells * cells, detail.height // cells * cells)
+    scores = detail.crop(0, 0, columns * cells, rows * cells)
     per_tile = scores.shrink(cells, cells).bandmean().tolist()  # no numpy on the convert path
     ranked = sorted(
         ((v, (x, y)) for y, row in enumerate(per_tile) for x, v in enumerate(row)),

@@ -319,17 +319,15 @@ def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
 def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
-    pixels = None
-    if not opened.streamed and holdable(image, recipe):
-        pixels = _hold(job, image)
-    if pixels is not None:
-        image = opened.image = detached(image, pixels)
+    pixels = _hold(job, image) if not opened.streamed and holdable(image, recipe) else None
+    ready: dict[tuple[int, int], bytes] = {}  # the pick's sample tiles, already encoded
     if pixels is None:
         image, encoding = _encoding(job, image, recipe, opened.streamed)
     else:
         from ptif.convert.candidates import choose_tiles  # numpy, only for images held
 
-        encoding = choose_tiles(pixels, recipe)
+        image = opened.image = detached(image, pixels)
+        encoding = choose_tiles(pixels, recipe, ready)
     levels = expected_levels(image.width, image.height, recipe.tile_size)
     bigtiff = needs_bigtiff(image.width, image.height, image.bands)
     options = tiffsave_options(recipe, bigtiff=bigtiff, quality=encoding.quality)
@@ -338,7 +336,7 @@ def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) ->
     if pixels is None:
         layout = _write_verified(job, _libvips_writer(job, image, options), levels, recipe, image)
     else:
-        writer = _own_writer(job, image, pixels, encoding, options)
+        writer = _own_writer(job, image, pixels, encoding, options, ready)
         layout = _write_verified(job, writer, levels, recipe, image)
     for warning in warnings:
         log.warning("%s: %s", job.src, warning)
