@@ -12,10 +12,9 @@ included, decoded, and compared with the source by SSIM on a 7-pixel grid of 7x7
 
 The search stays cheap, since the trials must not cost more than the pyramid saves:
 
-- a trial encodes with libjpeg-turbo's standard Huffman tables: the pixels are exactly those of
-  the optimised tables the pyramid gets (Huffman coding is lossless), at a third of the CPU; its
-  bytes rank candidates as the optimised bytes do, a few percent larger. The pick's streams are
-  the pyramid's own level-0 tiles when it is written with standard tables (``ready``);
+- a trial encodes as the writer does, with libjpeg-turbo's standard Huffman tables (half the
+  CPU of tables optimised per tile), so the pick's streams are the pyramid's own level-0 tiles
+  (``ready``): the sample is never encoded twice;
 - the source's side of SSIM (window sums of ``x`` and ``x^2``) is computed once per sample, the
   decoded side one tile at a time (its float copies stay in the processor's cache), and the
   windows' SSIM of all the sample's tiles at once;
