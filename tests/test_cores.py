@@ -4,11 +4,20 @@ conversions that run at once."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ptif.convert import cores
+
+
+@pytest.fixture(autouse=True)
+def counted_afresh() -> Iterator[None]:
+    """Each test's machine is counted anew, and the real one again after it."""
+    cores.available.cache_clear()
+    yield
+    cores.available.cache_clear()
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -43,6 +52,7 @@ def test_a_quota_below_the_affinity_mask_bounds_the_cores(
     monkeypatch.setattr(cores, "_CGROUP", write(tmp_path, {"cpu.max": "150000 100000"}))
     assert cores.available() == 2  # 1.5 cores: two threads, one of them half the time
     monkeypatch.setattr(cores, "_CGROUP", tmp_path / "none")
+    cores.available.cache_clear()
     assert cores.available() == 8
 
 
@@ -66,3 +76,26 @@ def test_conversions_at_once_share_the_cores(monkeypatch: pytest.MonkeyPatch) ->
         cores.share(1)
         pyvips.concurrency_set(before)
     assert cores.threads() == 8
+
+
+def test_conversions_keep_one_pool_of_their_share_of_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyvips
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    monkeypatch.setattr(cores, "_CGROUP", Path("/nonexistent"))
+    before = pyvips.concurrency_get()
+    try:
+        first = cores.pool()
+        assert first is not None and first._max_workers == 4 and cores.pool() is first
+        assert list(cores.spread(first, pow, [2, 3], [3, 2])) == [8, 9]
+        cores.share(4)  # four conversions at once: each works on its own thread
+        assert cores.pool() is None
+        assert list(cores.spread(None, pow, [2, 3], [3, 2])) == [8, 9]
+        cores.share(2)
+        second = cores.pool()
+        assert second is not None and second._max_workers == 2 and second is not first
+    finally:
+        cores.share(1)
+        pyvips.concurrency_set(before)

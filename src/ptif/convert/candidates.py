@@ -101,7 +101,7 @@ class Trials:
 
     __slots__ = ("_found", "_pool", "_sample", "_streams", "bands")
 
-    def __init__(self, pool: ThreadPoolExecutor, sample: Sample, bands: int) -> None:
+    def __init__(self, pool: ThreadPoolExecutor | None, sample: Sample, bands: int) -> None:
         self._pool = pool
         self._sample = sample
         self.bands = bands
@@ -128,7 +128,7 @@ class Trials:
         if key not in self._streams:
             tiles = Tiles(quality, chroma)
             padded = self._sample.tiles(tiles.block)
-            self._streams[key] = list(self._pool.map(tiles.encode_fast, padded))
+            self._streams[key] = list(cores.spread(self._pool, tiles.encode_fast, padded))
         return self._streams[key]
 
 
@@ -138,19 +138,16 @@ def choose_tiles(
     """The candidate of few sample bytes whose sample SSIM holds the recipe's floor. ``ready``,
     when given, receives the pick's sample streams keyed by (column, row) on the level-0 tile
     grid: each is ``Tiles(quality, chroma).encode_fast(pixel_tile(...))`` of that tile."""
-    from concurrent.futures import ThreadPoolExecutor
-
     floor = recipe.min_quality
     assert floor is not None
     bands = pixels.shape[2]
-    with ThreadPoolExecutor(cores.threads()) as pool:
-        chosen, colourful = sample_spots(pixels, recipe.tile_size)
-        sample = Sample(pixels, chosen, recipe.tile_size, colourful)
-        trials = Trials(pool, sample, bands)
-        chromas = ("grey",) if bands == 1 else CHROMAS
-        best = _fewest_bytes(trials, chromas, floor)
-        if best is None:  # nothing holds the floor (noise): the most faithful candidate
-            best = trials.measure(QUALITIES[-1], chromas[-1])
+    chosen, colourful = sample_spots(pixels, recipe.tile_size)
+    sample = Sample(pixels, chosen, recipe.tile_size, colourful)
+    trials = Trials(cores.pool(), sample, bands)
+    chromas = ("grey",) if bands == 1 else CHROMAS
+    best = _fewest_bytes(trials, chromas, floor)
+    if best is None:  # nothing holds the floor (noise): the most faithful candidate
+        best = trials.measure(QUALITIES[-1], chromas[-1])
     if ready is not None:
         picked = best.encoding
         assert picked.chroma is not None
@@ -287,10 +284,12 @@ class Sample:
                                    for x, y in self.spots]  # fmt: skip
         return self._padded[block]
 
-    def scores(self, streams: list[bytes], pool: ThreadPoolExecutor) -> tuple[float, float | None]:
+    def scores(
+        self, streams: list[bytes], pool: ThreadPoolExecutor | None
+    ) -> tuple[float, float | None]:
         """The mean SSIM of the windows of all the sample's tiles, as ``streams`` decode, and
         of the colourful tiles' windows (``None`` when there are none apart)."""
-        sums = list(pool.map(self._decoded_sums, range(len(streams)), streams))
+        sums = list(cores.spread(pool, self._decoded_sums, range(len(streams)), streams))
         sy, syy, sxy = (np.concatenate([s[i].ravel() for s in sums]) for i in range(3))
         n = WINDOW * WINDOW
         values = ssim_windows(self.sx / n, sy / n, self.sxx / n, syy / n, sxy / n)

@@ -14,16 +14,28 @@ libvips take.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import threading
 from pathlib import Path
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without loading typing on every run
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any
 
 _CGROUP = Path("/sys/fs/cgroup")
 _conversions = 1
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
+@functools.cache
 def available() -> int:
-    """The cores this process may run on: affinity mask and cgroup quota, at least 1."""
+    """The cores this process may run on: affinity mask and cgroup quota, at least 1. Read
+    once: a conversion asks for its threads several times, and the files are not free."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
@@ -47,6 +59,34 @@ def share(conversions: int) -> None:
 def threads() -> int:
     """Threads one conversion may keep busy: its share of :func:`available`, at least 1."""
     return max(1, available() // _conversions)
+
+
+def pool() -> ThreadPoolExecutor | None:
+    """The threads of a conversion's pixel work (the floor's trials, the writer's levels and
+    tiles), or ``None`` when it has one thread: its own then. Kept for the life of the process,
+    as libvips keeps its own, so a conversion of a small image does not start and stop threads
+    for a few milliseconds of work; conversions sharing it never wait on each other's tasks
+    (no task waits on another)."""
+    global _pool
+    wanted = threads()
+    if wanted == 1:
+        return None
+    with _pool_lock:
+        if _pool is None or _pool._max_workers != wanted:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(wanted, thread_name_prefix="ptif-pixels")
+        return _pool
+
+
+def spread(
+    pool: ThreadPoolExecutor | None, work: Callable[..., Any], *items: Iterable[Any]
+) -> Iterator[Any]:
+    """``work`` of each item (of each tuple of items), in order, on ``pool``'s threads when
+    there is a pool, else on this one."""
+    return map(work, *items) if pool is None else pool.map(work, *items)
 
 
 def _cgroup_quota(root: Path) -> float | None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 
 import numpy as np
 
@@ -178,7 +177,7 @@ def halve(pixels: Pixels, pool: ThreadPoolExecutor | None) -> Pixels:
         done = np.frombuffer(reduced.tobytes(), np.uint8).reshape(bottom - top, -1, bands)
         smaller[top:bottom] = done[:, :width]
 
-    list(_map(pool, rows, range(0, height, _HALVE_ROWS)))
+    list(cores.spread(pool, rows, range(0, height, _HALVE_ROWS)))
     return smaller
 
 
@@ -236,13 +235,17 @@ def in_order(
         return
     ahead = 2 * (pool._max_workers or 1)
     pending: deque[Any] = deque()
-    for item in items:
-        check()
-        pending.append(pool.submit(work, item))
-        if len(pending) >= ahead:
+    try:
+        for item in items:
+            check()
+            pending.append(pool.submit(work, item))
+            if len(pending) >= ahead:
+                yield from pending.popleft().result()
+        while pending:
             yield from pending.popleft().result()
-    while pending:
-        yield from pending.popleft().result()
+    finally:  # stopped (time up, a full disk): the shared threads drop what is queued
+        for future in pending:
+            future.cancel()
 
 
 def write_pyramid(
@@ -275,11 +278,8 @@ def write_pyramid(
             raise Expired("the conversion's time ran out while its pyramid was being written")
 
     shared = Shared(tiles.encode_fast(np.zeros((tile_size, tile_size, pixels.shape[2]), np.uint8)))
-    threads = cores.threads()
-    with (
-        ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool,
-        tifffile.TiffWriter(path, bigtiff=bigtiff) as tif,
-    ):
+    pool = cores.pool()
+    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
         level = pixels
         for number in range(levels):
             if number:
@@ -329,11 +329,6 @@ class _Level:
         # Never seen (the encoder writes the same markers for the same settings), and still
         # valid: a tile's own tables take the place of the JPEGTables'.
         return stream if kept is None else kept
-
-
-def _map(pool: ThreadPoolExecutor | None, work: Callable[[Any], Any], items: Iterable[Any]) -> Any:
-    """``work`` of each item, on the pool's threads when there is a pool."""
-    return map(work, items) if pool is None else pool.map(work, items)
 
 
 def _directory(
