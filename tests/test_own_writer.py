@@ -300,3 +300,43 @@ def test_the_trials_tiles_make_the_same_file_as_encoding_them_again(
     convert(src, tmp_path / "without.tif")
     assert handed and handed[0] >= 4
     assert (tmp_path / "with.tif").read_bytes() == (tmp_path / "without.tif").read_bytes()
+
+
+def jpeg_file(path: Path, bands: int = 3, **options: object) -> Path:
+    image = pyvips.Image.new_from_array(textured(640, 400, bands))
+    image = image.copy(interpretation="srgb" if bands == 3 else "b-w")
+    image.jpegsave(str(path), Q=90, **options)
+    return path
+
+
+@pytest.mark.parametrize("bands", [3, 1])
+def test_a_plain_jpeg_is_decoded_straight_to_libvips_pixels(tmp_path: Path, bands: int) -> None:
+    from ptif.convert.encoding import hold, hold_jpeg, plain_jpeg
+
+    src = jpeg_file(tmp_path / "plain.jpg", bands)
+    image = pyvips.Image.new_from_file(str(src), access="sequential")
+    assert plain_jpeg(image, "libvips jpegload", image)
+    direct = hold_jpeg(src, image)
+    assert direct is not None and direct.shape == (400, 640, bands)
+    assert np.array_equal(direct, hold(pyvips.Image.new_from_file(str(src))))
+
+
+def test_jpegs_that_need_more_than_a_decode_go_through_libvips(tmp_path: Path) -> None:
+    from ptif.convert.encoding import hold_jpeg, plain_jpeg
+
+    src = jpeg_file(tmp_path / "plain.jpg")
+    image = pyvips.Image.new_from_file(str(src))
+    assert not plain_jpeg(image, "libvips pngload", image)
+    assert not plain_jpeg(image, "libvips jpegload", image.resize(0.5))
+    rotated = image.copy()
+    rotated.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    assert not plain_jpeg(rotated, "libvips jpegload", rotated)
+    profiled = image.copy()
+    profiled.set_type(pyvips.GValue.blob_type, "icc-profile-data", b"\0" * 128)
+    assert not plain_jpeg(profiled, "libvips jpegload", profiled)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(src.read_bytes()[:-500])  # truncated: libvips refuses it, as ptif asks
+    assert hold_jpeg(cut, image) is None
+    trailing = tmp_path / "trailing.jpg"
+    trailing.write_bytes(src.read_bytes() + b"camera maker's notes")
+    assert hold_jpeg(trailing, image) is None

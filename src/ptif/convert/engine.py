@@ -24,7 +24,16 @@ from ptif import __version__
 from ptif.convert.budgets import Deadline, out_of_memory, ran_out_of_memory, too_slow
 from ptif.convert.colour import to_display
 from ptif.convert.embedded import DESCRIPTION, embed
-from ptif.convert.encoding import Encoding, choose, detached, fixed, hold, holdable
+from ptif.convert.encoding import (
+    Encoding,
+    choose,
+    detached,
+    fixed,
+    hold,
+    hold_jpeg,
+    holdable,
+    plain_jpeg,
+)
 from ptif.convert.formats import Format, sniff
 from ptif.convert.iiif import iiif_metadata
 from ptif.convert.limits import Limits, check_page_count, check_source_size
@@ -319,7 +328,7 @@ def fit_within(image: pyvips.Image, recipe: Recipe) -> pyvips.Image:
 def _write(job: _Job, fmt: Format, opened: Opened, recipe: Recipe, page: int) -> ConversionResult:
     warnings: list[str] = []
     image = fit_within(to_display(opened.image, warnings), recipe)
-    pixels = _hold(job, image) if not opened.streamed and holdable(image, recipe) else None
+    pixels = _hold(job, opened, image) if not opened.streamed and holdable(image, recipe) else None
     ready: dict[tuple[int, int], bytes] = {}  # the pick's sample tiles, already encoded
     if pixels is None:
         image, encoding = _encoding(job, image, recipe, opened.streamed)
@@ -372,8 +381,12 @@ def _encoding(
         raise _classify_save_error(job, job.dst, error) from error
 
 
-def _hold(job: _Job, image: pyvips.Image) -> Pixels:
+def _hold(job: _Job, opened: Opened, image: pyvips.Image) -> Pixels:
     """The image decoded into memory for ptif's own writer, within the conversion's time."""
+    if plain_jpeg(opened.image, opened.decoder, image):
+        decoded = hold_jpeg(job.src, image)
+        if decoded is not None:
+            return decoded
     pixels: Pixels = _within_deadline(job, image, job.dst, lambda: hold(image))
     return pixels
 
