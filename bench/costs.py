@@ -581,9 +581,9 @@ def many_lines(crowd: ManyWorkers) -> tuple[list[str], list[tuple[str, str]]]:
             cpu_ratio <= MANY_CPU_TARGET,
             f"{crowd.workers} workers: ptif CPU per image <= {MANY_CPU_TARGET} x one worker alone  "
             f"({cpu_ratio:.2f} x: {crowd.cpu_per_image * 1000:.1f} ms vs "
-            f"{crowd.alone_cpu_per_image * 1000:.1f} ms; {apart_ratio:.2f} x of it the "
-            f"{crowd.workers} at once on queues of their own, {sharing_ratio:.2f} x the one queue "
-            "shared)",
+            f"{crowd.alone_cpu_per_image * 1000:.1f} ms; the {crowd.workers} at once on queues "
+            f"of their own take {apart_ratio:.2f} x one alone, on one queue {sharing_ratio:.2f} x "
+            "that)",
         ),
     ]
     return lines, found
