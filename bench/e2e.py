@@ -2,8 +2,9 @@
 
 Called by run.py (the "e2e" section of ``make bench``). Run alone as
 ``python bench/e2e.py local --workers N --out DIR --report JSON FILES...`` it is the local
-reference: N conversions at a time in a process pool, each process giving libvips the same
-share of the cores (``cpu_count // N``) that ``ptif process --workers N`` gives each slot.
+reference: N conversions at a time in a process pool, each process giving its conversion the
+same share of the cores (``cores.share(N)``: libvips's threads and ptif's own writer's) that
+``ptif process --workers N`` gives each slot.
 
 Top-level imports are the standard library only, so the local reference, timed from its
 interpreter start-up like ``ptif process``, does not pay for boto3, pytest or the generator.
@@ -45,7 +46,8 @@ SIZES = ((4000, 3000), (4480, 3360), (4900, 3675), (5292, 3969), (5656, 4242))
 SOURCE_PREFIX = "e2e/"
 QUEUE_PREFIX = "rbsc/"
 FAILED_PREFIX = "failed/"
-#: ptif's own CPU per image on S3 against the folder stores (the S3 server's CPU not counted).
+#: ptif's own CPU per image on S3 against the local reference, the same images converted by as
+#: many processes as ``ptif process`` has workers (the S3 server's CPU not counted).
 CPU_TARGET = 1.10
 #: Before each run, wait (at most QUIET_WAIT_S) until other jobs use less than this many cores.
 QUIET_CORES = 0.25
@@ -240,18 +242,19 @@ def run_local(files: list[Path], workers: int, timeout: float) -> Sample:
     return to_sample(usage, [p.stat().st_size for p in outputs], detail=detail)
 
 
-def _tune_libvips(concurrency: int) -> None:
-    import pyvips
+def _share_cores(conversions: int) -> None:
+    from ptif.convert import cores
 
-    pyvips.concurrency_set(concurrency)
+    cores.share(conversions)
 
 
-def _convert_one(src: str, dst: str) -> tuple[int, int]:
-    """Convert as the worker does (default recipe); return this process's id and peak RSS."""
-    from ptif.convert import convert
+def _convert_one(src: str, dst: str) -> tuple[int, int, int]:
+    """Convert as the worker does (default recipe); return this process's id, peak RSS and
+    the threads its conversion may use."""
+    from ptif.convert import convert, cores
 
     convert(src, dst)
-    return os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, cores.threads()
 
 
 def local_main(argv: list[str]) -> int:
@@ -262,20 +265,20 @@ def local_main(argv: list[str]) -> int:
     parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    concurrency = max(1, (os.cpu_count() or 1) // args.workers)
     files: list[Path] = args.files
     peaks: dict[int, int] = {}
+    threads = 0
     context = get_context("fork")
-    with ProcessPoolExecutor(args.workers, context, _tune_libvips, (concurrency,)) as pool:
+    with ProcessPoolExecutor(args.workers, context, _share_cores, (args.workers,)) as pool:
         jobs = [pool.submit(_convert_one, str(f), str(args.out / f"{f.stem}.tif")) for f in files]
         for job in jobs:
-            pid, peak = job.result()
+            pid, peak, threads = job.result()
             peaks[pid] = max(peak, peaks.get(pid, 0))
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     report = {
         "converted": len(jobs),
         "processes": len(peaks),
-        "libvips_concurrency": concurrency,
+        "threads_per_conversion": threads,
         "peak_rss_sum_bytes": own + sum(peaks.values()),
     }
     args.report.write_text(json.dumps(report))
@@ -672,11 +675,11 @@ def print_table(result: Result) -> None:
     )
 
 
-def cpu_ratio(result: Result) -> float | None:
-    """ptif's CPU on S3 over its CPU on the folder stores, same images, same workers."""
-    _, folders, s3, _ = result.labels
-    on_s3, on_folders = result.figure(s3, "cpu_s"), result.figure(folders, "cpu_s")
-    return on_s3 / on_folders if on_s3 and on_folders else None
+def cpu_ratio(result: Result, base: str) -> float | None:
+    """ptif's CPU on S3 over the CPU of the run ``base`` (same images, same workers)."""
+    s3 = result.labels[2]
+    on_s3, on_base = result.figure(s3, "cpu_s"), result.figure(base, "cpu_s")
+    return on_s3 / on_base if on_s3 and on_base else None
 
 
 def seconds(value: float | None) -> str:
@@ -684,13 +687,16 @@ def seconds(value: float | None) -> str:
 
 
 def verdicts(result: Result) -> list[tuple[str, str]]:
+    """ptif's CPU on S3 against the same images converted locally by as many processes as it
+    has workers; its CPU on the folder stores is shown beside it (the part S3 adds)."""
     n = result.plan.workers
-    _, folders, s3, _ = result.labels
-    ratio = cpu_ratio(result)
-    target = f"ptif CPU per image on S3 <= {CPU_TARGET:.2f} x folder stores ({n} workers)"
+    local, folders, s3, _ = result.labels
+    ratio, on_folders = cpu_ratio(result, local), cpu_ratio(result, folders)
+    target = f"ptif CPU per image on S3 <= {CPU_TARGET:.2f} x local conversion ({n} processes)"
     detail = (
-        f"{seconds(result.figure(s3, 'cpu_s'))} vs {seconds(result.figure(folders, 'cpu_s'))} "
-        f"for {len(result.plan.files)} images; the S3 server's CPU not counted"
+        f"{seconds(result.figure(s3, 'cpu_s'))} vs {seconds(result.figure(local, 'cpu_s'))} "
+        f"for {len(result.plan.files)} images; the S3 server's CPU not counted; "
+        f"{fmt(on_folders).strip()} x ptif process on folder stores"
     )
     if ratio is None:
         return [("FAIL", f"{target}  (a run failed; {detail})")]
@@ -751,7 +757,8 @@ def result_json(result: Result, found: list[tuple[str, str]]) -> dict[str, Any]:
         "throughput_vs_local": result.speedup(local, s3),
         "throughput_vs_local_net_of_startup": result.net_of_startup(),
         "folders_vs_local": result.speedup(local, folders),
-        "cpu_s3_vs_folders": cpu_ratio(result),
+        "cpu_s3_vs_local": cpu_ratio(result, local),
+        "cpu_s3_vs_folders": cpu_ratio(result, folders),
         "cpu_floor_seconds": result.cpu_floor(),
         "verdicts": [{"verdict": v, "target": t} for v, t in found],
         "notes": notes(result),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import botocore.handlers
 import botocore.session
 import botocore.utils
 import pytest
@@ -322,6 +323,67 @@ def test_s3_times_read_as_botocore_reads_them() -> None:
         assert s3_module._parse_time(form) == botocore.utils.parse_timestamp(form), form
     with pytest.raises(ValueError):
         s3_module._parse_time("yesterday-ish")
+
+
+LISTING = """<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>
+<Prefix>q/</Prefix><KeyCount>3</KeyCount><MaxKeys>3</MaxKeys><EncodingType>url</EncodingType>
+<IsTruncated>true</IsTruncated><NextContinuationToken>next+page</NextContinuationToken>
+<Contents><Key>q/a%20b/caf%C3%A9%26%3C%3E.json</Key><LastModified>2026-01-31T12:00:00.000Z</LastModified>
+<ETag>&quot;0123456789abcdef0123456789abcdef&quot;</ETag><Size>312</Size>
+<StorageClass>STANDARD</StorageClass></Contents>
+<Contents><Key>q/per%25cent.json</Key><LastModified>2026-01-31T12:00:01Z</LastModified>
+<ETag>"feed-2"</ETag><Size>0</Size><Owner><ID>o</ID></Owner></Contents>
+<Contents><Key>q/z &amp; &#233;.json</Key><LastModified>2026-02-01T00:00:00.5Z</LastModified>
+<ETag>x</ETag><Size>12345678901</Size></Contents>
+<CommonPrefixes><Prefix>q/sub/</Prefix></CommonPrefixes></ListBucketResult>"""
+
+
+def _parsed_listing(body: bytes, fast: bool) -> dict[str, Any]:
+    """A ListObjectsV2 answer as the client hands it on: parsed, read fast or not, then its
+    keys decoded by botocore's own handler, as for a listing that asked for them encoded."""
+    session = s3_module._session()
+    operation = session.get_service_model("s3").operation_model("ListObjectsV2")
+    response = {"headers": {}, "status_code": 200, "body": body, "context": {}}
+    custom: dict[str, Any] = {}
+    if fast:
+        s3_module._read_listing(response_dict=response, customized_response_dict=custom)
+    parser = session.get_component("response_parser_factory").create_parser("rest-xml")
+    parsed: dict[str, Any] = parser.parse(response, operation.output_shape)
+    parsed.update(custom)
+    botocore.handlers.decode_list_object_v2(parsed, {"encoding_type_auto_set": True})
+    return parsed
+
+
+def test_a_listing_reads_as_botocore_reads_it() -> None:
+    """The fast read of a listing's entries gives the worker exactly what botocore's parser
+    gives, escapes, encoded keys, sizes past 32 bits and times included, and leaves the rest of
+    the answer (continuation, folders) to it."""
+    fields = ("Key", "Size", "ETag", "LastModified")
+    slow, fast = _parsed_listing(LISTING.encode(), False), _parsed_listing(LISTING.encode(), True)
+    assert [{f: e[f] for f in fields} for e in slow["Contents"]] == fast["Contents"]
+    assert fast["Contents"][0]["Key"] == "q/a b/café&<>.json"
+    assert fast["Contents"][2]["Key"] == "q/z & é.json"
+    assert fast["Contents"][2]["Size"] == 12345678901
+    rest = ("IsTruncated", "NextContinuationToken", "KeyCount", "CommonPrefixes", "Prefix")
+    assert {k: fast[k] for k in rest} == {k: slow[k] for k in rest}
+    assert fast["NextContinuationToken"] == "next+page"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        LISTING.replace("<Size>0</Size>", "<Size>zero</Size>"),  # an entry that does not read
+        LISTING.replace("</ListBucketResult>", ""),  # cut short
+        LISTING.replace("<Contents>", "<Other>").replace("</Contents>", "</Other>"),  # none
+    ],
+)
+def test_a_listing_that_does_not_read_fast_is_left_to_botocore(body: str) -> None:
+    response = {"headers": {}, "status_code": 200, "body": body.encode(), "context": {}}
+    custom: dict[str, Any] = {}
+    s3_module._read_listing(response_dict=response, customized_response_dict=custom)
+    assert custom == {}
+    assert response["body"] == body.encode()
 
 
 def _count_listing_calls(

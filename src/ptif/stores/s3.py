@@ -31,6 +31,7 @@ import math
 import os
 import re
 import threading
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ DELETE_BATCH = 1000
 #: a retry, because the first attempt deleted it).
 _NOT_DELETED = frozenset({"PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict"})
 CHUNK = 1 << 20
+#: The entries of a ListObjectsV2 answer: no ``Contents`` element holds another.
+_LISTED = re.compile(rb"<Contents>.*?</Contents>", re.DOTALL)
 #: Connections each client keeps open; the source, process and images stores share one client.
 POOL_CONNECTIONS = 64
 #: Declared types by extension. Undeclared, a server guesses: SeaweedFS, finding no type it
@@ -731,7 +734,42 @@ def _client(endpoint_url: str | None, timeouts: Timeouts) -> Any:
     if plain_http:
         client.meta.events.register("before-sign.s3.CompleteMultipartUpload", _add_content_md5)
         client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+    client.meta.events.register("before-parse.s3.ListObjectsV2", _read_listing)
     return client
+
+
+def _read_listing(response_dict: dict[str, Any], customized_response_dict: dict[str, Any],
+                  **_: Any) -> None:  # fmt: skip
+    """Read a listing's entries (the four fields ptif uses) with ElementTree alone, and leave
+    botocore the rest of the answer: its parser walks the service model in Python for every
+    field of every entry, about 30 microseconds a key, three times ElementTree's whole read,
+    and every worker lists the whole queue, then pages of it again as it meets the others.
+    Keys stay as the server sent them: botocore decodes them as it decodes its own (the
+    ``url`` encoding it asks for). An answer that is no plain success, or whose entries do not
+    read so, is left to botocore whole."""
+    body = response_dict.get("body")
+    if response_dict.get("status_code") != 200 or not isinstance(body, bytes):
+        return
+    try:
+        entries = [_entry(element) for element in ElementTree.fromstring(body)
+                   if element.tag.rpartition("}")[2] == "Contents"]  # fmt: skip
+    except (ElementTree.ParseError, KeyError, TypeError, ValueError):
+        return
+    if not entries:
+        return
+    response_dict["body"] = _LISTED.sub(b"", body)
+    customized_response_dict["Contents"] = entries
+
+
+def _entry(element: ElementTree.Element) -> dict[str, Any]:
+    """One ``Contents`` element of a listing, as botocore would have read its four fields."""
+    fields = {child.tag.rpartition("}")[2]: child.text or "" for child in element}
+    return {
+        "Key": fields["Key"],
+        "Size": int(fields["Size"]),
+        "ETag": fields["ETag"],
+        "LastModified": _parse_time(fields["LastModified"]),
+    }
 
 
 def _add_content_md5(request: Any, **_: Any) -> None:
