@@ -68,7 +68,8 @@ def _add_many_options(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int_range(1),
         metavar="N",
-        help="parallel conversions for several sources (default: PTIF_WORKERS, else the CPU count)",
+        help="parallel conversions for several sources (default: PTIF_WORKERS, else the cores "
+        "ptif may use)",
     )
     parser.add_argument(
         "--force",

@@ -2,8 +2,8 @@
 
 Loaded only for that form, so a one-file ``ptif convert`` keeps its short import path. The
 number of parallel conversions is ``--workers``, else ``ptif process``'s setting (``PTIF_WORKERS``,
-``ptif.toml``, the CPU count); each conversion's memory budget is shared out between them as the
-worker shares it.
+``ptif.toml``, the cores ptif may use); each conversion's memory budget is shared out between
+them as the worker shares it.
 """
 
 from __future__ import annotations
