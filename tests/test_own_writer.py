@@ -340,3 +340,14 @@ def test_jpegs_that_need_more_than_a_decode_go_through_libvips(tmp_path: Path) -
     trailing = tmp_path / "trailing.jpg"
     trailing.write_bytes(src.read_bytes() + b"camera maker's notes")
     assert hold_jpeg(trailing, image) is None
+
+
+def test_held_images_ask_for_no_huge_pages(tmp_path: Path) -> None:
+    """numpy's huge-page request for large arrays is off once ptif holds an image: the kernel's
+    compaction for them cost more CPU than the pages saved."""
+    from ptif.convert.engine import convert
+
+    switch = np._core.multiarray._set_madvise_hugepage  # type: ignore[attr-defined]
+    switch(True)
+    convert(jpeg_file(tmp_path / "plain.jpg"), tmp_path / "out.tif")
+    assert switch(True) is False  # it returns what was set before

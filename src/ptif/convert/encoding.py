@@ -137,6 +137,19 @@ def holdable(image: pyvips.Image, recipe: Recipe) -> bool:
     )
 
 
+def without_huge_pages() -> None:
+    """Stop numpy from asking the kernel for transparent huge pages for its large arrays. On a
+    kernel that grants them on request (``madvise``, the common default), each of a worker's
+    pixel arrays, a new 100 MB or more per image, then waits while the kernel compacts memory to
+    find 2 MB pages: 17% more CPU in all over 18 photos of 12 to 48 megapixels (9.5 s against
+    7.9 s, three alternating runs each), in system time that jumps from 0.1 s to 1 s an image."""
+    import numpy as np
+
+    switch = getattr(getattr(np, "_core", None), "multiarray", None)
+    if switch is not None and hasattr(switch, "_set_madvise_hugepage"):
+        switch._set_madvise_hugepage(False)
+
+
 def hold(image: pyvips.Image) -> Pixels:
     """The image decoded into memory, height x width x bands."""
     import numpy as np  # before the decode: loaded after it, it lifts the decode's peak memory

@@ -33,6 +33,7 @@ from ptif.convert.encoding import (
     hold_jpeg,
     holdable,
     plain_jpeg,
+    without_huge_pages,
 )
 from ptif.convert.formats import Format, sniff
 from ptif.convert.iiif import iiif_metadata
@@ -383,6 +384,7 @@ def _encoding(
 
 def _hold(job: _Job, opened: Opened, image: pyvips.Image) -> Pixels:
     """The image decoded into memory for ptif's own writer, within the conversion's time."""
+    without_huge_pages()
     if plain_jpeg(opened.image, opened.decoder, image):
         decoded = hold_jpeg(job.src, image)
         if decoded is not None:
