@@ -93,9 +93,35 @@ def test_conversions_keep_one_pool_of_their_share_of_threads(
         cores.share(4)  # four conversions at once: each works on its own thread
         assert cores.pool() is None
         assert list(cores.spread(None, pow, [2, 3], [3, 2])) == [8, 9]
-        cores.share(2)
-        second = cores.pool()
-        assert second is not None and second._max_workers == 2 and second is not first
+        cores.share(2)  # two conversions of 2 threads each share the 4
+        assert cores.pool() is first
     finally:
         cores.share(1)
         pyvips.concurrency_set(before)
+
+
+def test_conversions_at_once_keep_all_the_cores_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two conversions on 4 cores have 2 threads each: the one pool they share has all 4, so
+    each conversion's 2 tasks run beside the other's."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyvips
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    monkeypatch.setattr(cores, "_CGROUP", Path("/nonexistent"))
+    before = pyvips.concurrency_get()
+    together = threading.Barrier(4, timeout=5)  # broken unless 4 tasks run at once
+
+    def conversion(_: int) -> list[int]:
+        return list(cores.spread(cores.pool(), lambda _: together.wait(), range(2)))
+
+    try:
+        cores.share(2)
+        assert cores.threads() == 2
+        with ThreadPoolExecutor(2) as conversions:
+            assert sorted(sum(conversions.map(conversion, range(2)), [])) == [0, 1, 2, 3]
+    finally:
+        cores.share(1)
+        pyvips.concurrency_set(before)
+

@@ -65,12 +65,13 @@ def pool() -> ThreadPoolExecutor | None:
     """The threads of a conversion's pixel work (the floor's trials, the writer's levels and
     tiles), or ``None`` when it has one thread: its own then. Kept for the life of the process,
     as libvips keeps its own, so a conversion of a small image does not start and stop threads
-    for a few milliseconds of work; conversions sharing it never wait on each other's tasks
-    (no task waits on another)."""
+    for a few milliseconds of work. The conversions at once share it, so it has the threads of
+    them all (a pool of one conversion's share would leave the other cores idle); they never
+    wait on each other's tasks (no task waits on another)."""
     global _pool
-    wanted = threads()
-    if wanted == 1:
+    if threads() == 1:
         return None
+    wanted = threads() * _conversions
     with _pool_lock:
         if _pool is None or _pool._max_workers != wanted:
             from concurrent.futures import ThreadPoolExecutor
