@@ -348,10 +348,10 @@ def sample_spots(pixels: Pixels, tile: int) -> tuple[list[tuple[int, int]], list
     them: every tile of an image of no more than half :data:`~ptif.convert.encoding.SAMPLE_TILES`
     whole tiles, edge tiles included, else as many as a third of its whole tiles, at least
     half :data:`~ptif.convert.encoding.SAMPLE_TILES` and at most all of them, spread over it
-    up to its edges (:func:`~ptif.convert.encoding.spots`): a trial of a sample as large as the image costs
-    three times the pyramid's level 0. On an image of more than :data:`SCOUT_TILES` tiles,
-    the colourful ones are found on every :data:`SCOUT_STEP`-th pixel of every
-    :data:`SCOUT_STEP`-th row."""
+    up to its edges (:func:`~ptif.convert.encoding.spots`): a trial of a sample as large as
+    the image costs three times the pyramid's level 0. On an image of more than
+    :data:`SCOUT_TILES` tiles, the colourful ones are found on every :data:`SCOUT_STEP`-th
+    pixel of every :data:`SCOUT_STEP`-th row."""
     import pyvips
 
     height, width, bands = pixels.shape
