@@ -4,7 +4,7 @@ conversions that run at once."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,24 +78,61 @@ def test_conversions_at_once_share_the_cores(monkeypatch: pytest.MonkeyPatch) ->
     assert cores.threads() == 8
 
 
-def test_conversions_keep_one_pool_of_their_share_of_threads(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def cores_of(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """Sets how many cores the machine has; one conversion at a time again after the test."""
     import pyvips
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
-    monkeypatch.setattr(cores, "_CGROUP", Path("/nonexistent"))
+    def machine(count: int) -> None:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(count)))
+        monkeypatch.setattr(cores, "_CGROUP", Path("/nonexistent"))
+        cores.available.cache_clear()
+
     before = pyvips.concurrency_get()
-    try:
-        first = cores.pool()
-        assert first is not None and first._max_workers == 4 and cores.pool() is first
-        assert list(cores.spread(first, pow, [2, 3], [3, 2])) == [8, 9]
-        cores.share(4)  # four conversions at once: each works on its own thread
-        assert cores.pool() is None
-        assert list(cores.spread(None, pow, [2, 3], [3, 2])) == [8, 9]
-        cores.share(2)
-        second = cores.pool()
-        assert second is not None and second._max_workers == 2 and second is not first
-    finally:
-        cores.share(1)
-        pyvips.concurrency_set(before)
+    yield machine
+    cores.share(1)
+    pyvips.concurrency_set(before)
+
+
+def test_conversions_keep_one_pool_of_their_share_of_threads(
+    cores_of: Callable[[int], None],
+) -> None:
+    cores_of(4)
+    first = cores.pool()
+    assert first is not None and first._max_workers == 4 and cores.pool() is first
+    assert list(cores.spread(first, pow, [2, 3], [3, 2])) == [8, 9]
+    cores.share(4)  # four conversions at once: each works on its own thread
+    assert cores.pool() is None
+    assert list(cores.spread(None, pow, [2, 3], [3, 2])) == [8, 9]
+    cores.share(2)
+    second = cores.pool()
+    assert second is not None and second._max_workers == 2 and second is not first
+
+
+def test_conversions_at_once_keep_all_the_cores_busy(cores_of: Callable[[int], None]) -> None:
+    """Two conversions on 4 cores have 2 threads each, their own: the 4 tasks of both run at
+    once. (One pool of 2 threads shared by both left 2 of the cores idle.)"""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores_of(4)
+    cores.share(2)
+    together = threading.Barrier(4, timeout=5)  # broken unless 4 tasks run at once
+
+    def conversion(number: int) -> list[int]:
+        return list(cores.spread(cores.pool(), lambda _: together.wait(), range(2)))
+
+    with ThreadPoolExecutor(2) as conversions:
+        done = [index for indices in conversions.map(conversion, range(2)) for index in indices]
+    assert sorted(done) == [0, 1, 2, 3]
+
+
+def test_a_conversion_keeps_its_pool_when_the_share_changes(
+    cores_of: Callable[[int], None],
+) -> None:
+    """A pool replaced by another share still runs the tasks of the conversion that holds it."""
+    cores_of(5)
+    held = cores.pool()  # one conversion, 5 threads
+    cores.share(2)  # two at once: 2 threads each
+    assert held is not None and cores.pool() is not held
+    assert list(cores.spread(held, pow, [2, 3], [3, 2])) == [8, 9]

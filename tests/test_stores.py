@@ -386,6 +386,24 @@ def test_a_listing_that_does_not_read_fast_is_left_to_botocore(body: str) -> Non
     assert response["body"] == body.encode()
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        LISTING.replace("<Key>q/per%25cent.json</Key>", "<Key><![CDATA[q/a</Contents>]]></Key>"),
+        LISTING.replace("<KeyCount>", "<!-- <Contents> --><KeyCount>"),
+    ],
+)
+def test_a_listing_with_contents_tags_in_its_text_reads_as_botocore_reads_it(body: str) -> None:
+    """Markup inside text (a CDATA section, a comment) is not an entry: the answer's other
+    fields still read, and the entries are botocore's."""
+    slow, fast = _parsed_listing(body.encode(), False), _parsed_listing(body.encode(), True)
+    fields = ("Key", "Size", "ETag", "LastModified")
+    assert [[e[f] for f in fields] for e in fast["Contents"]] == [
+        [e[f] for f in fields] for e in slow["Contents"]
+    ]
+    assert fast["NextContinuationToken"] == slow["NextContinuationToken"] == "next+page"
+
+
 def _count_listing_calls(
     store: Store, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Callable[[], int]:

@@ -346,12 +346,12 @@ def _window_sums(values: Any) -> Any:
 def sample_spots(pixels: Pixels, tile: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """The sample's tiles (column, row on the pyramid's grid), and the colourful ones among
     them: every tile of an image of no more than half :data:`~ptif.convert.encoding.SAMPLE_TILES`
-    whole tiles, edge tiles included, else a third of its whole tiles, at least half
-    :data:`~ptif.convert.encoding.SAMPLE_TILES` and at most all of them, spread over it
-    (:func:`~ptif.convert.encoding.spots`): a trial of a sample as large as the image costs
-    three times the pyramid's level 0. On an image of more than :data:`SCOUT_TILES` tiles,
-    the colourful ones are found on every :data:`SCOUT_STEP`-th pixel of every
-    :data:`SCOUT_STEP`-th row."""
+    whole tiles, edge tiles included, else as many as a third of its whole tiles, at least
+    half :data:`~ptif.convert.encoding.SAMPLE_TILES` and at most all of them, spread over it
+    up to its edges (:func:`~ptif.convert.encoding.spots`): a trial of a sample as large as
+    the image costs three times the pyramid's level 0. On an image of more than
+    :data:`SCOUT_TILES` tiles, the colourful ones are found on every :data:`SCOUT_STEP`-th
+    pixel of every :data:`SCOUT_STEP`-th row."""
     import pyvips
 
     height, width, bands = pixels.shape
@@ -360,11 +360,14 @@ def sample_spots(pixels: Pixels, tile: int) -> tuple[list[tuple[int, int]], list
         every = [(x, y) for y in range(-(-height // tile)) for x in range(-(-width // tile))]
         return every, []
     count = min(SAMPLE_TILES, max(SAMPLE_TILES // 2, columns * rows // 3))
+    # the partial edge tiles too, when they hold whole windows: a scan's colour target or
+    # ruler often lies along its right or bottom edge
+    edges = (int(width % tile >= WINDOW), int(height % tile >= WINDOW))
     whole = pyvips.Image.new_from_memory(pixels.data, width, height, bands, "uchar")
     if columns * rows <= SCOUT_TILES:
-        return spots(whole, tile, rows, count=count)
+        return spots(whole, tile, rows, count=count, edges=edges)
     step = max(1, min(SCOUT_STEP, tile // 4))
     small = np.ascontiguousarray(pixels[: rows * tile : step, : columns * tile : step])
     scout = pyvips.Image.new_from_memory(small.data, small.shape[1], small.shape[0], bands,
                                          "uchar")  # fmt: skip
-    return spots(whole, tile, rows, scout, count)
+    return spots(whole, tile, rows, scout, count, edges)

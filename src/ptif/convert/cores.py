@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
 _CGROUP = Path("/sys/fs/cgroup")
 _conversions = 1
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_held = threading.local()  # each conversion thread's pool
 
 
 @functools.cache
@@ -63,22 +62,21 @@ def threads() -> int:
 
 def pool() -> ThreadPoolExecutor | None:
     """The threads of a conversion's pixel work (the floor's trials, the writer's levels and
-    tiles), or ``None`` when it has one thread: its own then. Kept for the life of the process,
-    as libvips keeps its own, so a conversion of a small image does not start and stop threads
-    for a few milliseconds of work; conversions sharing it never wait on each other's tasks
-    (no task waits on another)."""
-    global _pool
+    tiles), or ``None`` when it has one thread: its own then. Each thread that runs
+    conversions keeps its own pool for its life, as libvips keeps its threads, so a conversion
+    of a small image does not start and stop threads for a few milliseconds of work, and the
+    conversions at once each have their share (one pool shared by them all would be a share
+    for them all, or let one take the others' cores). A pool of an earlier share is dropped,
+    not shut down: its threads end once nothing holds it."""
     wanted = threads()
     if wanted == 1:
         return None
-    with _pool_lock:
-        if _pool is None or _pool._max_workers != wanted:
-            from concurrent.futures import ThreadPoolExecutor
+    held: ThreadPoolExecutor | None = getattr(_held, "pool", None)
+    if held is None or held._max_workers != wanted:
+        from concurrent.futures import ThreadPoolExecutor
 
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(wanted, thread_name_prefix="ptif-pixels")
-        return _pool
+        held = _held.pool = ThreadPoolExecutor(wanted, thread_name_prefix="ptif-pixels")
+    return held
 
 
 def spread(

@@ -292,14 +292,16 @@ def spots(
     rows: int,
     scout: pyvips.Image | None = None,
     count: int = SAMPLE_TILES,
+    edges: tuple[int, int] = (0, 0),
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """``count`` positions of whole tiles among the top ``rows`` rows of the grid (a lattice
     spread over them, plus the tiles of most colour detail: the detail 4:2:0 smears), and the
     positions of those colourful tiles. The colour detail is found on ``scout`` when given
     (those rows of whole tiles, each tile a few pixels square), else on a copy :data:`SCOUT`
-    times smaller on each side."""
+    times smaller on each side. ``edges`` (0 or 1 each) spread the lattice over the partial
+    column on the right and the partial row at the bottom too."""
     columns = image.width // tile
-    chosen = _lattice(columns, rows, count - COLOURFUL_TILES)
+    chosen = _lattice(columns + edges[0], rows + edges[1], count - COLOURFUL_TILES)
     if scout is None:
         scout = image.crop(0, 0, columns * tile, rows * tile).shrink(SCOUT, SCOUT)
     colourful = _colourful(scout, scout.width // columns, columns, rows)

@@ -755,7 +755,9 @@ def _read_listing(response_dict: dict[str, Any], customized_response_dict: dict[
                    if element.tag.rpartition("}")[2] == "Contents"]  # fmt: skip
     except (ElementTree.ParseError, KeyError, TypeError, ValueError):
         return
-    if not entries:
+    if not entries or not body.count(b"<Contents>") == body.count(b"</Contents>") == len(entries):
+        # none, or the tags also stand in text (a CDATA section, a comment): cutting them
+        # there would leave botocore an answer that does not parse
         return
     response_dict["body"] = _LISTED.sub(b"", body)
     customized_response_dict["Contents"] = entries
