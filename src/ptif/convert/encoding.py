@@ -177,12 +177,13 @@ def hold_jpeg(path: Path, image: pyvips.Image) -> Pixels | None:
     or ``None`` when libjpeg-turbo refuses the file, reads it otherwise, or the file does not end
     with its image: libvips then decodes it, and says what is wrong. The file's scans are
     bounded before it is opened (:func:`~ptif.convert.budgets.check_jpeg`), so this decode,
-    like libvips' own, ends; a file larger than its pixels (padding, huge metadata) is left to
-    libvips too, which streams it instead of reading it whole."""
+    like libvips' own, ends; a file larger than a quarter of its pixels (padding, huge
+    metadata; a photograph's JPEG is a tenth or less) is left to libvips too, which streams it
+    instead of reading it whole: what this decode holds beyond the pixels stays small."""
     import numpy as np
     from imagecodecs import jpeg8_decode
 
-    if path.stat().st_size > image.width * image.height * image.bands:
+    if path.stat().st_size > image.width * image.height * image.bands // 4:
         return None
     data = path.read_bytes()
     if not data.endswith(b"\xff\xd9"):

@@ -385,6 +385,8 @@ def _encoding(
 def _hold(job: _Job, opened: Opened, image: pyvips.Image) -> Pixels:
     """The image decoded into memory for ptif's own writer, within the conversion's time."""
     without_huge_pages()
+    if time.perf_counter() >= job.deadline:
+        raise too_slow(job.src, job.limits.max_seconds, time.perf_counter() - job.started)
     if plain_jpeg(opened.image, opened.decoder, image):
         decoded = hold_jpeg(job.src, image)
         if decoded is not None:
