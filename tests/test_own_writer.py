@@ -150,9 +150,9 @@ def test_tiles_already_encoded_are_written_as_they_are(tmp_path: Path) -> None:
     tiles = Tiles(80, "420")
     white = np.full_like(pixels, 255)
     ready = {
-        (0, 0): tiles.encode_fast(pixel_tile(white, 0, 0, 256, tiles.block)),
-        (1, 0): Tiles(81, "420").encode_fast(pixel_tile(white, 1, 0, 256, tiles.block)),
-        (2, 0): Tiles(80, "444").encode_fast(pixel_tile(white, 2, 0, 256, 8)),
+        (0, 0): tiles.encode(pixel_tile(white, 0, 0, 256, tiles.block)),
+        (1, 0): Tiles(81, "420").encode(pixel_tile(white, 1, 0, 256, tiles.block)),
+        (2, 0): Tiles(80, "444").encode(pixel_tile(white, 2, 0, 256, 8)),
     }
     path = tmp_path / "ready.tif"
     write_pyramid(path, pixels, 2, 256, tiles, embedded(), bigtiff=False, ready=ready)

@@ -303,4 +303,4 @@ def test_the_pick_hands_back_its_sample_tiles_as_the_writer_encodes_them(
             assert set(ready) == set(sample_spots(pixels, size)[0]) < grid
             assert len(ready) <= encoding.SAMPLE_TILES
         for (x, y), stream in ready.items():
-            assert stream == tiles.encode_fast(pixel_tile(pixels, x, y, size, tiles.block))
+            assert stream == tiles.encode(pixel_tile(pixels, x, y, size, tiles.block))

@@ -123,12 +123,12 @@ class Trials:
 
     def streams(self, quality: int, chroma: str) -> list[bytes]:
         """The sample's tiles as ``quality`` and ``chroma``, in the sample's order, each as
-        :meth:`~ptif.convert.tiffwriter.Tiles.encode_fast` encodes it."""
+        :meth:`~ptif.convert.tiffwriter.Tiles.encode` encodes it."""
         key = (quality, chroma)
         if key not in self._streams:
             tiles = Tiles(quality, chroma)
             padded = self._sample.tiles(tiles.block)
-            self._streams[key] = list(cores.spread(self._pool, tiles.encode_fast, padded))
+            self._streams[key] = list(cores.spread(self._pool, tiles.encode, padded))
         return self._streams[key]
 
 
@@ -137,7 +137,7 @@ def choose_tiles(
 ) -> Encoding:
     """The candidate of few sample bytes whose sample SSIM holds the recipe's floor. ``ready``,
     when given, receives the pick's sample streams keyed by (column, row) on the level-0 tile
-    grid: each is ``Tiles(quality, chroma).encode_fast(pixel_tile(...))`` of that tile."""
+    grid: each is ``Tiles(quality, chroma).encode(pixel_tile(...))`` of that tile."""
     floor = recipe.min_quality
     assert floor is not None
     bands = pixels.shape[2]

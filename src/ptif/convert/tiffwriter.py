@@ -89,14 +89,15 @@ class Tiles:
         """The JPEG block (MCU) side, in pixels."""
         return 16 if self.chroma == "420" else 8
 
-    def encode(self, tile: Pixels, optimize: bool = True) -> bytes:
+    def encode(self, tile: Pixels) -> bytes:
         """One whole tile (``tile_size`` square, padded) as a complete JPEG stream, with
-        optimised Huffman tables unless ``optimize`` is false (the same pixels, a few percent
-        more bytes, half the CPU)."""
+        libjpeg's standard Huffman tables: what the pyramid's tiles hold, and what a trial of
+        the floor measures (tables optimised per tile: a few percent fewer bytes, twice the
+        CPU)."""
         from imagecodecs import jpeg8_encode
 
         if self.chroma == "grey":
-            return bytes(jpeg8_encode(tile[..., 0], level=self.quality, optimize=optimize))
+            return bytes(jpeg8_encode(tile[..., 0], level=self.quality, optimize=False))
         return bytes(
             jpeg8_encode(
                 tile,
@@ -104,14 +105,9 @@ class Tiles:
                 colorspace="RGB",
                 outcolorspace="YCBCR",
                 subsampling=SUBSAMPLING[self.chroma],
-                optimize=optimize,
+                optimize=False,
             )
         )
-
-    def encode_fast(self, tile: Pixels) -> bytes:
-        """:meth:`encode` with standard Huffman tables: what the pyramid's tiles hold, and
-        what a trial of the floor measures."""
-        return self.encode(tile, optimize=False)
 
 
 class Embedded:
@@ -263,7 +259,7 @@ def write_pyramid(
     """Write ``levels`` levels of ``pixels`` (height x width x bands, C order) to ``path``.
 
     ``ready`` holds tiles of the first level already encoded, keyed by (column, row): complete
-    JPEG streams as :meth:`Tiles.encode_fast` returns them for :func:`pixel_tile`. Each is
+    JPEG streams as :meth:`Tiles.encode` returns them for :func:`pixel_tile`. Each is
     written as it is when its tables are the level's (the same quality and chroma), else the
     tile is encoded again.
 
@@ -277,7 +273,7 @@ def write_pyramid(
         if deadline is not None and time.perf_counter() > deadline:
             raise Expired("the conversion's time ran out while its pyramid was being written")
 
-    shared = Shared(tiles.encode_fast(np.zeros((tile_size, tile_size, pixels.shape[2]), np.uint8)))
+    shared = Shared(tiles.encode(np.zeros((tile_size, tile_size, pixels.shape[2]), np.uint8)))
     pool = cores.pool()
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
         level = pixels
@@ -324,7 +320,7 @@ class _Level:
             kept = self.shared.abbreviated(stream)
             if kept is not None:
                 return kept
-        stream = self.tiles.encode_fast(pixel_tile(self.pixels, x, y, self.size, self.tiles.block))
+        stream = self.tiles.encode(pixel_tile(self.pixels, x, y, self.size, self.tiles.block))
         kept = self.shared.abbreviated(stream)
         # Never seen (the encoder writes the same markers for the same settings), and still
         # valid: a tile's own tables take the place of the JPEGTables'.
