@@ -238,10 +238,16 @@ def normalize_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         if not _META_KEY.match(key) or not isinstance(value, str):
             raise ValueError(f"metadata {name!r}: names are letters, digits, '.', '_' or '-'")
         result[key] = value
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in result.items())
-    if size > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata takes {size} bytes; S3 allows {MAX_METADATA_BYTES}")
+    check_metadata_size(result)
     return result
+
+
+def check_metadata_size(metadata: Mapping[str, str], counted: str = "") -> None:
+    """Raise ``ValueError`` when ``metadata`` takes more than S3's 2 KB, counted as S3 counts
+    it: the UTF-8 bytes of every name and value. ``counted`` says how the values were taken."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata takes {size} bytes{counted}; S3 allows {MAX_METADATA_BYTES}")
 
 
 def verify_conditional_writes(store: Store, advice: str) -> bool:

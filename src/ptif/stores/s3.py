@@ -47,7 +47,6 @@ from botocore.config import Config
 
 from ptif.errors import DISK_FULL, UNSUPPORTED, ConfigError, PtifError
 from ptif.stores.base import (
-    MAX_METADATA_BYTES,
     ObjectInfo,
     ObjectMissing,
     ObjectTooBig,
@@ -55,6 +54,7 @@ from ptif.stores.base import (
     StoreError,
     UnsafeKey,
     check_key,
+    check_metadata_size,
     copy_at_most,
     delete_one_by_one,
     normalize_metadata,
@@ -815,9 +815,7 @@ def _encode_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     itself returns such values in. S3's 2 KB counts the headers as sent, so the encoded words
     are what must fit (a third more than their text)."""
     encoded = {k: _encode_value(v) for k, v in normalize_metadata(metadata).items()}
-    size = sum(len(k) + len(v) for k, v in encoded.items())
-    if size > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata takes {size} bytes as sent; S3 allows {MAX_METADATA_BYTES}")
+    check_metadata_size(encoded, " as sent")
     return encoded
 
 
