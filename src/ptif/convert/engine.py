@@ -385,8 +385,7 @@ def _encoding(
 def _hold(job: _Job, opened: Opened, image: pyvips.Image) -> Pixels:
     """The image decoded into memory for ptif's own writer, within the conversion's time."""
     without_huge_pages()
-    if time.perf_counter() >= job.deadline:
-        raise too_slow(job.src, job.limits.max_seconds, time.perf_counter() - job.started)
+    _time_left(job)
     if plain_jpeg(opened.image, opened.decoder, image):
         decoded = hold_jpeg(job.src, image)
         if decoded is not None:
@@ -443,13 +442,18 @@ def _libvips_writer(
     return save
 
 
-def _within_deadline(job: _Job, image: pyvips.Image, where: Path, work: Callable[[], Any]) -> Any:
-    """``work``'s result; libvips' evaluation of ``image`` is stopped when the conversion's
-    time is up."""
+def _time_left(job: _Job) -> float:
+    """Seconds left of the conversion's time; ``too-slow`` when none are."""
     remaining = job.deadline - time.perf_counter()
     if remaining <= 0:
         raise too_slow(job.src, job.limits.max_seconds, time.perf_counter() - job.started)
-    with Deadline(image, remaining) as deadline:
+    return remaining
+
+
+def _within_deadline(job: _Job, image: pyvips.Image, where: Path, work: Callable[[], Any]) -> Any:
+    """``work``'s result; libvips' evaluation of ``image`` is stopped when the conversion's
+    time is up."""
+    with Deadline(image, _time_left(job)) as deadline:
         try:
             return work()
         except pyvips.Error as error:
